@@ -1,0 +1,142 @@
+/* cmd_train.c: `psrec train`: options -> psrec_train_conf_t, run the embedded trainer, print a
+ * summary. Thread model: main thread (the trainer starts the workers). */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "worker/trainer.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: psrec train --data DIR [--model DIR] [options]\n"
+            "  --data DIR          output of `psrec prep` (shards + freq.bin)\n"
+            "  --model DIR         where to save the model (default: no model saved)\n"
+            "  --metrics FILE      JSON-lines training metrics\n"
+            "  --threads W         worker threads (default 2)      --epochs E (default 5)\n"
+            "  --batch B           (default 256)                   --negatives S shared per batch (default 1024)\n"
+            "  --loss L            softmax | logistic | positives-only (default softmax)\n"
+            "  --full              exact full softmax (every item is a candidate; the reference)\n"
+            "  --sampler K         uniform | popularity | inbatch | mixed | hard | all (default uniform)\n"
+            "  --alpha A           popularity exponent (default 0.75)\n"
+            "  --hard-keep H       hard negatives kept from a uniform pool of S (default S/4)\n"
+            "  --temperature T     hard-negative sampling temperature (default 1)\n"
+            "  --neg-weight K      logistic loss: weight of the negatives term (default 5)\n"
+            "  --gravity L         gravity regularizer lambda (default 0 = off)\n"
+            "  --gravity-rows R    uniform item rows per step for the gravity estimate (default 256)\n"
+            "  --dim D             query/item embedding size (default 64)\n"
+            "  --emb-dim E         input embedding size per slot (default = dim)\n"
+            "  --hidden LIST       hidden layer widths, e.g. 128 or 256,128; 0 = linear (default 128)\n"
+            "  --tie               history slot uses the item output embeddings\n"
+            "  --opt O             item tables: sgd | adagrad | rowwise-adagrad | adam (default rowwise-adagrad)\n"
+            "  --lr X              item tables learning rate (default 0.1)\n"
+            "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
+            "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
+            "  --max-steps N       stop each worker after N steps\n"
+            "  --seed N            (default 1)   --quiet   --no-progress\n");
+}
+
+int psrec_cmd_train(int argc, char **argv)
+{
+    psrec_train_conf_t c;
+    psrec_train_defaults(&c);
+    int emb_set = 0, full = 0, hard_keep_set = 0;
+    static const struct option opts[] = {
+        {"data", 1, 0, 'D'},      {"model", 1, 0, 'M'},        {"metrics", 1, 0, 'J'},      {"threads", 1, 0, 'w'},
+        {"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},        {"negatives", 1, 0, 'n'},    {"loss", 1, 0, 'L'},
+        {"full", 0, 0, 'F'},      {"sampler", 1, 0, 'S'},      {"alpha", 1, 0, 'a'},        {"hard-keep", 1, 0, 'k'},
+        {"temperature", 1, 0, 'T'}, {"neg-weight", 1, 0, 'g'}, {"gravity", 1, 0, 'G'},      {"gravity-rows", 1, 0, 'R'},
+        {"dim", 1, 0, 'd'},       {"emb-dim", 1, 0, 'E'},      {"hidden", 1, 0, 'H'},       {"tie", 0, 0, 't'},
+        {"opt", 1, 0, 'o'},       {"lr", 1, 0, 'l'},           {"dense-opt", 1, 0, 'O'},    {"dense-lr", 1, 0, 'r'},
+        {"init-scale", 1, 0, 'i'}, {"max-steps", 1, 0, 'x'},   {"seed", 1, 0, 's'},         {"quiet", 0, 0, 'q'},
+        {"no-progress", 0, 0, 'P'}, {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+    int o, iv;
+    double dv;
+    uint64_t uv;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'D': c.data_dir = optarg; break;
+        case 'M': c.model_dir = optarg; break;
+        case 'J': c.metrics_path = optarg; break;
+        case 'w': if (psrec_cli_int("train", "--threads", optarg, 1, 256, &c.threads)) return 2; break;
+        case 'e': if (psrec_cli_int("train", "--epochs", optarg, 1, 1000000, &c.epochs)) return 2; break;
+        case 'b': if (psrec_cli_int("train", "--batch", optarg, 1, 65536, &c.batch)) return 2; break;
+        case 'n': if (psrec_cli_int("train", "--negatives", optarg, 0, 1 << 24, &c.negatives)) return 2; break;
+        case 'L':
+            if (psrec_loss_parse(optarg, &c.loss)) {
+                fprintf(stderr, "psrec train: --loss: unknown loss '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'F': full = 1; break;
+        case 'S':
+            if (psrec_sampler_parse(optarg, &c.sampler)) {
+                fprintf(stderr, "psrec train: --sampler: unknown sampler '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'a': if (psrec_cli_double("train", "--alpha", optarg, 0, 10, &c.alpha)) return 2; break;
+        case 'k': if (psrec_cli_int("train", "--hard-keep", optarg, 1, 1 << 24, &c.hard_keep)) return 2; hard_keep_set = 1; break;
+        case 'T': if (psrec_cli_double("train", "--temperature", optarg, 1e-3, 1e6, &c.temperature)) return 2; break;
+        case 'g': if (psrec_cli_double("train", "--neg-weight", optarg, 0, 1e6, &dv)) return 2; c.neg_weight = (float)dv; break;
+        case 'G': if (psrec_cli_double("train", "--gravity", optarg, 0, 1e9, &dv)) return 2; c.gravity = (float)dv; break;
+        case 'R': if (psrec_cli_int("train", "--gravity-rows", optarg, 1, 1 << 24, &c.gravity_rows)) return 2; break;
+        case 'd': if (psrec_cli_int("train", "--dim", optarg, 1, 4096, &c.dim)) return 2; break;
+        case 'E': if (psrec_cli_int("train", "--emb-dim", optarg, 1, 4096, &c.emb_dim)) return 2; emb_set = 1; break;
+        case 'H':
+            if (psrec_tower_parse_hidden(optarg, &c.tower)) {
+                fprintf(stderr, "psrec train: --hidden: bad layer list '%s' (e.g. 128 or 256,128 or 0)\n", optarg);
+                return 2;
+            }
+            break;
+        case 't': c.tie = 1; break;
+        case 'o':
+            if (psrec_opt_parse(optarg, &c.item_opt.kind)) {
+                fprintf(stderr, "psrec train: --opt: unknown optimizer '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'l': if (psrec_cli_double("train", "--lr", optarg, 0, 1e6, &dv)) return 2; c.item_opt.lr = (float)dv; break;
+        case 'O':
+            if (psrec_opt_parse(optarg, &c.dense_opt.kind)) {
+                fprintf(stderr, "psrec train: --dense-opt: unknown optimizer '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'r': if (psrec_cli_double("train", "--dense-lr", optarg, 0, 1e6, &dv)) return 2; c.dense_opt.lr = (float)dv; break;
+        case 'i': if (psrec_cli_double("train", "--init-scale", optarg, 0, 1e3, &dv)) return 2; c.init_scale = (float)dv; break;
+        case 'x': if (psrec_cli_u64("train", "--max-steps", optarg, &uv)) return 2; c.max_steps = uv; break;
+        case 's': if (psrec_cli_u64("train", "--seed", optarg, &uv)) return 2; c.seed = uv; break;
+        case 'q': c.quiet = 1; break;
+        case 'P': c.progress = 0; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    (void)iv;
+    if (!c.data_dir) {
+        usage(stderr);
+        return 2;
+    }
+    if (!emb_set) c.emb_dim = c.dim;
+    if (full) c.sampler = PSREC_SAMPLER_ALL;
+    if (!hard_keep_set) c.hard_keep = c.negatives / 4 > 0 ? c.negatives / 4 : 1;
+    char err[PSREC_ERRBUF] = "";
+    psrec_train_result_t res;
+    psrec_err rc = psrec_train(&c, &res, err);
+    if (rc) {
+        fprintf(stderr, "psrec train: %s\n", err[0] ? err : psrec_strerror(rc));
+        return 1;
+    }
+    if (!c.quiet)
+        fprintf(stderr,
+                "psrec train: %llu examples in %.2f s (%.0f examples/s, %llu steps), final loss %.5f, "
+                "%llu item rows (%.1f bytes/row)%s%s\n",
+                (unsigned long long)res.examples, res.seconds, res.examples_per_sec, (unsigned long long)res.steps,
+                res.final_loss, (unsigned long long)res.rows_out, res.bytes_per_row_out,
+                c.model_dir ? ", model in " : "", c.model_dir ? c.model_dir : "");
+    printf("{\"examples\": %llu, \"seconds\": %.3f, \"examples_per_sec\": %.1f, \"final_loss\": %.6f}\n",
+           (unsigned long long)res.examples, res.seconds, res.examples_per_sec, res.final_loss);
+    return 0;
+}

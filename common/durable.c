@@ -1,0 +1,232 @@
+/* durable.c: crash-safe file writes (temp + fsync + rename + fsync dir) with an XXH64 trailer, and
+ * the matching verified reads. Design: one helper for every durable file (models, frequency counts,
+ * manifests) so "a reader never loads a torn or corrupt file" is proven once.
+ * Thread model: a psrec_dfile_t is used by one thread; the functions keep no global state. */
+#include "common/durable.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define TRAILER_MAGIC "PSRECEND"
+#define TRAILER_SIZE 24
+
+struct psrec_dfile {
+    FILE *fp;
+    char *path;
+    char *tmp;
+    uint64_t len;
+    XXH64_state_t *h;
+};
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+psrec_err psrec_dfile_open(psrec_dfile_t **out, const char *path, char *err)
+{
+    *out = NULL;
+    psrec_dfile_t *f = calloc(1, sizeof *f);
+    if (!f) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
+    size_t n = strlen(path) + 32;
+    f->path = strdup(path);
+    f->tmp = malloc(n);
+    f->h = XXH64_createState();
+    if (!f->path || !f->tmp || !f->h) {
+        psrec_dfile_abort(&f);
+        return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
+    }
+    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    XXH64_reset(f->h, 0);
+    f->fp = fopen(f->tmp, "wb");
+    if (!f->fp) {
+        int e = errno;
+        psrec_dfile_abort(&f);
+        return psrec_fail(err, PSREC_EIO, "%s: cannot create temporary file: %s", path, strerror(e));
+    }
+    *out = f;
+    return PSREC_OK;
+}
+
+psrec_err psrec_dfile_write(psrec_dfile_t *f, const void *p, size_t len, char *err)
+{
+    if (len == 0) return PSREC_OK;
+    if (fwrite(p, 1, len, f->fp) != len)
+        return psrec_fail(err, PSREC_EIO, "%s: write failed: %s", f->path, strerror(errno));
+    XXH64_update(f->h, p, len);
+    f->len += len;
+    return PSREC_OK;
+}
+
+uint64_t psrec_dfile_tell(const psrec_dfile_t *f)
+{
+    return f->len;
+}
+
+static psrec_err fsync_dir_of(const char *path, char *err)
+{
+    char *copy = strdup(path);
+    if (!copy) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    const char *dir = dirname(copy);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    psrec_err rc = PSREC_OK;
+    if (fd < 0 || fsync(fd) != 0)
+        rc = psrec_fail(err, PSREC_EIO, "%s: cannot sync directory: %s", dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(copy);
+    return rc;
+}
+
+psrec_err psrec_dfile_commit(psrec_dfile_t **pf, char *err)
+{
+    psrec_dfile_t *f = *pf;
+    unsigned char tr[TRAILER_SIZE];
+    memcpy(tr, TRAILER_MAGIC, 8);
+    put_u64(tr + 8, f->len);
+    put_u64(tr + 16, (uint64_t)XXH64_digest(f->h));
+    psrec_err rc = PSREC_OK;
+    if (fwrite(tr, 1, sizeof tr, f->fp) != sizeof tr || fflush(f->fp) != 0 ||
+        fsync(fileno(f->fp)) != 0) {
+        rc = psrec_fail(err, PSREC_EIO, "%s: write/sync failed: %s", f->path, strerror(errno));
+    }
+    if (fclose(f->fp) != 0 && rc == PSREC_OK)
+        rc = psrec_fail(err, PSREC_EIO, "%s: close failed: %s", f->path, strerror(errno));
+    f->fp = NULL;
+    if (rc == PSREC_OK && rename(f->tmp, f->path) != 0)
+        rc = psrec_fail(err, PSREC_EIO, "%s: rename failed: %s", f->path, strerror(errno));
+    if (rc == PSREC_OK) rc = fsync_dir_of(f->path, err);
+    psrec_dfile_abort(pf); /* removes the temp file if it is still there, frees */
+    return rc;
+}
+
+void psrec_dfile_abort(psrec_dfile_t **pf)
+{
+    if (!pf || !*pf) return;
+    psrec_dfile_t *f = *pf;
+    if (f->fp) fclose(f->fp);
+    if (f->tmp) unlink(f->tmp); /* after a successful rename this fails harmlessly */
+    if (f->h) XXH64_freeState(f->h);
+    free(f->tmp);
+    free(f->path);
+    free(f);
+    *pf = NULL;
+}
+
+static psrec_err open_checked(const char *path, FILE **fp, uint64_t *payload, uint64_t *sum, char *err)
+{
+    *fp = fopen(path, "rb");
+    if (!*fp) {
+        int e = errno;
+        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path,
+                          strerror(e));
+    }
+    struct stat st;
+    if (fstat(fileno(*fp), &st) != 0 || st.st_size < TRAILER_SIZE) {
+        fclose(*fp);
+        *fp = NULL;
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: too short to be a psrec file (truncated?)", path);
+    }
+    unsigned char tr[TRAILER_SIZE];
+    if (fseeko(*fp, st.st_size - TRAILER_SIZE, SEEK_SET) != 0 || fread(tr, 1, sizeof tr, *fp) != sizeof tr ||
+        memcmp(tr, TRAILER_MAGIC, 8) != 0 || get_u64(tr + 8) != (uint64_t)st.st_size - TRAILER_SIZE) {
+        fclose(*fp);
+        *fp = NULL;
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: missing or inconsistent trailer (truncated or not a psrec file)",
+                          path);
+    }
+    *payload = get_u64(tr + 8);
+    *sum = get_u64(tr + 16);
+    rewind(*fp);
+    return PSREC_OK;
+}
+
+psrec_err psrec_dfile_read_all(const char *path, void **buf, size_t *len, char *err)
+{
+    *buf = NULL;
+    *len = 0;
+    FILE *fp;
+    uint64_t payload, sum;
+    psrec_err rc = open_checked(path, &fp, &payload, &sum, err);
+    if (rc) return rc;
+    void *p = malloc(payload ? payload : 1);
+    if (!p) {
+        fclose(fp);
+        return psrec_fail(err, PSREC_ENOMEM, "%s: cannot allocate %llu bytes", path, (unsigned long long)payload);
+    }
+    if (fread(p, 1, payload, fp) != payload) {
+        fclose(fp);
+        free(p);
+        return psrec_fail(err, PSREC_EIO, "%s: read failed", path);
+    }
+    fclose(fp);
+    if ((uint64_t)XXH64(p, payload, 0) != sum) {
+        free(p);
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: checksum mismatch (file is corrupt)", path);
+    }
+    *buf = p;
+    *len = payload;
+    return PSREC_OK;
+}
+
+psrec_err psrec_dfile_verify(const char *path, uint64_t *payload_len, char *err)
+{
+    FILE *fp;
+    uint64_t payload, sum;
+    psrec_err rc = open_checked(path, &fp, &payload, &sum, err);
+    if (rc) return rc;
+    XXH64_state_t *h = XXH64_createState();
+    char *chunk = malloc(1 << 20);
+    if (!h || !chunk) {
+        fclose(fp);
+        XXH64_freeState(h);
+        free(chunk);
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    }
+    XXH64_reset(h, 0);
+    uint64_t left = payload;
+    while (left > 0 && rc == PSREC_OK) {
+        size_t want = left < (1u << 20) ? (size_t)left : (1u << 20);
+        if (fread(chunk, 1, want, fp) != want) rc = psrec_fail(err, PSREC_EIO, "%s: read failed", path);
+        XXH64_update(h, chunk, want);
+        left -= want;
+    }
+    if (rc == PSREC_OK && (uint64_t)XXH64_digest(h) != sum)
+        rc = psrec_fail(err, PSREC_ECORRUPT, "%s: checksum mismatch (file is corrupt)", path);
+    fclose(fp);
+    XXH64_freeState(h);
+    free(chunk);
+    if (rc == PSREC_OK && payload_len) *payload_len = payload;
+    return rc;
+}
+
+psrec_err psrec_mkdirs(const char *path, char *err)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return psrec_fail(err, PSREC_EINVAL, "bad directory path '%s'", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return psrec_fail(err, PSREC_EIO, "%s: cannot create directory: %s", buf, strerror(errno));
+            buf[i] = c;
+        }
+    }
+    return PSREC_OK;
+}

@@ -1,0 +1,43 @@
+/* durable.h: the one way psrec writes files that must survive a crash, and reads them back safely.
+ *
+ * A durable file is written to "<path>.tmp.<pid>", fsync'ed, renamed over <path>, and the directory
+ * is fsync'ed (Redis rdbSave's sequence): after kill -9 a reader sees the old file or the new one,
+ * never a mix. Every durable file ends with a 24-byte trailer {"PSRECEND", payload length, XXH64 of
+ * the payload}, so a truncated or corrupted file is detected and refused before anything is used.
+ *
+ * Thread model: a psrec_dfile_t belongs to one thread. */
+#ifndef PSREC_DURABLE_H
+#define PSREC_DURABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct psrec_dfile psrec_dfile_t;
+
+/* Opens a temporary file next to path. On failure *f stays NULL and err says why. */
+psrec_err psrec_dfile_open(psrec_dfile_t **f, const char *path, char *err) PSREC_MUST_CHECK;
+/* Appends len bytes (buffered, checksummed as it goes). */
+psrec_err psrec_dfile_write(psrec_dfile_t *f, const void *p, size_t len, char *err) PSREC_MUST_CHECK;
+/* Bytes written so far (payload only). */
+uint64_t psrec_dfile_tell(const psrec_dfile_t *f);
+/* Writes the trailer, fsyncs, renames into place, fsyncs the directory. Always destroys *f and sets
+ * it to NULL; on failure the temporary file is removed and the old file (if any) is untouched. */
+psrec_err psrec_dfile_commit(psrec_dfile_t **f, char *err) PSREC_MUST_CHECK;
+/* Discards the temporary file. Accepts NULL. */
+void psrec_dfile_abort(psrec_dfile_t **f);
+
+/* Reads a whole durable file into a malloc'ed buffer after checking its trailer and checksum.
+ * On success the caller owns *buf (payload only, *len bytes). A missing file is PSREC_ENOTFOUND;
+ * a short, truncated or mismatching file is PSREC_ECORRUPT; err names the file and the fault. */
+psrec_err psrec_dfile_read_all(const char *path, void **buf, size_t *len, char *err) PSREC_MUST_CHECK;
+
+/* Checks a durable file's trailer and checksum by streaming it (for files too big to load);
+ * *payload_len gets the payload size. Same codes as psrec_dfile_read_all. */
+psrec_err psrec_dfile_verify(const char *path, uint64_t *payload_len, char *err) PSREC_MUST_CHECK;
+
+/* mkdir -p; existing directories are fine. */
+psrec_err psrec_mkdirs(const char *path, char *err) PSREC_MUST_CHECK;
+
+#endif

@@ -1,0 +1,92 @@
+/* store.h: the parameter store of one server: every table's rows for the keys this server owns.
+ *
+ * Each table maps uint64 keys to rows of `dim` float32 weights followed by the optimizer state
+ * (none for SGD, 1 float for row-wise Adagrad, dim for Adagrad, 2*dim + 1 for lazy Adam: m, s and
+ * the row's step count). Rows live in large slabs; an open-addressing hash table maps key -> row.
+ * A row is created on first touch (pull or push) with a deterministic init drawn from
+ * (seed, table id, key), so an untouched row is the same wherever and whenever it is made.
+ * Optimizers run here (server side): a push carries the summed gradient of each key.
+ *
+ * Thread model: all calls are thread-safe. Keys are spread over `nlocks` lock stripes by hash, so
+ * worker threads (embedded mode) or server threads pull and push concurrently (Hogwild-style between
+ * stripes, exact per row). */
+#ifndef PSREC_STORE_H
+#define PSREC_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef enum {
+    PSREC_OPT_SGD = 0,
+    PSREC_OPT_ADAGRAD,         /* per coordinate */
+    PSREC_OPT_ROWWISE_ADAGRAD, /* one accumulator per row: a += |g|^2/d */
+    PSREC_OPT_ADAM             /* lazy Adam: only touched rows move; per-row step count for bias correction */
+} psrec_opt_kind;
+
+typedef struct {
+    psrec_opt_kind kind;
+    float lr;
+    float eps;      /* Adagrad default 1e-8 (if 0), Adam default 1e-8 */
+    float init_acc; /* Adagrad initial accumulator (default 0; TF uses 0.1) */
+    float beta1;    /* Adam (default 0.9 if 0) */
+    float beta2;    /* Adam (default 0.999 if 0) */
+    float l2;       /* L2 on touched rows (frequency-weighted; 0 = off) */
+} psrec_opt_t;
+
+typedef enum {
+    PSREC_INIT_ZERO = 0,
+    PSREC_INIT_UNIFORM, /* U(-scale, scale) */
+    PSREC_INIT_NORMAL   /* N(0, scale^2) */
+} psrec_init_kind;
+
+typedef struct {
+    uint32_t dim;
+    psrec_opt_t opt;
+    psrec_init_kind init;
+    float init_scale;
+    uint64_t max_rows; /* 0 = unbounded; beyond it new keys are refused with PSREC_EFULL */
+} psrec_table_conf_t;
+
+typedef struct psrec_store psrec_store_t;
+
+psrec_err psrec_store_new(psrec_store_t **s, uint64_t seed, int nlocks) PSREC_MUST_CHECK;
+void psrec_store_destroy(psrec_store_t **s);
+
+/* Declares table `table` (a small integer, < PSREC_STORE_MAX_TABLES). PSREC_EINVAL if it exists. */
+#define PSREC_STORE_MAX_TABLES 64
+psrec_err psrec_store_add_table(psrec_store_t *s, uint32_t table, const psrec_table_conf_t *conf,
+                                char *err) PSREC_MUST_CHECK;
+/* The table's row width, 0 if the table does not exist. */
+uint32_t psrec_store_dim(const psrec_store_t *s, uint32_t table);
+
+/* Copies the weights of n keys into out (n x dim), creating missing rows. */
+psrec_err psrec_store_pull(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
+                           float *out) PSREC_MUST_CHECK;
+/* Applies the optimizer with gradient grads (n x dim) to n keys (creating missing rows). Keys should
+ * be unique within one call (the worker sums per key first); a repeated key is applied twice. */
+psrec_err psrec_store_push(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
+                           const float *grads) PSREC_MUST_CHECK;
+/* Overwrites the weights of n keys (creating rows; optimizer state is reset). Used by model load and
+ * by initialisers that need another distribution than the table's (dense layers). */
+psrec_err psrec_store_set(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
+                          const float *values) PSREC_MUST_CHECK;
+
+/* Number of materialised rows of a table, and the exact bytes per row (row payload + hash entry +
+ * slab overhead amortised). */
+uint64_t psrec_store_rows(const psrec_store_t *s, uint32_t table);
+double psrec_store_bytes_per_row(const psrec_store_t *s, uint32_t table);
+
+/* Calls fn(key, weights, ctx) for every row of the table, under the stripe locks (do not call back
+ * into the store). Order unspecified. */
+typedef void (*psrec_store_row_fn)(uint64_t key, const float *weights, uint32_t dim, void *ctx);
+void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn, void *ctx);
+
+/* The deterministic initial weights of (table, key) under the table's init (what a first touch gets). */
+void psrec_store_init_row(const psrec_store_t *s, uint32_t table, uint64_t key, float *out);
+
+const char *psrec_opt_name(psrec_opt_kind k);
+int psrec_opt_parse(const char *name, psrec_opt_kind *k); /* "sgd","adagrad","rowwise-adagrad","adam"; 0 ok */
+
+#endif

@@ -1,0 +1,76 @@
+/* sampler.h: negative samplers over an item catalogue (ALGORITHMS.md §3). Each draw returns item keys
+ * and log E (expected count of that key in the draw, stop-gradient) for the logQ correction, and the
+ * sampler can tell log E for any key (positives are corrected too, TF's true_expected_count).
+ *
+ * Kinds:
+ *  - UNIFORM: S draws with replacement from the catalogue; E = S/N.
+ *  - POPULARITY: Q_j = (c_j+1)^alpha / sum (Walker/Vose alias table built in double); E = S Q_j.
+ *  - INBATCH: the negatives are the batch's positive keys (with multiplicity); E_j = p_hat_j from the
+ *    streaming frequency estimate of Yi et al. 2019 (§3.3), updated by psrec_sampler_observe().
+ *  - MIXED: in-batch keys plus S uniform draws; E_j = p_hat_j + S/N (§3.4).
+ *  - HARD: two stages (§3.5 b): psrec_sampler_draw gives a uniform pool of M keys (E unused); the
+ *    caller scores the pool against the batch and calls psrec_sampler_hard_resample to get h keys
+ *    with log E_j = log h + log(M/N) + s_j/T - LSE_k(s_k/T).
+ *  - ALL: every catalogue item once, E = 1 (full softmax through the sampled path).
+ *
+ * Thread model: draw() and log_expected() only read the sampler and use the caller's rng, so worker
+ * threads share one sampler; observe() (in-batch estimate) takes an internal lock. */
+#ifndef PSREC_SAMPLER_H
+#define PSREC_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/rng.h"
+
+typedef enum {
+    PSREC_SAMPLER_UNIFORM = 0,
+    PSREC_SAMPLER_POPULARITY,
+    PSREC_SAMPLER_INBATCH,
+    PSREC_SAMPLER_MIXED,
+    PSREC_SAMPLER_HARD,
+    PSREC_SAMPLER_ALL
+} psrec_sampler_kind;
+
+typedef struct {
+    psrec_sampler_kind kind;
+    size_t n_items;          /* catalogue size N */
+    const uint64_t *items;   /* N catalogue keys (copied) */
+    const uint64_t *counts;  /* N training counts (POPULARITY; copied), or NULL */
+    double alpha;            /* POPULARITY exponent (0.75 as word2vec) */
+    size_t hash_size;        /* INBATCH/MIXED: size H of the frequency arrays (default 1<<20 if 0) */
+    double rate;             /* INBATCH/MIXED: moving-average rate (default 0.01 if 0) */
+    double temperature;      /* HARD: T (default 1 if 0) */
+} psrec_sampler_conf_t;
+
+typedef struct psrec_sampler psrec_sampler_t;
+
+psrec_err psrec_sampler_new(psrec_sampler_t **s, const psrec_sampler_conf_t *conf, char *err) PSREC_MUST_CHECK;
+void psrec_sampler_destroy(psrec_sampler_t **s);
+psrec_sampler_kind psrec_sampler_kind_of(const psrec_sampler_t *s);
+
+/* Draws the batch's shared negatives into keys/logE (capacity cap). `batch_pos` (n_batch_pos keys)
+ * are the batch's positives, used by INBATCH and MIXED. *n_out = how many were written:
+ * UNIFORM/POPULARITY: S; INBATCH: n_batch_pos; MIXED: n_batch_pos + S; HARD: S (the pool, M = S);
+ * ALL: N. PSREC_EFULL if cap is too small. */
+psrec_err psrec_sampler_draw(const psrec_sampler_t *s, psrec_rng_t *rng, size_t S, const uint64_t *batch_pos,
+                             size_t n_batch_pos, uint64_t *keys, float *logE, size_t cap,
+                             size_t *n_out) PSREC_MUST_CHECK;
+
+/* log E for `key` in a draw of the same shape (S, n_batch_pos as in the draw). */
+float psrec_sampler_log_expected(const psrec_sampler_t *s, uint64_t key, size_t S, size_t n_batch_pos);
+
+/* INBATCH/MIXED: feed the batch's positives at global step t (Yi et al. streaming estimate). */
+void psrec_sampler_observe(psrec_sampler_t *s, const uint64_t *batch_pos, size_t n, uint64_t t);
+
+/* HARD stage 2: from a pool (M keys with scores, scores = shared pool score, e.g. log-mean-exp over the
+ * batch), draw h keys with replacement with probability softmax(score/T); writes h keys and log E. */
+psrec_err psrec_sampler_hard_resample(const psrec_sampler_t *s, psrec_rng_t *rng, const uint64_t *pool,
+                                      const float *score, size_t M, size_t h, uint64_t *keys,
+                                      float *logE) PSREC_MUST_CHECK;
+
+const char *psrec_sampler_name(psrec_sampler_kind k);
+int psrec_sampler_parse(const char *name, psrec_sampler_kind *k); /* "uniform", "popularity", ... ; 0 = ok */
+
+#endif

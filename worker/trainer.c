@@ -1,0 +1,756 @@
+/* trainer.c: the embedded trainer. Each worker thread runs the training step of DESIGN.md:
+ * read a batch, deduplicate the ids it needs per table ("groups"), pull them, query tower forward,
+ * draw the shared negatives, (sampled) softmax, backward, sum gradients per id, push per table.
+ * Design: every parameter access goes through psrec_table_client_t, so this file is the worker of the
+ * distributed mode too; a step allocates nothing once its buffers have grown to the batch's size.
+ * Thread model: W worker threads share the client, the sampler and a progress record (mutex); the
+ * calling thread prints progress and metrics until the workers finish. */
+#include "worker/trainer.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/batch.h"
+#include "common/data_freq.h"
+#include "common/data_shard.h"
+#include "common/idmap.h"
+#include "common/rng.h"
+#include "worker/model.h"
+#include "worker/table_client.h"
+
+#define MAX_SHARDS 4096
+
+/* ---- per-table deduplicated key sets ---- */
+
+typedef struct {
+    uint32_t table, dim;
+    psrec_idmap_t *map;
+    uint64_t *keys;
+    float *rows, *grads;
+    size_t n, cap, pulled;
+} group_t;
+
+static psrec_err group_init(group_t *g, uint32_t table, uint32_t dim)
+{
+    memset(g, 0, sizeof *g);
+    g->table = table;
+    g->dim = dim;
+    return psrec_idmap_new(&g->map, 4096);
+}
+
+static void group_free(group_t *g)
+{
+    psrec_idmap_destroy(&g->map);
+    free(g->keys);
+    free(g->rows);
+    free(g->grads);
+}
+
+static void group_clear(group_t *g)
+{
+    psrec_idmap_clear(g->map);
+    g->n = g->pulled = 0;
+}
+
+/* Index of key in the group, adding it if new; -1 on allocation failure. */
+static int64_t group_add(group_t *g, uint64_t key)
+{
+    int inserted;
+    uint64_t *v = psrec_idmap_upsert(g->map, key, g->n, &inserted);
+    if (!v) return -1;
+    if (!inserted) return (int64_t)*v;
+    if (g->n == g->cap) {
+        size_t nc = g->cap ? g->cap * 2 : 1024;
+        uint64_t *k = realloc(g->keys, nc * 8);
+        if (k) g->keys = k;
+        float *r = realloc(g->rows, nc * g->dim * sizeof(float));
+        if (r) g->rows = r;
+        float *gr = realloc(g->grads, nc * g->dim * sizeof(float));
+        if (gr) g->grads = gr;
+        if (!k || !r || !gr) return -1;
+        g->cap = nc;
+    }
+    g->keys[g->n] = key;
+    return (int64_t)g->n++;
+}
+
+static psrec_err group_pull_new(psrec_table_client_t *c, group_t *g)
+{
+    psrec_err rc = psrec_table_pull(c, g->table, g->keys + g->pulled, g->n - g->pulled, g->rows + g->pulled * g->dim);
+    if (!rc) g->pulled = g->n;
+    return rc;
+}
+
+/* ---- shared state ---- */
+
+typedef struct trainer trainer_t;
+
+typedef struct {
+    trainer_t *tr;
+    int id;
+    pthread_t thread;
+    psrec_rng_t rng;
+    /* data */
+    int shard_list[MAX_SHARDS];
+    int nshard_list, cur_shard, epoch;
+    psrec_shard_reader_t *rd;
+    psrec_batch_t batch;
+    /* model scratch */
+    psrec_tower_t *tower;
+    psrec_loss_ws_t *lws;
+    group_t g_out, g_slot[PSREC_MAX_SLOTS];
+    group_t *slot_group[PSREC_MAX_SLOTS];
+    int64_t *slot_idx[PSREC_MAX_SLOTS];
+    size_t slot_idx_cap[PSREC_MAX_SLOTS];
+    float *params, *dparams, *X, *dX, *U, *dU;
+    float *Vpos, *dVpos, *Vneg, *dVneg, *Vr, *dVr, *pool, *pscore, *poolscore_b;
+    int64_t *pos_idx, *neg_idx, *grav_idx;
+    float *pos_logE, *neg_logE, *pool_logE;
+    uint64_t *neg_keys, *pool_keys, *grav_keys;
+    size_t cap_pos, cap_neg;
+    uint64_t steps;
+} worker_t;
+
+struct trainer {
+    const psrec_train_conf_t *c;
+    psrec_store_t *store;
+    psrec_table_client_t *client;
+    psrec_sampler_t *sampler;
+    psrec_freq_t freq;
+    psrec_schema_t schema;
+    psrec_model_conf_t mconf;
+    int hist_slot;
+    int nshards;
+    char *shard_path[MAX_SHARDS];
+    size_t nparams, nchunks;
+    uint64_t *chunk_keys;
+    uint64_t total_examples; /* over all epochs */
+    /* progress, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t done_examples, global_step;
+    double loss_sum;
+    uint64_t loss_n;
+    int running;
+    psrec_err first_rc;
+    char first_err[PSREC_ERRBUF];
+};
+
+static void record_error(trainer_t *tr, psrec_err rc, const char *msg)
+{
+    pthread_mutex_lock(&tr->mu);
+    if (!tr->first_rc) {
+        tr->first_rc = rc;
+        snprintf(tr->first_err, sizeof tr->first_err, "%s", msg);
+    }
+    pthread_mutex_unlock(&tr->mu);
+}
+
+static int should_stop(trainer_t *tr)
+{
+    pthread_mutex_lock(&tr->mu);
+    int s = tr->first_rc != PSREC_OK;
+    pthread_mutex_unlock(&tr->mu);
+    return s;
+}
+
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#define GROW(ptr, cap_needed, have)                                                                                    \
+    do {                                                                                                               \
+        void *q_ = realloc((ptr), (cap_needed) * sizeof *(ptr));                                                       \
+        if (!q_) return PSREC_ENOMEM;                                                                                  \
+        (ptr) = q_;                                                                                                    \
+        (void)(have);                                                                                                  \
+    } while (0)
+
+/* ---- data ---- */
+
+/* Fills w->batch with up to B examples, moving through this worker's shards and epochs.
+ * *got = 0 when the worker's epochs are done. */
+static psrec_err next_batch(worker_t *w, size_t B, size_t *got, char *err)
+{
+    trainer_t *tr = w->tr;
+    psrec_batch_clear(&w->batch);
+    while (w->batch.n < B) {
+        if (w->epoch >= tr->c->epochs) break;
+        if (!w->rd) {
+            psrec_err rc = psrec_shard_reader_open(&w->rd, tr->shard_path[w->shard_list[w->cur_shard]], err);
+            if (rc) return rc;
+        }
+        size_t g = 0;
+        psrec_err rc = psrec_shard_reader_next(w->rd, &w->batch, B - w->batch.n, &g, err);
+        if (rc) return rc;
+        if (g == 0) {
+            psrec_shard_reader_close(&w->rd);
+            if (++w->cur_shard == w->nshard_list) {
+                w->cur_shard = 0;
+                w->epoch++;
+            }
+        }
+    }
+    *got = w->batch.n;
+    return PSREC_OK;
+}
+
+/* ---- one training step ---- */
+
+static psrec_err ensure_caps(worker_t *w, size_t B, size_t P, size_t S)
+{
+    const psrec_train_conf_t *c = w->tr->c;
+    size_t d = (size_t)c->dim, nin = (size_t)w->tr->mconf.tower.n_in;
+    if (B > (size_t)c->batch) return PSREC_EINVAL;
+    if (P > w->cap_pos) {
+        size_t n = P * 2;
+        GROW(w->pos_idx, n, 0);
+        GROW(w->pos_logE, n, 0);
+        GROW(w->Vpos, n * d, 0);
+        GROW(w->dVpos, n * d, 0);
+        w->cap_pos = n;
+    }
+    if (S > w->cap_neg) {
+        size_t n = S;
+        GROW(w->neg_idx, n, 0);
+        GROW(w->neg_logE, n, 0);
+        GROW(w->neg_keys, n, 0);
+        GROW(w->Vneg, n * d, 0);
+        GROW(w->dVneg, n * d, 0);
+        w->cap_neg = n;
+    }
+    (void)nin;
+    return PSREC_OK;
+}
+
+static psrec_err alloc_worker(worker_t *w)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    size_t B = (size_t)c->batch, d = (size_t)c->dim, nin = (size_t)tr->mconf.tower.n_in;
+    psrec_err rc;
+    if ((rc = psrec_tower_new(&w->tower, &tr->mconf.tower))) return rc;
+    if ((rc = psrec_loss_ws_new(&w->lws))) return rc;
+    if ((rc = group_init(&w->g_out, PSREC_TABLE_ITEM_OUT, (uint32_t)d))) return rc;
+    for (int s = 0; s < tr->schema.nslots; s++) {
+        uint32_t t = psrec_model_slot_table(&tr->mconf, s);
+        if (t == PSREC_TABLE_ITEM_OUT) {
+            w->slot_group[s] = &w->g_out;
+        } else {
+            if ((rc = group_init(&w->g_slot[s], t, (uint32_t)c->emb_dim))) return rc;
+            w->slot_group[s] = &w->g_slot[s];
+        }
+    }
+    psrec_batch_init(&w->batch, tr->schema.nslots);
+    size_t np = tr->nchunks * PSREC_DENSE_CHUNK;
+    w->params = malloc(np * 4);
+    w->dparams = calloc(np, 4);
+    w->X = malloc(B * nin * 4);
+    w->dX = malloc(B * nin * 4);
+    w->U = malloc(B * d * 4);
+    w->dU = malloc(B * d * 4);
+    size_t R = (size_t)(c->gravity > 0 ? c->gravity_rows : 0);
+    w->Vr = malloc((R + 1) * d * 4);
+    w->dVr = malloc((R + 1) * d * 4);
+    w->grav_idx = malloc((R + 1) * sizeof *w->grav_idx);
+    w->grav_keys = malloc((R + 1) * 8);
+    if (c->sampler == PSREC_SAMPLER_HARD) {
+        size_t M = (size_t)c->negatives;
+        w->pool = malloc(M * d * 4);
+        w->pscore = malloc(B * M * 4);
+        w->poolscore_b = malloc(M * 4);
+        w->pool_keys = malloc(M * 8);
+        w->pool_logE = malloc(M * 4);
+        if (!w->pool || !w->pscore || !w->poolscore_b || !w->pool_keys || !w->pool_logE) return PSREC_ENOMEM;
+    }
+    if (!w->params || !w->dparams || !w->X || !w->dX || !w->U || !w->dU || !w->Vr || !w->dVr || !w->grav_idx ||
+        !w->grav_keys)
+        return PSREC_ENOMEM;
+    return PSREC_OK;
+}
+
+static void free_worker(worker_t *w)
+{
+    psrec_shard_reader_close(&w->rd);
+    psrec_batch_free(&w->batch);
+    psrec_tower_destroy(&w->tower);
+    psrec_loss_ws_destroy(&w->lws);
+    group_free(&w->g_out);
+    for (int s = 0; s < PSREC_MAX_SLOTS; s++) {
+        if (w->slot_group[s] == &w->g_slot[s]) group_free(&w->g_slot[s]);
+        free(w->slot_idx[s]);
+    }
+    void *ptrs[] = {w->params, w->dparams, w->X, w->dX, w->U, w->dU, w->Vpos, w->dVpos, w->Vneg, w->dVneg,
+                    w->Vr, w->dVr, w->pool, w->pscore, w->poolscore_b, w->pos_idx, w->neg_idx, w->grav_idx,
+                    w->pos_logE, w->neg_logE, w->pool_logE, w->neg_keys, w->pool_keys, w->grav_keys};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
+}
+
+/* Scores a uniform pool against the batch and keeps `h` hard negatives (ALGORITHMS.md §3.5 b). The
+ * pool score of item j is the batch's log-mean-exp of u_b.v_j: one proposal shared by the batch. */
+static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    size_t M = (size_t)c->negatives, d = (size_t)c->dim, got = 0;
+    psrec_err rc = psrec_sampler_draw(tr->sampler, &w->rng, M, NULL, 0, w->pool_keys, w->pool_logE, M, &got);
+    if (rc) return rc;
+    if ((rc = psrec_table_pull(tr->client, PSREC_TABLE_ITEM_OUT, w->pool_keys, got, w->pool))) return rc;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, (int)got, (int)d, 1.0f, w->U, (int)d, w->pool, (int)d, 0.0f,
+                w->pscore, (int)got);
+    for (size_t j = 0; j < got; j++) {
+        float m = -INFINITY;
+        for (int b = 0; b < B; b++) m = fmaxf(m, w->pscore[(size_t)b * got + j]);
+        double s = 0;
+        for (int b = 0; b < B; b++) s += exp(w->pscore[(size_t)b * got + j] - m);
+        w->poolscore_b[j] = (float)(m + log(s) - log((double)B));
+    }
+    size_t h = (size_t)c->hard_keep;
+    if ((rc = ensure_caps(w, (size_t)B, 0, h))) return rc;
+    rc = psrec_sampler_hard_resample(tr->sampler, &w->rng, w->pool_keys, w->poolscore_b, got, h, w->neg_keys,
+                                     w->neg_logE);
+    *n_neg = h;
+    return rc;
+}
+
+static psrec_err train_step(worker_t *w, double *loss_out)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    psrec_batch_t *b = &w->batch;
+    int B = (int)b->n;
+    size_t d = (size_t)c->dim, e = (size_t)c->emb_dim, nin = (size_t)tr->mconf.tower.n_in;
+    size_t P = b->pos_off[B];
+    psrec_err rc;
+
+    group_clear(&w->g_out);
+    for (int s = 0; s < b->nslots; s++)
+        if (w->slot_group[s] != &w->g_out) group_clear(w->slot_group[s]);
+
+    /* 1. input ids, deduplicated per table, pulled with the tower weights */
+    for (int s = 0; s < b->nslots; s++) {
+        size_t n = b->slot_off[s][B];
+        if (n > w->slot_idx_cap[s]) {
+            GROW(w->slot_idx[s], n * 2, 0);
+            w->slot_idx_cap[s] = n * 2;
+        }
+        for (size_t k = 0; k < n; k++)
+            if ((w->slot_idx[s][k] = group_add(w->slot_group[s], b->slot_id[s][k])) < 0) return PSREC_ENOMEM;
+    }
+    for (int s = 0; s < b->nslots; s++)
+        if ((rc = group_pull_new(tr->client, w->slot_group[s]))) return rc;
+    if ((rc = psrec_table_pull(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->params))) return rc;
+
+    /* 2. X = per-slot means, U = psi(X) */
+    memset(w->X, 0, (size_t)B * nin * 4);
+    for (int s = 0; s < b->nslots; s++) {
+        group_t *g = w->slot_group[s];
+        for (int i = 0; i < B; i++) {
+            uint32_t a = b->slot_off[s][i], z = b->slot_off[s][i + 1];
+            if (a == z) continue;
+            float *x = w->X + (size_t)i * nin + (size_t)s * e, inv = 1.0f / (float)(z - a);
+            for (uint32_t k = a; k < z; k++) {
+                const float *row = g->rows + (size_t)w->slot_idx[s][k] * g->dim;
+                for (size_t j = 0; j < e; j++) x[j] += row[j];
+            }
+            for (size_t j = 0; j < e; j++) x[j] *= inv;
+        }
+    }
+    if ((rc = psrec_tower_forward(w->tower, w->params, w->X, B, w->U))) return rc;
+
+    /* 3. shared negatives */
+    size_t n_neg = 0;
+    if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
+        if (c->sampler == PSREC_SAMPLER_INBATCH || c->sampler == PSREC_SAMPLER_MIXED) {
+            pthread_mutex_lock(&tr->mu);
+            uint64_t t = ++tr->global_step;
+            pthread_mutex_unlock(&tr->mu);
+            psrec_sampler_observe(tr->sampler, b->pos_id, P, t);
+        }
+        if (c->sampler == PSREC_SAMPLER_HARD) {
+            rc = draw_hard(w, B, &n_neg);
+        } else {
+            size_t cap = (size_t)c->negatives + P + tr->freq.n * (c->sampler == PSREC_SAMPLER_ALL);
+            if ((rc = ensure_caps(w, (size_t)B, P, cap))) return rc;
+            rc = psrec_sampler_draw(tr->sampler, &w->rng, (size_t)c->negatives, b->pos_id, P, w->neg_keys,
+                                    w->neg_logE, cap, &n_neg);
+        }
+        if (rc) return rc;
+    }
+    if ((rc = ensure_caps(w, (size_t)B, P, n_neg))) return rc;
+
+    /* 4. output rows: positives, negatives, gravity rows */
+    for (size_t k = 0; k < P; k++) {
+        if ((w->pos_idx[k] = group_add(&w->g_out, b->pos_id[k])) < 0) return PSREC_ENOMEM;
+        w->pos_logE[k] = n_neg ? psrec_sampler_log_expected(tr->sampler, b->pos_id[k], (size_t)c->negatives, P) : 0.0f;
+    }
+    for (size_t j = 0; j < n_neg; j++)
+        if ((w->neg_idx[j] = group_add(&w->g_out, w->neg_keys[j])) < 0) return PSREC_ENOMEM;
+    size_t R = c->gravity > 0 ? (size_t)c->gravity_rows : 0;
+    for (size_t r = 0; r < R; r++) {
+        w->grav_keys[r] = tr->freq.ids[psrec_rng_below(&w->rng, tr->freq.n)];
+        if ((w->grav_idx[r] = group_add(&w->g_out, w->grav_keys[r])) < 0) return PSREC_ENOMEM;
+    }
+    if ((rc = group_pull_new(tr->client, &w->g_out))) return rc;
+    for (size_t k = 0; k < P; k++) memcpy(w->Vpos + k * d, w->g_out.rows + w->pos_idx[k] * d, d * 4);
+    for (size_t j = 0; j < n_neg; j++) memcpy(w->Vneg + j * d, w->g_out.rows + w->neg_idx[j] * d, d * 4);
+    for (size_t r = 0; r < R; r++) memcpy(w->Vr + r * d, w->g_out.rows + w->grav_idx[r] * d, d * 4);
+
+    /* 5. loss and gradients */
+    psrec_loss_in_t in = {.B = B, .d = (int)d, .U = w->U, .pos_off = b->pos_off, .pos_key = b->pos_id,
+                          .pos_w = b->pos_w, .pos_logE = w->pos_logE, .Vpos = w->Vpos, .S = (int)n_neg,
+                          .neg_key = w->neg_keys, .neg_logE = w->neg_logE, .Vneg = w->Vneg,
+                          .neg_weight = c->neg_weight};
+    psrec_loss_out_t out = {.dU = w->dU, .dVpos = w->dVpos, .dVneg = w->dVneg};
+    double loss = 0;
+    if ((rc = psrec_loss_compute(c->loss, &in, w->lws, &loss, &out))) return rc;
+    if (R) {
+        memset(w->dVr, 0, R * d * 4);
+        if ((rc = psrec_loss_gravity(B, (int)R, (int)d, w->U, w->Vr, c->gravity, &loss, w->dU, w->dVr))) return rc;
+    }
+    *loss_out = loss;
+
+    /* 6. gradients summed per id */
+    memset(w->g_out.grads, 0, w->g_out.n * d * 4);
+    for (int s = 0; s < b->nslots; s++)
+        if (w->slot_group[s] != &w->g_out) memset(w->slot_group[s]->grads, 0, w->slot_group[s]->n * e * 4);
+    for (size_t k = 0; k < P; k++) {
+        float *g = w->g_out.grads + w->pos_idx[k] * d;
+        const float *src = w->dVpos + k * d;
+        for (size_t j = 0; j < d; j++) g[j] += src[j];
+    }
+    for (size_t k = 0; k < n_neg; k++) {
+        float *g = w->g_out.grads + w->neg_idx[k] * d;
+        const float *src = w->dVneg + k * d;
+        for (size_t j = 0; j < d; j++) g[j] += src[j];
+    }
+    for (size_t k = 0; k < R; k++) {
+        float *g = w->g_out.grads + w->grav_idx[k] * d;
+        const float *src = w->dVr + k * d;
+        for (size_t j = 0; j < d; j++) g[j] += src[j];
+    }
+    if ((rc = psrec_tower_backward(w->tower, w->params, w->X, w->dU, B, w->dparams, w->dX))) return rc;
+    for (int s = 0; s < b->nslots; s++) {
+        group_t *g = w->slot_group[s];
+        for (int i = 0; i < B; i++) {
+            uint32_t a = b->slot_off[s][i], z = b->slot_off[s][i + 1];
+            if (a == z) continue;
+            const float *dx = w->dX + (size_t)i * nin + (size_t)s * e;
+            float inv = 1.0f / (float)(z - a);
+            for (uint32_t k = a; k < z; k++) {
+                float *gr = g->grads + (size_t)w->slot_idx[s][k] * g->dim;
+                for (size_t j = 0; j < e; j++) gr[j] += dx[j] * inv;
+            }
+        }
+    }
+
+    /* 7. push */
+    if ((rc = psrec_table_push(tr->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads))) return rc;
+    for (int s = 0; s < b->nslots; s++) {
+        group_t *g = w->slot_group[s];
+        if (g == &w->g_out) continue;
+        if ((rc = psrec_table_push(tr->client, g->table, g->keys, g->n, g->grads))) return rc;
+    }
+    return psrec_table_push(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->dparams);
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    trainer_t *tr = w->tr;
+    char err[PSREC_ERRBUF] = "";
+    psrec_err rc = PSREC_OK;
+    while (!should_stop(tr)) {
+        if (tr->c->max_steps && w->steps >= tr->c->max_steps) break;
+        size_t got = 0;
+        if ((rc = next_batch(w, (size_t)tr->c->batch, &got, err))) break;
+        if (got == 0) break;
+        double loss = 0;
+        if ((rc = train_step(w, &loss))) {
+            snprintf(err, sizeof err, "worker %d: training step failed: %s", w->id, psrec_strerror(rc));
+            break;
+        }
+        w->steps++;
+        pthread_mutex_lock(&tr->mu);
+        tr->done_examples += got;
+        tr->loss_sum += loss * (double)got;
+        tr->loss_n += got;
+        pthread_mutex_unlock(&tr->mu);
+    }
+    if (rc) record_error(tr, rc, err);
+    pthread_mutex_lock(&tr->mu);
+    tr->running--;
+    pthread_cond_broadcast(&tr->cv);
+    pthread_mutex_unlock(&tr->mu);
+    return NULL;
+}
+
+/* ---- setup ---- */
+
+void psrec_train_defaults(psrec_train_conf_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->threads = 2;
+    c->epochs = 5;
+    c->batch = 256;
+    c->negatives = 1024;
+    c->sampler = PSREC_SAMPLER_UNIFORM;
+    c->alpha = 0.75;
+    c->temperature = 1.0;
+    c->loss = PSREC_LOSS_SOFTMAX;
+    c->neg_weight = 5.0f;
+    c->gravity_rows = 256;
+    c->dim = 64;
+    c->emb_dim = 64;
+    c->tower.n_hidden = 1;
+    c->tower.hidden[0] = 128;
+    c->item_opt = (psrec_opt_t){.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f};
+    c->dense_opt = (psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.002f};
+    c->seed = 1;
+    c->progress = 1;
+}
+
+static psrec_err find_shards(trainer_t *tr, char *err)
+{
+    for (int i = 0; i < MAX_SHARDS; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/shard-%05d.bin", tr->c->data_dir, i);
+        FILE *f = fopen(path, "rb");
+        if (!f) break;
+        fclose(f);
+        if (!(tr->shard_path[i] = strdup(path))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        tr->nshards = i + 1;
+    }
+    if (tr->nshards == 0)
+        return psrec_fail(err, PSREC_ENOTFOUND, "%s: no shard-00000.bin (run `psrec prep` first)", tr->c->data_dir);
+    uint64_t total = 0;
+    for (int i = 0; i < tr->nshards; i++) {
+        psrec_shard_reader_t *r;
+        psrec_err rc = psrec_shard_reader_open(&r, tr->shard_path[i], err);
+        if (rc) return rc;
+        if (i == 0) tr->schema = *psrec_shard_reader_schema(r);
+        total += psrec_shard_reader_examples(r);
+        psrec_shard_reader_close(&r);
+    }
+    tr->total_examples = total * (uint64_t)tr->c->epochs;
+    return PSREC_OK;
+}
+
+static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
+{
+    if (c->threads < 1 || c->threads > 256) return psrec_fail(err, PSREC_EINVAL, "--threads must be in 1..256");
+    if (c->epochs < 1) return psrec_fail(err, PSREC_EINVAL, "--epochs must be >= 1");
+    if (c->batch < 1 || c->batch > 65536) return psrec_fail(err, PSREC_EINVAL, "--batch must be in 1..65536");
+    if (c->negatives < 0 || c->negatives > (1 << 24)) return psrec_fail(err, PSREC_EINVAL, "--negatives out of range");
+    if (c->dim < 1 || c->dim > 4096 || c->emb_dim < 1 || c->emb_dim > 4096)
+        return psrec_fail(err, PSREC_EINVAL, "--dim/--emb-dim must be in 1..4096");
+    if (c->tie && c->emb_dim != c->dim) return psrec_fail(err, PSREC_EINVAL, "--tie needs --emb-dim equal to --dim");
+    if (c->loss != PSREC_LOSS_POSITIVES_ONLY && c->negatives == 0 && c->sampler != PSREC_SAMPLER_ALL &&
+        c->sampler != PSREC_SAMPLER_INBATCH)
+        return psrec_fail(err, PSREC_EINVAL, "--negatives must be > 0 for this sampler");
+    if (c->sampler == PSREC_SAMPLER_HARD && (c->hard_keep < 1 || c->hard_keep > c->negatives))
+        return psrec_fail(err, PSREC_EINVAL, "--hard-keep must be in 1..--negatives");
+    if (c->gravity < 0 || (c->gravity > 0 && c->gravity_rows < 1))
+        return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
+    return PSREC_OK;
+}
+
+static psrec_err setup(trainer_t *tr, char *err)
+{
+    const psrec_train_conf_t *c = tr->c;
+    psrec_err rc = check_conf(c, err);
+    if (rc) return rc;
+    if ((rc = find_shards(tr, err))) return rc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/freq.bin", c->data_dir);
+    if ((rc = psrec_freq_load(&tr->freq, path, err))) return rc;
+    if (tr->freq.n == 0) return psrec_fail(err, PSREC_EINVAL, "%s: the item catalogue is empty", path);
+    tr->hist_slot = psrec_schema_hist(&tr->schema);
+
+    psrec_model_conf_t *m = &tr->mconf;
+    m->dim = c->dim;
+    m->emb_dim = c->emb_dim;
+    m->tie = c->tie;
+    m->schema = tr->schema;
+    m->seed = c->seed;
+    m->tower = c->tower;
+    m->tower.n_in = tr->schema.nslots * c->emb_dim;
+    m->tower.out_dim = c->dim;
+    if (tr->schema.nslots == 0) return psrec_fail(err, PSREC_EINVAL, "the data has no feature slots");
+
+    if ((rc = psrec_store_new(&tr->store, c->seed, 64))) return psrec_fail(err, rc, "cannot create the store");
+    float scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->dim);
+    psrec_table_conf_t tout = {.dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
+                               .init_scale = scale};
+    if ((rc = psrec_store_add_table(tr->store, PSREC_TABLE_ITEM_OUT, &tout, err))) return rc;
+    psrec_table_conf_t tin = tout;
+    tin.dim = (uint32_t)c->emb_dim;
+    tin.init_scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->emb_dim);
+    if (!c->tie && (rc = psrec_store_add_table(tr->store, PSREC_TABLE_ITEM_IN, &tin, err))) return rc;
+    for (int s = 0; s < tr->schema.nslots; s++)
+        if (s != tr->hist_slot && (rc = psrec_store_add_table(tr->store, PSREC_TABLE_SLOT0 + s, &tin, err))) return rc;
+    psrec_table_conf_t tdense = {.dim = PSREC_DENSE_CHUNK, .opt = c->dense_opt, .init = PSREC_INIT_ZERO};
+    if ((rc = psrec_store_add_table(tr->store, PSREC_TABLE_DENSE, &tdense, err))) return rc;
+    if ((rc = psrec_table_client_new_local(&tr->client, tr->store)))
+        return psrec_fail(err, rc, "cannot create the table client");
+
+    /* tower weights: initialised once here and set into the store (its own init is per-row) */
+    psrec_tower_t *tw;
+    if ((rc = psrec_tower_new(&tw, &m->tower))) return psrec_fail(err, rc, "bad tower layout");
+    tr->nparams = psrec_tower_nparams(tw);
+    tr->nchunks = (tr->nparams + PSREC_DENSE_CHUNK - 1) / PSREC_DENSE_CHUNK;
+    float *p = calloc(tr->nchunks * PSREC_DENSE_CHUNK, 4);
+    tr->chunk_keys = malloc(tr->nchunks * 8);
+    if (!p || !tr->chunk_keys) rc = PSREC_ENOMEM;
+    if (!rc) {
+        psrec_tower_init_params(tw, c->seed, p);
+        for (size_t k = 0; k < tr->nchunks; k++) tr->chunk_keys[k] = k;
+        rc = psrec_table_set(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, p);
+    }
+    free(p);
+    psrec_tower_destroy(&tw);
+    if (rc) return psrec_fail(err, rc, "cannot initialise the tower");
+
+    if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
+        psrec_sampler_conf_t sc = {.kind = c->sampler, .n_items = tr->freq.n, .items = tr->freq.ids,
+                                   .counts = tr->freq.counts, .alpha = c->alpha, .temperature = c->temperature};
+        if ((rc = psrec_sampler_new(&tr->sampler, &sc, err))) return rc;
+    }
+    return PSREC_OK;
+}
+
+static void print_progress(trainer_t *tr, double t0, uint64_t done, double loss, FILE *metrics, int final)
+{
+    const psrec_train_conf_t *c = tr->c;
+    double el = now_sec() - t0;
+    double rate = el > 0 ? done / el : 0;
+    double frac = tr->total_examples ? (double)done / tr->total_examples : 0;
+    if (c->max_steps) {
+        double cap = (double)c->max_steps * c->batch * c->threads;
+        if (cap < tr->total_examples) frac = done / cap;
+    }
+    if (frac > 1) frac = 1;
+    double eta = rate > 0 && frac < 1 ? (frac > 0 ? el / frac - el : 0) : 0;
+    int eh = (int)(eta / 3600), em = (int)(eta / 60) % 60, es = (int)eta % 60;
+    if (c->progress && !c->quiet)
+        fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  lr: %.4f  ETA: %dh%02dm%02ds%s", 100 * frac,
+                rate, loss, c->item_opt.lr, eh, em, es, final ? "\n" : "");
+    if (metrics) {
+        fprintf(metrics,
+                "{\"elapsed\": %.3f, \"examples\": %llu, \"progress\": %.5f, \"examples_per_sec\": %.1f, "
+                "\"loss\": %.6f}\n",
+                el, (unsigned long long)done, frac, rate, loss);
+        fflush(metrics);
+    }
+}
+
+psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, char *err)
+{
+    memset(res, 0, sizeof *res);
+    trainer_t *tr = calloc(1, sizeof *tr);
+    if (!tr) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    tr->c = c;
+    pthread_mutex_init(&tr->mu, NULL);
+    pthread_cond_init(&tr->cv, NULL);
+    worker_t *ws = NULL;
+    FILE *metrics = NULL;
+    int W = 0;
+    psrec_err rc = setup(tr, err);
+    if (!rc && c->metrics_path && !(metrics = fopen(c->metrics_path, "w")))
+        rc = psrec_fail(err, PSREC_EIO, "%s: cannot open metrics file: %s", c->metrics_path, strerror(errno));
+    if (!rc) {
+        /* each worker owns whole shards; more threads than shards would read data twice */
+        W = c->threads < tr->nshards ? c->threads : tr->nshards;
+        if (W < c->threads && !c->quiet)
+            fprintf(stderr, "psrec train: %d shard(s) in %s, using %d worker thread(s) (re-run prep with --shards %d)\n",
+                    tr->nshards, c->data_dir, W, c->threads);
+        ws = calloc((size_t)W, sizeof *ws);
+        if (!ws) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    }
+    /* BLAS calls are small and come from W threads: OpenBLAS's own threads would only contend */
+    openblas_set_num_threads(1);
+    double t0 = now_sec();
+    int started = 0;
+    for (int i = 0; !rc && i < W; i++) {
+        worker_t *w = &ws[i];
+        w->tr = tr;
+        w->id = i;
+        psrec_rng_seed(&w->rng, c->seed, 1000 + (uint64_t)i);
+        for (int s = i; s < tr->nshards; s += W) w->shard_list[w->nshard_list++] = s;
+        if ((rc = alloc_worker(w))) {
+            psrec_fail(err, rc, "cannot allocate worker %d buffers", i);
+            break;
+        }
+    }
+    if (!rc) {
+        tr->running = W;
+        for (int i = 0; i < W; i++) {
+            if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) {
+                record_error(tr, PSREC_ENOMEM, "cannot start a worker thread");
+                pthread_mutex_lock(&tr->mu);
+                tr->running -= W - i;
+                pthread_mutex_unlock(&tr->mu);
+                break;
+            }
+            started++;
+        }
+        /* progress loop: wakes on a worker's exit or every half second to print */
+        double last_loss = 0;
+        pthread_mutex_lock(&tr->mu);
+        while (tr->running > 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 500000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&tr->cv, &tr->mu, &ts);
+            uint64_t done = tr->done_examples;
+            if (tr->loss_n) last_loss = tr->loss_sum / tr->loss_n;
+            tr->loss_sum = 0;
+            tr->loss_n = 0;
+            pthread_mutex_unlock(&tr->mu);
+            print_progress(tr, t0, done, last_loss, metrics, 0);
+            pthread_mutex_lock(&tr->mu);
+        }
+        if (tr->loss_n) last_loss = tr->loss_sum / tr->loss_n;
+        pthread_mutex_unlock(&tr->mu);
+        for (int i = 0; i < started; i++) pthread_join(ws[i].thread, NULL);
+        print_progress(tr, t0, tr->done_examples, last_loss, metrics, 1);
+        res->seconds = now_sec() - t0;
+        res->examples = tr->done_examples;
+        res->examples_per_sec = res->seconds > 0 ? res->examples / res->seconds : 0;
+        res->final_loss = last_loss;
+        for (int i = 0; i < W; i++) res->steps += ws[i].steps;
+        if (tr->first_rc) rc = psrec_fail(err, tr->first_rc, "%s", tr->first_err);
+    }
+    if (!rc && c->model_dir)
+        rc = psrec_model_save(c->model_dir, &tr->mconf, tr->client, tr->store, tr->freq.ids, tr->freq.n, err);
+    if (tr->store) {
+        res->rows_out = psrec_store_rows(tr->store, PSREC_TABLE_ITEM_OUT);
+        res->bytes_per_row_out = psrec_store_bytes_per_row(tr->store, PSREC_TABLE_ITEM_OUT);
+    }
+    for (int i = 0; ws && i < W; i++) free_worker(&ws[i]);
+    free(ws);
+    if (metrics) fclose(metrics);
+    psrec_sampler_destroy(&tr->sampler);
+    psrec_table_client_destroy(&tr->client);
+    psrec_store_destroy(&tr->store);
+    psrec_freq_free(&tr->freq);
+    free(tr->chunk_keys);
+    for (int i = 0; i < tr->nshards; i++) free(tr->shard_path[i]);
+    pthread_mutex_destroy(&tr->mu);
+    pthread_cond_destroy(&tr->cv);
+    free(tr);
+    return rc;
+}
