@@ -5,8 +5,9 @@
  * is O(1) in n_items. A user has one home category, or two with probability p_two_homes; each
  * interaction is drawn from a home category, except with probability leak_rate from a uniformly
  * chosen category. A user's history has a length uniform in [min_hist, max_hist]; the next 1..max_pos
- * interactions are the positives. A `region` slot carries a noisy hint of the first home category
- * (its value is the home category with probability region_signal, else random), so the tower has a
+ * interactions are the positives, redrawn (same category, up to 64 times) when already in the
+ * history: positives are items new to the user. A `region` slot carries a noisy hint of the first
+ * home category (its value is the home category with probability region_signal, else random), so the tower has a
  * query feature beyond the history. Test users come from the same process with other seeds, have no
  * leaks, and their lines carry `_home=` for the folding metric.
  * Output: <dir>/train.txt, <dir>/test.txt, <dir>/items.tsv ("id<TAB>category", one line per item).

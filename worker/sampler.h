@@ -53,7 +53,7 @@ psrec_sampler_kind psrec_sampler_kind_of(const psrec_sampler_t *s);
 /* Draws the batch's shared negatives into keys/logE (capacity cap). `batch_pos` (n_batch_pos keys)
  * are the batch's positives, used by INBATCH and MIXED. *n_out = how many were written:
  * UNIFORM/POPULARITY: S; INBATCH: n_batch_pos; MIXED: n_batch_pos + S; HARD: S (the pool, M = S);
- * ALL: N. PSREC_EFULL if cap is too small. */
+ * ALL: N. PSREC_EFULL if cap is too small (nothing written, *n_out = the capacity needed). */
 psrec_err psrec_sampler_draw(const psrec_sampler_t *s, psrec_rng_t *rng, size_t S, const uint64_t *batch_pos,
                              size_t n_batch_pos, uint64_t *keys, float *logE, size_t cap,
                              size_t *n_out) PSREC_MUST_CHECK;
@@ -69,6 +69,12 @@ void psrec_sampler_observe(psrec_sampler_t *s, const uint64_t *batch_pos, size_t
 psrec_err psrec_sampler_hard_resample(const psrec_sampler_t *s, psrec_rng_t *rng, const uint64_t *pool,
                                       const float *score, size_t M, size_t h, uint64_t *keys,
                                       float *logE) PSREC_MUST_CHECK;
+
+/* Fills q[0..n) (n must equal N) with the probability that one random draw returns catalogue entry i,
+ * read back from the draw tables: for POPULARITY it is reconstructed from the alias table,
+ * (prob[i] + sum over k with alias[k] = i of (1 - prob[k])) / N, so tests can check the build exactly;
+ * 1/N for UNIFORM, MIXED and HARD (their uniform part / pool); 0 for INBATCH and ALL. */
+psrec_err psrec_sampler_draw_probs(const psrec_sampler_t *s, double *q, size_t n) PSREC_MUST_CHECK;
 
 const char *psrec_sampler_name(psrec_sampler_kind k);
 int psrec_sampler_parse(const char *name, psrec_sampler_kind *k); /* "uniform", "popularity", ... ; 0 = ok */
