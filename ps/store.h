@@ -51,17 +51,25 @@ typedef struct {
 
 typedef struct psrec_store psrec_store_t;
 
+/* nlocks: lock stripes per table, 1..1024 (else PSREC_EINVAL). */
 psrec_err psrec_store_new(psrec_store_t **s, uint64_t seed, int nlocks) PSREC_MUST_CHECK;
 void psrec_store_destroy(psrec_store_t **s);
 
-/* Declares table `table` (a small integer, < PSREC_STORE_MAX_TABLES). PSREC_EINVAL if it exists. */
+/* Declares table `table` (a small integer, < PSREC_STORE_MAX_TABLES). PSREC_EINVAL if it exists, if the
+ * id is out of range, or if conf is invalid (dim 0 or > 2^20, unknown kinds, negative lr/eps/l2/scale,
+ * beta outside [0, 1)). Adam's bias correction uses each row's own step count (see ps/optim.h). */
 #define PSREC_STORE_MAX_TABLES 64
 psrec_err psrec_store_add_table(psrec_store_t *s, uint32_t table, const psrec_table_conf_t *conf,
                                 char *err) PSREC_MUST_CHECK;
 /* The table's row width, 0 if the table does not exist. */
 uint32_t psrec_store_dim(const psrec_store_t *s, uint32_t table);
 
-/* Copies the weights of n keys into out (n x dim), creating missing rows. */
+/* pull, push and set: PSREC_ENOTFOUND for a table that was not added (any id, n = 0 included).
+ * With max_rows, a call whose new keys (keys without a row, a repeated one counted each time) do not all
+ * fit is refused as a whole with PSREC_EFULL: nothing is created or applied (pulls of existing keys still
+ * work when the table is full). PSREC_ENOMEM (or PSREC_EFULL past 2^32 - 2 rows in one lock stripe) may
+ * leave a call partially applied; out is then unspecified.
+ * Copies the weights of n keys into out (n x dim), creating missing rows. */
 psrec_err psrec_store_pull(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
                            float *out) PSREC_MUST_CHECK;
 /* Applies the optimizer with gradient grads (n x dim) to n keys (creating missing rows). Keys should
