@@ -138,8 +138,85 @@ static void test_bad_input(void **state)
     assert_int_equal(run(out, sizeof out, "%s gen", bin), 2);
 }
 
+/* Trains on the small data of test_pipeline's generator and returns Recall@10 (and FoldRatio). */
+static double train_eval(const char *name, const char *opts, double *fold_ratio)
+{
+    static char out[1 << 14];
+    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/%s --quiet --seed 5 %s", bin, dir, dir, name,
+                         opts), 0);
+    assert_int_equal(run(out, sizeof out, "%s eval --model %s/%s --test %s/d2/test.txt --items %s/d2/items.tsv --json",
+                         bin, dir, name, dir, dir), 0);
+    if (fold_ratio) *fold_ratio = json_num(out, "fold_ratio");
+    return json_num(out, "recall");
+}
+
+static void make_small_data(void)
+{
+    static char out[1 << 14];
+    assert_int_equal(run(out, sizeof out, "test -d %s/s2 || (%s gen --out %s/d2 --items 1000 --categories 10 "
+                                          "--train-users 8000 --test-users 1000 --seed 11 && %s prep --in "
+                                          "%s/d2/train.txt --items %s/d2/items.tsv --out %s/s2 --shards 2)",
+                         dir, bin, dir, bin, dir, dir, dir), 0);
+}
+
+/* What the foundation must show (issue: "What it must show"): sampled softmax with uniform negatives
+ * within 10% of full softmax's Recall@10, and positives-only training folding at least 3x more. One
+ * worker thread, so each run is deterministic. */
+static void test_sampled_vs_full_and_folding(void **state)
+{
+    make_small_data();
+    double f_full, f_samp, f_pos;
+    double r_full = train_eval("full", "--threads 1 --epochs 5 --dim 32 --full", &f_full);
+    double r_samp = train_eval("samp", "--threads 1 --epochs 5 --dim 32 --negatives 256", &f_samp);
+    double r_pos = train_eval("pos", "--threads 1 --epochs 5 --dim 32 --loss positives-only", &f_pos);
+    print_message("Recall@10 full %.4f sampled %.4f positives-only %.4f; FoldRatio %.4f %.4f %.4f\n", r_full, r_samp,
+                  r_pos, f_full, f_samp, f_pos);
+    assert_true(r_full > 0.1); /* random ranking: ~0.01 */
+    assert_true(r_samp >= 0.9 * r_full);
+    assert_true(f_pos >= 3 * f_samp);
+    assert_true(f_pos > 0.3);
+}
+
+/* Every sampler and loss trains end to end and beats a random ranking by far. */
+static void test_every_sampler_and_loss_learns(void **state)
+{
+    make_small_data();
+    const char *variants[] = {
+        "--sampler popularity --negatives 128",  "--sampler inbatch",
+        "--sampler mixed --negatives 64",        "--sampler hard --negatives 256 --hard-keep 64",
+        "--loss logistic --negatives 128 --epochs 6", "--negatives 128 --gravity 0.1",
+        "--negatives 128 --tie --hidden 0",      "--negatives 128 --opt adagrad --lr 0.05",
+        "--negatives 128 --opt adam --lr 0.005", "--negatives 128 --opt sgd --lr 2",
+    };
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
+        char opts[256];
+        snprintf(opts, sizeof opts, "--threads 2 --epochs 2 --dim 16 %s", variants[i]);
+        double r = train_eval("v", opts, NULL);
+        print_message("%-45s Recall@10 %.4f\n", variants[i], r);
+        assert_true(r > 0.05);
+    }
+}
+
+/* Same seed, one worker: the same model, byte for byte. */
+static void test_single_worker_is_deterministic(void **state)
+{
+    static char out[1 << 14];
+    make_small_data();
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/det%d --threads 1 --epochs 1 --dim 8 "
+                                              "--negatives 64 --quiet --seed 3", bin, dir, dir, i), 0);
+    assert_int_equal(run(out, sizeof out, "cmp %s/det0/table-0.bin %s/det1/table-0.bin && cmp %s/det0/table-2.bin "
+                                          "%s/det1/table-2.bin", dir, dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/det2 --threads 1 --epochs 1 --dim 8 "
+                                          "--negatives 64 --quiet --seed 4 && cmp -s %s/det0/table-0.bin "
+                                          "%s/det2/table-0.bin", bin, dir, dir, dir, dir), 1);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pipeline), cmocka_unit_test(test_bad_input)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pipeline), cmocka_unit_test(test_bad_input),
+                                       cmocka_unit_test(test_sampled_vs_full_and_folding),
+                                       cmocka_unit_test(test_every_sampler_and_loss_learns),
+                                       cmocka_unit_test(test_single_worker_is_deterministic)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
