@@ -23,6 +23,9 @@ static const struct {
     [PSREC_EUNSUPPORTED] = {"PSREC_EUNSUPPORTED", "not supported"},
     [PSREC_ETIMEDOUT] = {"PSREC_ETIMEDOUT", "timed out"},
     [PSREC_EPROTO] = {"PSREC_EPROTO", "protocol error"},
+    [PSREC_ESTALE] = {"PSREC_ESTALE", "wrong server or stale shard map"},
+    [PSREC_ENOTREADY] = {"PSREC_ENOTREADY", "cluster not ready"},
+    [PSREC_EREFUSED] = {"PSREC_EREFUSED", "refused"},
 };
 
 const char *psrec_strerror(psrec_err e)

@@ -21,6 +21,9 @@ typedef enum {
     PSREC_EUNSUPPORTED,/* valid but not supported in this build/mode */
     PSREC_ETIMEDOUT,   /* a deadline passed */
     PSREC_EPROTO,      /* protocol violation */
+    PSREC_ESTALE,      /* wrong server for a key, or a stale shard map / membership epoch */
+    PSREC_ENOTREADY,   /* the cluster is not complete yet (retry later) */
+    PSREC_EREFUSED,    /* refused by policy: other job, limits */
     PSREC_ERR_COUNT
 } psrec_err;
 

@@ -1,0 +1,58 @@
+/* remote_client.h: the table client of the distributed mode: pulls and pushes go to the servers
+ * that own each key's hash slot (shard map from the coordinator).
+ *
+ * A call groups its keys by server, sends one request per server (split into chunks of at most
+ * PSREC_REMOTE_CHUNK keys), has them all in flight at once, and waits for every reply; results are
+ * scattered back in the caller's key order. Every request carries (rank, epoch, seq) and has a
+ * deadline: on timeout it is re-sent with the same seq (servers drop duplicate pushes), and after
+ * `retries` attempts the call fails with PSREC_ETIMEDOUT naming the server — never a hang or abort.
+ * An ERROR reply fails the call with the server's code and text.
+ * Thread model: one remote client per thread (its DEALER sockets are not thread-safe). */
+#ifndef PSREC_REMOTE_CLIENT_H
+#define PSREC_REMOTE_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/wire.h"
+#include "ps/store.h"
+#include "worker/table_client.h"
+
+#define PSREC_REMOTE_CHUNK 65536
+
+typedef struct {
+    uint64_t job_id;
+    uint32_t rank;        /* this worker's rank (unique per worker thread/process) */
+    uint64_t epoch;       /* membership epoch from registration */
+    int timeout_ms;       /* per attempt (default 10000) */
+    int retries;          /* attempts before giving up (default 3) */
+    int compress;         /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
+    uint32_t table_dim[PSREC_STORE_MAX_TABLES]; /* row width of each table (0 = no such table), for the
+                                                   table-client ops, which do not pass it */
+} psrec_remote_conf_t;
+
+typedef struct psrec_remote psrec_remote_t;
+
+/* Connects a DEALER socket to every server of the map (the map is copied). */
+psrec_err psrec_remote_new(psrec_remote_t **r, void *zctx, const Psrec__ShardMap *map, const psrec_remote_conf_t *conf,
+                           char *err) PSREC_MUST_CHECK;
+void psrec_remote_destroy(psrec_remote_t **r);
+/* Wraps r in a table client; the client owns r from then on (also on failure). */
+psrec_err psrec_table_client_new_remote(psrec_table_client_t **c, psrec_remote_t *r) PSREC_MUST_CHECK;
+
+psrec_err psrec_remote_pull(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, float *out, uint32_t dim,
+                            char *err) PSREC_MUST_CHECK;
+psrec_err psrec_remote_push(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *grads,
+                            uint32_t dim, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_remote_set(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *values,
+                           uint32_t dim, char *err) PSREC_MUST_CHECK;
+/* All rows of a table, from every server (DUMP with cursors). The caller frees *keys and *values. */
+psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
+                            char *err) PSREC_MUST_CHECK;
+/* Bytes and messages sent/received so far (raw = before LZ4, wire = as sent). */
+void psrec_remote_stats(const psrec_remote_t *r, psrec_wire_stats_t *sent, psrec_wire_stats_t *received);
+/* The last error text of a failed call made through the table-client ops (which have no err buffer). */
+const char *psrec_remote_last_error(const psrec_remote_t *r);
+
+#endif
