@@ -1,6 +1,7 @@
 /* cmd_eval.c: `psrec eval`: load a model, embed every test query, rank the whole catalogue, print
  * Recall@K, NDCG@K, MRR and (with an items file and `_home` sets) the folding metrics.
  * Thread model: main thread; psrec_eval_run uses --threads threads. */
+#include <cblas.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,8 @@ int psrec_cmd_eval(int argc, char **argv)
                               .excl_off = ex_off, .excl_idx = ex_idx, .item_cat = has_home ? cat : NULL,
                               .home_off = has_home ? b.home_off : NULL, .home_cat = has_home ? b.home_cat : NULL,
                               .k = k, .threads = threads};
+        /* eval runs its own threads; OpenBLAS's would only oversubscribe the cores */
+        if (threads > 1) openblas_set_num_threads(1);
         rc = psrec_eval_run(&in, &res);
         if (rc) psrec_fail(err, rc, "evaluation failed: %s", psrec_strerror(rc));
     }

@@ -11,6 +11,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: psrec train --data DIR [--model DIR] [options]\n"
+            "       psrec worker --coord ADDR --data DIR [--model DIR] [options]   (join a cluster)\n"
             "  --data DIR          output of `psrec prep` (shards + freq.bin)\n"
             "  --model DIR         where to save the model (default: no model saved)\n"
             "  --metrics FILE      JSON-lines training metrics\n"
@@ -34,10 +35,26 @@ static void usage(FILE *f)
             "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
             "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
             "  --max-steps N       stop each worker after N steps\n"
-            "  --seed N            (default 1)   --quiet   --no-progress\n");
+            "  --seed N            (default 1)   --quiet   --no-progress\n"
+            "parameters (embedded mode runs a coordinator and servers as threads of this process):\n"
+            "  --servers S         embedded parameter servers (default 1)\n"
+            "  --transport T       embedded: inproc (default) | tcp (loopback) | direct (no messaging)\n"
+            "  --compress / --no-compress   LZ4 on bulk frames (default: on over tcp, off inproc)\n"
+            "  --coord ADDR        join this coordinator instead (what `psrec worker` does)\n"
+            "  --job-id N          job id every message carries (default 1)\n"
+            "  --timeout MS        per-request deadline before a retry (default 10000)\n"
+            "  --max-staleness K   no worker more than K steps ahead of the slowest (default: async)\n"
+            "  --sync              same as --max-staleness 0\n");
 }
 
-int psrec_cmd_train(int argc, char **argv)
+void psrec_cli_train_usage(FILE *f)
+{
+    usage(f);
+}
+
+/* Parses the training options shared by train, worker and coord (extra = the cluster-only options,
+ * or NULL). Returns 0 = ok, 1 = --help printed, 2 = bad option (message printed). */
+int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_conf_t *out, psrec_cli_cluster_t *extra)
 {
     psrec_train_conf_t c;
     psrec_train_defaults(&c);
@@ -50,7 +67,10 @@ int psrec_cmd_train(int argc, char **argv)
         {"dim", 1, 0, 'd'},       {"emb-dim", 1, 0, 'E'},      {"hidden", 1, 0, 'H'},       {"tie", 0, 0, 't'},
         {"opt", 1, 0, 'o'},       {"lr", 1, 0, 'l'},           {"dense-opt", 1, 0, 'O'},    {"dense-lr", 1, 0, 'r'},
         {"init-scale", 1, 0, 'i'}, {"max-steps", 1, 0, 'x'},   {"seed", 1, 0, 's'},         {"quiet", 0, 0, 'q'},
-        {"no-progress", 0, 0, 'P'}, {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
+        {"no-progress", 0, 0, 'P'}, {"help", 0, 0, 'h'},       {"servers", 1, 0, 1001},     {"transport", 1, 0, 1002},
+        {"compress", 0, 0, 1003}, {"no-compress", 0, 0, 1004}, {"coord", 1, 0, 1005},       {"job-id", 1, 0, 1006},
+        {"timeout", 1, 0, 1007},  {"max-staleness", 1, 0, 1008}, {"sync", 0, 0, 1009},      {"bind", 1, 0, 1010},
+        {"workers", 1, 0, 1011},  {"advertise", 1, 0, 1012},   {0, 0, 0, 0}};
     int o, iv;
     double dv;
     uint64_t uv;
@@ -59,84 +79,144 @@ int psrec_cmd_train(int argc, char **argv)
         case 'D': c.data_dir = optarg; break;
         case 'M': c.model_dir = optarg; break;
         case 'J': c.metrics_path = optarg; break;
-        case 'w': if (psrec_cli_int("train", "--threads", optarg, 1, 256, &c.threads)) return 2; break;
-        case 'e': if (psrec_cli_int("train", "--epochs", optarg, 1, 1000000, &c.epochs)) return 2; break;
-        case 'b': if (psrec_cli_int("train", "--batch", optarg, 1, 65536, &c.batch)) return 2; break;
-        case 'n': if (psrec_cli_int("train", "--negatives", optarg, 0, 1 << 24, &c.negatives)) return 2; break;
+        case 'w': if (psrec_cli_int(cmd, "--threads", optarg, 1, 256, &c.threads)) return 2; break;
+        case 'e': if (psrec_cli_int(cmd, "--epochs", optarg, 1, 1000000, &c.epochs)) return 2; break;
+        case 'b': if (psrec_cli_int(cmd, "--batch", optarg, 1, 65536, &c.batch)) return 2; break;
+        case 'n': if (psrec_cli_int(cmd, "--negatives", optarg, 0, 1 << 24, &c.negatives)) return 2; break;
         case 'L':
             if (psrec_loss_parse(optarg, &c.loss)) {
-                fprintf(stderr, "psrec train: --loss: unknown loss '%s'\n", optarg);
+                fprintf(stderr, "psrec %s: --loss: unknown loss '%s'\n", cmd, optarg);
                 return 2;
             }
             break;
         case 'F': full = 1; break;
         case 'S':
             if (psrec_sampler_parse(optarg, &c.sampler)) {
-                fprintf(stderr, "psrec train: --sampler: unknown sampler '%s'\n", optarg);
+                fprintf(stderr, "psrec %s: --sampler: unknown sampler '%s'\n", cmd, optarg);
                 return 2;
             }
             break;
-        case 'a': if (psrec_cli_double("train", "--alpha", optarg, 0, 10, &c.alpha)) return 2; break;
-        case 'k': if (psrec_cli_int("train", "--hard-keep", optarg, 1, 1 << 24, &c.hard_keep)) return 2; hard_keep_set = 1; break;
-        case 'T': if (psrec_cli_double("train", "--temperature", optarg, 1e-3, 1e6, &c.temperature)) return 2; break;
-        case 'g': if (psrec_cli_double("train", "--neg-weight", optarg, 0, 1e6, &dv)) return 2; c.neg_weight = (float)dv; break;
-        case 'G': if (psrec_cli_double("train", "--gravity", optarg, 0, 1e9, &dv)) return 2; c.gravity = (float)dv; break;
-        case 'R': if (psrec_cli_int("train", "--gravity-rows", optarg, 1, 1 << 24, &c.gravity_rows)) return 2; break;
-        case 'd': if (psrec_cli_int("train", "--dim", optarg, 1, 4096, &c.dim)) return 2; break;
-        case 'E': if (psrec_cli_int("train", "--emb-dim", optarg, 1, 4096, &c.emb_dim)) return 2; emb_set = 1; break;
+        case 'a': if (psrec_cli_double(cmd, "--alpha", optarg, 0, 10, &c.alpha)) return 2; break;
+        case 'k': if (psrec_cli_int(cmd, "--hard-keep", optarg, 1, 1 << 24, &c.hard_keep)) return 2; hard_keep_set = 1; break;
+        case 'T': if (psrec_cli_double(cmd, "--temperature", optarg, 1e-3, 1e6, &c.temperature)) return 2; break;
+        case 'g': if (psrec_cli_double(cmd, "--neg-weight", optarg, 0, 1e6, &dv)) return 2; c.neg_weight = (float)dv; break;
+        case 'G': if (psrec_cli_double(cmd, "--gravity", optarg, 0, 1e9, &dv)) return 2; c.gravity = (float)dv; break;
+        case 'R': if (psrec_cli_int(cmd, "--gravity-rows", optarg, 1, 1 << 24, &c.gravity_rows)) return 2; break;
+        case 'd': if (psrec_cli_int(cmd, "--dim", optarg, 1, 4096, &c.dim)) return 2; break;
+        case 'E': if (psrec_cli_int(cmd, "--emb-dim", optarg, 1, 4096, &c.emb_dim)) return 2; emb_set = 1; break;
         case 'H':
             if (psrec_tower_parse_hidden(optarg, &c.tower)) {
-                fprintf(stderr, "psrec train: --hidden: bad layer list '%s' (e.g. 128 or 256,128 or 0)\n", optarg);
+                fprintf(stderr, "psrec %s: --hidden: bad layer list '%s' (e.g. 128 or 256,128 or 0)\n", cmd, optarg);
                 return 2;
             }
             break;
         case 't': c.tie = 1; break;
         case 'o':
             if (psrec_opt_parse(optarg, &c.item_opt.kind)) {
-                fprintf(stderr, "psrec train: --opt: unknown optimizer '%s'\n", optarg);
+                fprintf(stderr, "psrec %s: --opt: unknown optimizer '%s'\n", cmd, optarg);
                 return 2;
             }
             break;
-        case 'l': if (psrec_cli_double("train", "--lr", optarg, 0, 1e6, &dv)) return 2; c.item_opt.lr = (float)dv; break;
+        case 'l': if (psrec_cli_double(cmd, "--lr", optarg, 0, 1e6, &dv)) return 2; c.item_opt.lr = (float)dv; break;
         case 'O':
             if (psrec_opt_parse(optarg, &c.dense_opt.kind)) {
-                fprintf(stderr, "psrec train: --dense-opt: unknown optimizer '%s'\n", optarg);
+                fprintf(stderr, "psrec %s: --dense-opt: unknown optimizer '%s'\n", cmd, optarg);
                 return 2;
             }
             break;
-        case 'r': if (psrec_cli_double("train", "--dense-lr", optarg, 0, 1e6, &dv)) return 2; c.dense_opt.lr = (float)dv; break;
-        case 'i': if (psrec_cli_double("train", "--init-scale", optarg, 0, 1e3, &dv)) return 2; c.init_scale = (float)dv; break;
-        case 'x': if (psrec_cli_u64("train", "--max-steps", optarg, &uv)) return 2; c.max_steps = uv; break;
-        case 's': if (psrec_cli_u64("train", "--seed", optarg, &uv)) return 2; c.seed = uv; break;
+        case 'r': if (psrec_cli_double(cmd, "--dense-lr", optarg, 0, 1e6, &dv)) return 2; c.dense_opt.lr = (float)dv; break;
+        case 'i': if (psrec_cli_double(cmd, "--init-scale", optarg, 0, 1e3, &dv)) return 2; c.init_scale = (float)dv; break;
+        case 'x': if (psrec_cli_u64(cmd, "--max-steps", optarg, &uv)) return 2; c.max_steps = uv; break;
+        case 's': if (psrec_cli_u64(cmd, "--seed", optarg, &uv)) return 2; c.seed = uv; break;
         case 'q': c.quiet = 1; break;
         case 'P': c.progress = 0; break;
-        case 'h': usage(stdout); return 0;
+        case 1001: if (psrec_cli_int(cmd, "--servers", optarg, 1, 1024, &c.servers)) return 2; break;
+        case 1002:
+            if (!strcmp(optarg, "inproc")) c.transport = PSREC_TRANSPORT_INPROC;
+            else if (!strcmp(optarg, "tcp")) c.transport = PSREC_TRANSPORT_TCP;
+            else if (!strcmp(optarg, "direct")) c.transport = PSREC_TRANSPORT_DIRECT;
+            else {
+                fprintf(stderr, "psrec %s: --transport: want inproc, tcp or direct, not '%s'\n", cmd, optarg);
+                return 2;
+            }
+            break;
+        case 1003: c.compress = 1; break;
+        case 1004: c.compress = 0; break;
+        case 1005: c.coord = optarg; break;
+        case 1006: if (psrec_cli_u64(cmd, "--job-id", optarg, &uv)) return 2; c.job_id = uv; break;
+        case 1007: if (psrec_cli_int(cmd, "--timeout", optarg, 1, 3600000, &c.timeout_ms)) return 2; break;
+        case 1008: if (psrec_cli_int(cmd, "--max-staleness", optarg, 0, 1 << 30, &c.max_staleness)) return 2; break;
+        case 1009: c.max_staleness = 0; break;
+        case 1010:
+        case 1011:
+        case 1012:
+            if (!extra) {
+                fprintf(stderr, "psrec %s: --bind/--workers/--advertise belong to `psrec coord` and `psrec server`\n", cmd);
+                return 2;
+            }
+            if (o == 1010) extra->bind = optarg;
+            else if (o == 1012) extra->advertise = optarg;
+            else if (psrec_cli_int(cmd, "--workers", optarg, 1, 65536, &extra->workers)) return 2;
+            break;
+        case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;
         }
     }
     (void)iv;
-    if (!c.data_dir) {
-        usage(stderr);
+    if (optind < argc) {
+        fprintf(stderr, "psrec %s: unexpected argument '%s'\n", cmd, argv[optind]);
         return 2;
     }
     if (!emb_set) c.emb_dim = c.dim;
     if (full) c.sampler = PSREC_SAMPLER_ALL;
     if (!hard_keep_set) c.hard_keep = c.negatives / 4 > 0 ? c.negatives / 4 : 1;
+    *out = c;
+    return 0;
+}
+
+static int run_training(const char *cmd, psrec_train_conf_t c)
+{
     char err[PSREC_ERRBUF] = "";
     psrec_train_result_t res;
     psrec_err rc = psrec_train(&c, &res, err);
     if (rc) {
-        fprintf(stderr, "psrec train: %s\n", err[0] ? err : psrec_strerror(rc));
+        fprintf(stderr, "psrec %s: %s\n", cmd, err[0] ? err : psrec_strerror(rc));
         return 1;
     }
     if (!c.quiet)
         fprintf(stderr,
-                "psrec train: %llu examples in %.2f s (%.0f examples/s, %llu steps), final loss %.5f, "
-                "%llu item rows (%.1f bytes/row)%s%s\n",
-                (unsigned long long)res.examples, res.seconds, res.examples_per_sec, (unsigned long long)res.steps,
-                res.final_loss, (unsigned long long)res.rows_out, res.bytes_per_row_out,
-                c.model_dir ? ", model in " : "", c.model_dir ? c.model_dir : "");
-    printf("{\"examples\": %llu, \"seconds\": %.3f, \"examples_per_sec\": %.1f, \"final_loss\": %.6f}\n",
-           (unsigned long long)res.examples, res.seconds, res.examples_per_sec, res.final_loss);
+                "psrec %s: %llu examples in %.2f s (%.0f examples/s, %llu steps), final loss %.5f, "
+                "wire %.1f MB (%.1f MB before LZ4)%s%s\n",
+                cmd, (unsigned long long)res.examples, res.seconds, res.examples_per_sec, (unsigned long long)res.steps,
+                res.final_loss, res.wire_bytes / 1e6, res.wire_raw_bytes / 1e6, c.model_dir ? ", model in " : "",
+                c.model_dir ? c.model_dir : "");
+    printf("{\"examples\": %llu, \"seconds\": %.3f, \"examples_per_sec\": %.1f, \"final_loss\": %.6f, "
+           "\"wire_bytes\": %llu, \"wire_raw_bytes\": %llu}\n",
+           (unsigned long long)res.examples, res.seconds, res.examples_per_sec, res.final_loss,
+           (unsigned long long)res.wire_bytes, (unsigned long long)res.wire_raw_bytes);
     return 0;
+}
+
+int psrec_cmd_train(int argc, char **argv)
+{
+    psrec_train_conf_t c;
+    int r = psrec_cli_train_opts("train", argc, argv, &c, NULL);
+    if (r) return r == 1 ? 0 : r;
+    if (!c.data_dir) {
+        usage(stderr);
+        return 2;
+    }
+    return run_training("train", c);
+}
+
+int psrec_cmd_worker(int argc, char **argv)
+{
+    psrec_train_conf_t c;
+    int r = psrec_cli_train_opts("worker", argc, argv, &c, NULL);
+    if (r) return r == 1 ? 0 : r;
+    if (!c.data_dir || !c.coord) {
+        fprintf(stderr, "psrec worker: --coord ADDR and --data DIR are required\n");
+        return 2;
+    }
+    return run_training("worker", c);
 }

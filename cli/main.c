@@ -21,6 +21,10 @@ static const struct {
     {"eval", psrec_cmd_eval, "full-ranking Recall/NDCG/MRR and folding metrics"},
     {"export", psrec_cmd_export, "write item embeddings as .npy + ids, or word2vec text"},
     {"recommend", psrec_cmd_recommend, "top-K items for query lines"},
+    {"coord", psrec_cmd_coord, "run a job's coordinator (membership, shard map, barriers, progress)"},
+    {"server", psrec_cmd_server, "run a parameter server (one shard of every table)"},
+    {"worker", psrec_cmd_worker, "run training worker(s) that join a coordinator"},
+    {"status", psrec_cmd_status, "show a running cluster: members, shards, rows, rates, progress"},
 };
 
 static void usage(FILE *f)

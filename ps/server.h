@@ -9,7 +9,8 @@
  *
  * With a coordinator the server registers (REGISTER -> rank, tables, seed, shard map), sends
  * heartbeats with its stats, and stops when the coordinator says the job is over. Without one
- * (standalone: tests, benchmarks) the tables come from the configuration and it owns every slot.
+ * (standalone: tests, benchmarks) the tables come from the configuration and it owns every slot, or
+ * the slots of its rank in a shard map given by the configuration (several standalone servers).
  * Thread model: psrec_server_run runs the loop on the calling thread; psrec_server_stop may be called
  * from any thread. */
 #ifndef PSREC_SERVER_H
@@ -23,7 +24,7 @@
 #include "ps/store.h"
 
 typedef struct {
-    const char *bind;        /* "tcp://127.0.0.1:0" (ephemeral port), "tcp://*:5555", "inproc://srv0" */
+    const char *bind;        /* "tcp://127.0.0.1:0" (ephemeral port), "inproc://srv0" */
     const char *advertise;   /* endpoint peers should connect to (NULL: the resolved bind endpoint) */
     const char *coord;       /* coordinator endpoint, or NULL for standalone */
     uint64_t job_id;
@@ -34,6 +35,8 @@ typedef struct {
     const uint32_t *table_ids;
     const psrec_table_conf_t *tables;
     uint64_t seed;
+    uint32_t rank;                    /* this server's rank in shard_map */
+    const Psrec__ShardMap *shard_map; /* slots this server owns (copied); NULL: every slot */
 } psrec_server_conf_t;
 
 typedef struct {

@@ -70,7 +70,7 @@ static void save_model(const char *mdir, psrec_model_conf_t *c, float *params_ou
     assert_int_equal(psrec_table_pull(cl, PSREC_TABLE_ITEM_IN, hk, 3, tmp), PSREC_OK);
     assert_int_equal(psrec_table_pull(cl, PSREC_TABLE_SLOT0 + 1, rk, 2, tmp), PSREC_OK);
     uint64_t cat[5] = {14, 10, 11, 12, 13};
-    assert_int_equal(psrec_model_save(mdir, c, cl, s, cat, 5, err), PSREC_OK);
+    assert_int_equal(psrec_model_save(mdir, c, cl, psrec_model_store_dump, s, cat, 5, err), PSREC_OK);
     psrec_tower_destroy(&t);
     psrec_table_client_destroy(&cl);
     psrec_store_destroy(&s);

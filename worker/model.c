@@ -148,19 +148,38 @@ static psrec_err sort_rows(uint64_t *keys, float *vals, size_t n, uint32_t dim)
     return PSREC_OK;
 }
 
-static psrec_err save_store_table(const char *dir, psrec_store_t *store, uint32_t table, char *err)
+psrec_err psrec_model_store_dump(void *store, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
+                                 char *err)
 {
-    uint32_t dim = psrec_store_dim(store, table);
-    if (dim == 0) return PSREC_OK;
     collect_t c = {.dim = dim};
+    *keys = NULL;
+    *values = NULL;
+    *n = 0;
     psrec_store_foreach(store, table, collect_row, &c);
-    psrec_err rc = c.oom ? psrec_fail(err, PSREC_ENOMEM, "out of memory saving table %u", table) : PSREC_OK;
-    if (!rc) rc = sort_rows(c.keys, c.vals, c.n, dim);
+    if (c.oom) {
+        free(c.keys);
+        free(c.vals);
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory collecting table %u", table);
+    }
+    *keys = c.keys;
+    *values = c.vals;
+    *n = c.n;
+    return PSREC_OK;
+}
+
+static psrec_err save_dumped_table(const char *dir, psrec_table_dump_fn dump, void *ctx, uint32_t table, uint32_t dim,
+                                   char *err)
+{
+    uint64_t *keys = NULL;
+    float *vals = NULL;
+    size_t n = 0;
+    psrec_err rc = dump(ctx, table, dim, &keys, &vals, &n, err);
+    if (!rc) rc = sort_rows(keys, vals, n, dim);
     char path[4096];
     snprintf(path, sizeof path, "%s/table-%u.bin", dir, table);
-    if (!rc) rc = psrec_table_file_write(path, table, dim, c.keys, c.vals, c.n, err);
-    free(c.keys);
-    free(c.vals);
+    if (!rc) rc = psrec_table_file_write(path, table, dim, keys, vals, n, err);
+    free(keys);
+    free(vals);
     return rc;
 }
 
@@ -188,7 +207,8 @@ static psrec_err save_conf(const char *dir, const psrec_model_conf_t *c, char *e
 }
 
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
-                           psrec_store_t *store, const uint64_t *catalogue, size_t n_items, char *err)
+                           psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
+                           char *err)
 {
     psrec_err rc = psrec_mkdirs(dir, err);
     if (rc) return rc;
@@ -207,10 +227,12 @@ psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psre
     if (!rc) rc = psrec_table_file_write(path, PSREC_TABLE_ITEM_OUT, (uint32_t)conf->dim, keys, vals, n_items, err);
     free(keys);
     free(vals);
-    if (!rc && !conf->tie) rc = save_store_table(dir, store, PSREC_TABLE_ITEM_IN, err);
-    if (!rc) rc = save_store_table(dir, store, PSREC_TABLE_DENSE, err);
+    int hist = psrec_schema_hist(&conf->schema);
+    uint32_t e = (uint32_t)conf->emb_dim;
+    if (!rc && !conf->tie && hist >= 0) rc = save_dumped_table(dir, dump, dump_ctx, PSREC_TABLE_ITEM_IN, e, err);
+    if (!rc) rc = save_dumped_table(dir, dump, dump_ctx, PSREC_TABLE_DENSE, PSREC_DENSE_CHUNK, err);
     for (int s = 0; !rc && s < conf->schema.nslots; s++)
-        if (s != psrec_schema_hist(&conf->schema)) rc = save_store_table(dir, store, PSREC_TABLE_SLOT0 + s, err);
+        if (s != hist) rc = save_dumped_table(dir, dump, dump_ctx, PSREC_TABLE_SLOT0 + s, e, err);
     if (!rc) rc = save_conf(dir, conf, err); /* last: a model.conf means every table is complete */
     return rc;
 }

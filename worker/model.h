@@ -35,10 +35,18 @@ typedef struct {
 /* Table of input slot s under conf (history -> ITEM_IN or ITEM_OUT when tied, others SLOT0+s). */
 uint32_t psrec_model_slot_table(const psrec_model_conf_t *conf, int s);
 
+/* Every row of a table, wherever it lives (the caller frees *keys and *values). */
+typedef psrec_err (*psrec_table_dump_fn)(void *ctx, uint32_t table, uint32_t dim, uint64_t **keys, float **values,
+                                         size_t *n, char *err);
+/* The dump function over a store of this process (ctx = the psrec_store_t). */
+psrec_err psrec_model_store_dump(void *store, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
+                                 char *err) PSREC_MUST_CHECK;
+
 /* Writes a model directory: conf, the catalogue rows of ITEM_OUT (pulled through the client, which
- * creates them if training never touched them), and every row of the other tables found in `store`. */
+ * creates them if training never touched them), and every row of the other tables (through dump). */
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
-                           psrec_store_t *store, const uint64_t *catalogue, size_t n_items, char *err) PSREC_MUST_CHECK;
+                           psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
+                           char *err) PSREC_MUST_CHECK;
 
 typedef struct psrec_model psrec_model_t;
 

@@ -15,13 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <zmq.h>
 
 #include "common/batch.h"
 #include "common/data_freq.h"
 #include "common/data_shard.h"
 #include "common/idmap.h"
 #include "common/rng.h"
+#include "worker/cluster.h"
+#include "worker/coord_client.h"
 #include "worker/model.h"
+#include "worker/remote_client.h"
 #include "worker/table_client.h"
 
 #define MAX_SHARDS 4096
@@ -115,12 +120,23 @@ typedef struct {
     uint64_t *neg_keys, *pool_keys, *grav_keys;
     size_t cap_pos, cap_neg;
     uint64_t steps;
+    /* where the parameters are */
+    psrec_table_client_t *client; /* owned in cluster modes, borrowed (the trainer's) in direct mode */
+    psrec_remote_t *remote;       /* inside client (cluster modes) */
+    psrec_coord_client_t *cc;     /* cluster modes */
+    uint32_t rank, nworkers;
+    double next_heartbeat;
+    uint64_t examples, my_total;
+    double last_loss;
 } worker_t;
 
 struct trainer {
     const psrec_train_conf_t *c;
-    psrec_store_t *store;
-    psrec_table_client_t *client;
+    psrec_store_t *store;          /* direct mode */
+    psrec_table_client_t *client;  /* direct mode: shared by the worker threads */
+    void *zctx;                    /* cluster modes */
+    const char *coord;             /* cluster modes: the coordinator endpoint */
+    int local_workers;             /* worker threads of this process */
     psrec_sampler_t *sampler;
     psrec_freq_t freq;
     psrec_schema_t schema;
@@ -304,7 +320,7 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
     size_t M = (size_t)c->negatives, d = (size_t)c->dim, got = 0;
     psrec_err rc = psrec_sampler_draw(tr->sampler, &w->rng, M, NULL, 0, w->pool_keys, w->pool_logE, M, &got);
     if (rc) return rc;
-    if ((rc = psrec_table_pull(tr->client, PSREC_TABLE_ITEM_OUT, w->pool_keys, got, w->pool))) return rc;
+    if ((rc = psrec_table_pull(w->client, PSREC_TABLE_ITEM_OUT, w->pool_keys, got, w->pool))) return rc;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, (int)got, (int)d, 1.0f, w->U, (int)d, w->pool, (int)d, 0.0f,
                 w->pscore, (int)got);
     for (size_t j = 0; j < got; j++) {
@@ -347,8 +363,8 @@ static psrec_err train_step(worker_t *w, double *loss_out)
             if ((w->slot_idx[s][k] = group_add(w->slot_group[s], b->slot_id[s][k])) < 0) return PSREC_ENOMEM;
     }
     for (int s = 0; s < b->nslots; s++)
-        if ((rc = group_pull_new(tr->client, w->slot_group[s]))) return rc;
-    if ((rc = psrec_table_pull(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->params))) return rc;
+        if ((rc = group_pull_new(w->client, w->slot_group[s]))) return rc;
+    if ((rc = psrec_table_pull(w->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->params))) return rc;
 
     /* 2. X = per-slot means, U = psi(X) */
     memset(w->X, 0, (size_t)B * nin * 4);
@@ -400,7 +416,7 @@ static psrec_err train_step(worker_t *w, double *loss_out)
         w->grav_keys[r] = tr->freq.ids[psrec_rng_below(&w->rng, tr->freq.n)];
         if ((w->grav_idx[r] = group_add(&w->g_out, w->grav_keys[r])) < 0) return PSREC_ENOMEM;
     }
-    if ((rc = group_pull_new(tr->client, &w->g_out))) return rc;
+    if ((rc = group_pull_new(w->client, &w->g_out))) return rc;
     for (size_t k = 0; k < P; k++) memcpy(w->Vpos + k * d, w->g_out.rows + w->pos_idx[k] * d, d * 4);
     for (size_t j = 0; j < n_neg; j++) memcpy(w->Vneg + j * d, w->g_out.rows + w->neg_idx[j] * d, d * 4);
     for (size_t r = 0; r < R; r++) memcpy(w->Vr + r * d, w->g_out.rows + w->grav_idx[r] * d, d * 4);
@@ -454,38 +470,190 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     }
 
     /* 7. push */
-    if ((rc = psrec_table_push(tr->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads))) return rc;
+    if ((rc = psrec_table_push(w->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads))) return rc;
     for (int s = 0; s < b->nslots; s++) {
         group_t *g = w->slot_group[s];
         if (g == &w->g_out) continue;
-        if ((rc = psrec_table_push(tr->client, g->table, g->keys, g->n, g->grads))) return rc;
+        if ((rc = psrec_table_push(w->client, g->table, g->keys, g->n, g->grads))) return rc;
     }
-    return psrec_table_push(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->dparams);
+    return psrec_table_push(w->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, w->dparams);
+}
+
+/* ---- joining the parameters ---- */
+
+/* Cluster modes: register as a worker, get rank and shard map, connect to every server. */
+static psrec_err join_cluster(worker_t *w, char *err)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    psrec_err rc = psrec_coord_client_new(&w->cc, tr->zctx, tr->coord, c->job_id, c->timeout_ms * 3, err);
+    if (rc) return rc;
+    Psrec__Header *reg = NULL;
+    if ((rc = psrec_coord_client_register(w->cc, PSREC__ROLE__WORKER, NULL, UINT32_MAX, &reg, err))) return rc;
+    w->rank = reg->rank;
+    w->nworkers = reg->n_workers ? reg->n_workers : (uint32_t)c->threads;
+    psrec_remote_conf_t rcf = {.job_id = c->job_id, .rank = reg->rank, .epoch = reg->epoch, .timeout_ms = c->timeout_ms,
+                               .retries = 3, .compress = c->compress};
+    for (size_t i = 0; i < reg->n_tables; i++)
+        if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
+    if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
+    if (!rc) rc = psrec_remote_new(&w->remote, tr->zctx, reg->shard_map, &rcf, err);
+    psrec__header__free_unpacked(reg, NULL);
+    if (rc) return rc;
+    psrec_remote_t *r = w->remote;
+    if ((rc = psrec_table_client_new_remote(&w->client, r))) {
+        w->remote = NULL;
+        return psrec_fail(err, rc, "cannot create the remote table client");
+    }
+    return PSREC_OK;
+}
+
+static psrec_err heartbeat(worker_t *w, int stop, char *err)
+{
+    Psrec__Header hb;
+    psrec_wire_header_init(&hb, PSREC__TYPE__HEARTBEAT);
+    hb.examples = w->examples;
+    hb.examples_total = w->my_total;
+    hb.loss = w->last_loss;
+    hb.step = w->steps;
+    hb.stop = stop;
+    int job_over = 0;
+    return psrec_coord_client_heartbeat(w->cc, &hb, &job_over, err);
+}
+
+/* Bounded staleness: wait while this worker is more than k steps ahead of the slowest live worker. */
+static psrec_err wait_for_stragglers(worker_t *w, char *err)
+{
+    int k = w->tr->c->max_staleness;
+    psrec_err rc = heartbeat(w, 0, err); /* the coordinator learns our step right away */
+    for (int spins = 0; !rc; spins++) {
+        Psrec__Header *st = NULL;
+        if ((rc = psrec_coord_client_status(w->cc, &st, err))) break;
+        uint64_t min_step = UINT64_MAX;
+        for (size_t i = 0; i < st->n_members; i++) {
+            const Psrec__Member *m = st->members[i];
+            if (m->role == PSREC__ROLE__WORKER && m->alive && m->step < min_step &&
+                !(m->examples_total && m->examples >= m->examples_total))
+                min_step = m->step;
+        }
+        psrec__header__free_unpacked(st, NULL);
+        if (min_step == UINT64_MAX || w->steps <= min_step + (uint64_t)k) break;
+        if (should_stop(w->tr)) break;
+        zmq_poll(NULL, 0, spins < 100 ? 0 : 1); /* yield between polls; the status request paces us */
+    }
+    return rc;
+}
+
+static uint64_t count_examples(trainer_t *tr, const int *list, int n, char *err, psrec_err *rc)
+{
+    uint64_t total = 0;
+    for (int i = 0; i < n && !*rc; i++) {
+        psrec_shard_reader_t *r;
+        if ((*rc = psrec_shard_reader_open(&r, tr->shard_path[list[i]], err))) break;
+        total += psrec_shard_reader_examples(r);
+        psrec_shard_reader_close(&r);
+    }
+    return total;
+}
+
+static psrec_err dump_remote(void *ctx, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
+                             char *err)
+{
+    return psrec_remote_dump(ctx, table, dim, keys, values, n, err);
+}
+
+/* Everything a worker thread does before its first step. */
+static psrec_err worker_start(worker_t *w, char *err)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    psrec_err rc;
+    if (tr->coord) {
+        if ((rc = join_cluster(w, err))) return rc;
+    } else {
+        w->client = tr->client;
+        w->rank = (uint32_t)w->id;
+        w->nworkers = (uint32_t)tr->local_workers;
+    }
+    psrec_rng_seed(&w->rng, c->seed, 1000 + (uint64_t)w->rank);
+    if (w->nworkers > (uint32_t)tr->nshards)
+        return psrec_fail(err, PSREC_EINVAL, "%u workers but only %d data shard(s): re-run prep with --shards %u",
+                          w->nworkers, tr->nshards, w->nworkers);
+    for (int s = (int)w->rank; s < tr->nshards; s += (int)w->nworkers) w->shard_list[w->nshard_list++] = s;
+    rc = PSREC_OK;
+    w->my_total = count_examples(tr, w->shard_list, w->nshard_list, err, &rc) * (uint64_t)c->epochs;
+    if (rc) return rc;
+    if (c->max_steps && c->max_steps * (uint64_t)c->batch < w->my_total) w->my_total = c->max_steps * (uint64_t)c->batch;
+    pthread_mutex_lock(&tr->mu);
+    tr->total_examples += w->my_total;
+    pthread_mutex_unlock(&tr->mu);
+    if ((rc = alloc_worker(w))) return psrec_fail(err, rc, "cannot allocate worker buffers");
+    if (tr->coord) {
+        /* rank 0 writes the initial tower weights; nobody trains before they are there */
+        if (w->rank == 0) {
+            float *p = calloc(tr->nchunks * PSREC_DENSE_CHUNK, 4);
+            if (!p) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+            psrec_tower_init_params(w->tower, c->seed, p);
+            rc = psrec_table_set(w->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, p);
+            free(p);
+            if (rc) return psrec_fail(err, rc, "initialising the tower: %s", psrec_remote_last_error(w->remote));
+        }
+        if ((rc = psrec_coord_client_barrier(w->cc, "init", w->nworkers, err))) return rc;
+    }
+    return PSREC_OK;
+}
+
+/* After the last step: in cluster modes, wait for every worker, then rank 0 saves the model, then
+ * everyone tells the coordinator it is done (which ends the job once all have). */
+static psrec_err worker_finish(worker_t *w, char *err)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    if (!tr->coord) return PSREC_OK;
+    psrec_err rc = heartbeat(w, 0, err);
+    if (!rc) rc = psrec_coord_client_barrier(w->cc, "done", w->nworkers, err);
+    if (!rc && w->rank == 0 && c->model_dir)
+        rc = psrec_model_save(c->model_dir, &tr->mconf, w->client, dump_remote, w->remote, tr->freq.ids, tr->freq.n,
+                              err);
+    if (!rc && w->nworkers > 1) rc = psrec_coord_client_barrier(w->cc, "saved", w->nworkers, err);
+    if (!rc) rc = heartbeat(w, 1, err);
+    return rc;
 }
 
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
     char err[PSREC_ERRBUF] = "";
-    psrec_err rc = PSREC_OK;
-    while (!should_stop(tr)) {
-        if (tr->c->max_steps && w->steps >= tr->c->max_steps) break;
+    psrec_err rc = worker_start(w, err);
+    while (!rc && !should_stop(tr)) {
+        if (c->max_steps && w->steps >= c->max_steps) break;
         size_t got = 0;
-        if ((rc = next_batch(w, (size_t)tr->c->batch, &got, err))) break;
+        if ((rc = next_batch(w, (size_t)c->batch, &got, err))) break;
         if (got == 0) break;
+        if (c->max_staleness >= 0 && tr->coord && w->nworkers > 1 && (rc = wait_for_stragglers(w, err))) break;
         double loss = 0;
         if ((rc = train_step(w, &loss))) {
-            snprintf(err, sizeof err, "worker %d: training step failed: %s", w->id, psrec_strerror(rc));
+            const char *detail = w->remote ? psrec_remote_last_error(w->remote) : "";
+            snprintf(err, sizeof err, "worker %u: training step failed: %s%s%s", w->rank, psrec_strerror(rc),
+                     detail[0] ? ": " : "", detail);
             break;
         }
         w->steps++;
+        w->examples += got;
+        w->last_loss = loss;
         pthread_mutex_lock(&tr->mu);
         tr->done_examples += got;
         tr->loss_sum += loss * (double)got;
         tr->loss_n += got;
         pthread_mutex_unlock(&tr->mu);
+        if (tr->coord && now_sec() >= w->next_heartbeat) {
+            w->next_heartbeat = now_sec() + 0.2;
+            if ((rc = heartbeat(w, 0, err))) break;
+        }
     }
+    if (!rc) rc = worker_finish(w, err);
     if (rc) record_error(tr, rc, err);
     pthread_mutex_lock(&tr->mu);
     tr->running--;
@@ -517,6 +685,51 @@ void psrec_train_defaults(psrec_train_conf_t *c)
     c->dense_opt = (psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.002f};
     c->seed = 1;
     c->progress = 1;
+    c->servers = 1;
+    c->transport = PSREC_TRANSPORT_INPROC;
+    c->compress = -1; /* resolved by transport */
+    c->job_id = 1;
+    c->timeout_ms = 10000;
+    c->max_staleness = -1;
+}
+
+int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema, uint32_t *ids,
+                       psrec_table_conf_t *tables)
+{
+    int n = 0, hist = psrec_schema_hist(schema);
+    float scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->dim);
+    float in_scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->emb_dim);
+    ids[n] = PSREC_TABLE_ITEM_OUT;
+    tables[n++] = (psrec_table_conf_t){.dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
+                                       .init_scale = scale};
+    psrec_table_conf_t tin = {.dim = (uint32_t)c->emb_dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
+                              .init_scale = in_scale};
+    if (!c->tie && hist >= 0) {
+        ids[n] = PSREC_TABLE_ITEM_IN;
+        tables[n++] = tin;
+    }
+    for (int s = 0; s < schema->nslots; s++)
+        if (s != hist) {
+            ids[n] = PSREC_TABLE_SLOT0 + (uint32_t)s;
+            tables[n++] = tin;
+        }
+    ids[n] = PSREC_TABLE_DENSE;
+    tables[n++] = (psrec_table_conf_t){.dim = PSREC_DENSE_CHUNK, .opt = c->dense_opt, .init = PSREC_INIT_ZERO};
+    return n;
+}
+
+psrec_err psrec_train_data_schema(const char *data_dir, psrec_schema_t *schema, char *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shard-00000.bin", data_dir);
+    psrec_shard_reader_t *r;
+    psrec_err rc = psrec_shard_reader_open(&r, path, err);
+    if (rc == PSREC_ENOTFOUND || (rc == PSREC_EIO && access(path, F_OK) != 0))
+        return psrec_fail(err, PSREC_ENOTFOUND, "%s: no shard-00000.bin (run `psrec prep` first)", data_dir);
+    if (rc) return rc;
+    *schema = *psrec_shard_reader_schema(r);
+    psrec_shard_reader_close(&r);
+    return PSREC_OK;
 }
 
 static psrec_err find_shards(trainer_t *tr, char *err)
@@ -524,25 +737,13 @@ static psrec_err find_shards(trainer_t *tr, char *err)
     for (int i = 0; i < MAX_SHARDS; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/shard-%05d.bin", tr->c->data_dir, i);
-        FILE *f = fopen(path, "rb");
-        if (!f) break;
-        fclose(f);
+        if (access(path, F_OK) != 0) break;
         if (!(tr->shard_path[i] = strdup(path))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
         tr->nshards = i + 1;
     }
     if (tr->nshards == 0)
         return psrec_fail(err, PSREC_ENOTFOUND, "%s: no shard-00000.bin (run `psrec prep` first)", tr->c->data_dir);
-    uint64_t total = 0;
-    for (int i = 0; i < tr->nshards; i++) {
-        psrec_shard_reader_t *r;
-        psrec_err rc = psrec_shard_reader_open(&r, tr->shard_path[i], err);
-        if (rc) return rc;
-        if (i == 0) tr->schema = *psrec_shard_reader_schema(r);
-        total += psrec_shard_reader_examples(r);
-        psrec_shard_reader_close(&r);
-    }
-    tr->total_examples = total * (uint64_t)tr->c->epochs;
-    return PSREC_OK;
+    return psrec_train_data_schema(tr->c->data_dir, &tr->schema, err);
 }
 
 static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
@@ -561,10 +762,13 @@ static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
         return psrec_fail(err, PSREC_EINVAL, "--hard-keep must be in 1..--negatives");
     if (c->gravity < 0 || (c->gravity > 0 && c->gravity_rows < 1))
         return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
+    if (c->servers < 1 || c->servers > 1024) return psrec_fail(err, PSREC_EINVAL, "--servers must be in 1..1024");
+    if (c->timeout_ms < 1) return psrec_fail(err, PSREC_EINVAL, "--timeout must be positive");
     return PSREC_OK;
 }
 
-static psrec_err setup(trainer_t *tr, char *err)
+/* Data, catalogue, model shape, sampler: what every mode needs. */
+static psrec_err setup_common(trainer_t *tr, char *err)
 {
     const psrec_train_conf_t *c = tr->c;
     psrec_err rc = check_conf(c, err);
@@ -575,6 +779,7 @@ static psrec_err setup(trainer_t *tr, char *err)
     if ((rc = psrec_freq_load(&tr->freq, path, err))) return rc;
     if (tr->freq.n == 0) return psrec_fail(err, PSREC_EINVAL, "%s: the item catalogue is empty", path);
     tr->hist_slot = psrec_schema_hist(&tr->schema);
+    if (tr->schema.nslots == 0) return psrec_fail(err, PSREC_EINVAL, "the data has no feature slots");
 
     psrec_model_conf_t *m = &tr->mconf;
     m->dim = c->dim;
@@ -585,40 +790,13 @@ static psrec_err setup(trainer_t *tr, char *err)
     m->tower = c->tower;
     m->tower.n_in = tr->schema.nslots * c->emb_dim;
     m->tower.out_dim = c->dim;
-    if (tr->schema.nslots == 0) return psrec_fail(err, PSREC_EINVAL, "the data has no feature slots");
-
-    if ((rc = psrec_store_new(&tr->store, c->seed, 64))) return psrec_fail(err, rc, "cannot create the store");
-    float scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->dim);
-    psrec_table_conf_t tout = {.dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
-                               .init_scale = scale};
-    if ((rc = psrec_store_add_table(tr->store, PSREC_TABLE_ITEM_OUT, &tout, err))) return rc;
-    psrec_table_conf_t tin = tout;
-    tin.dim = (uint32_t)c->emb_dim;
-    tin.init_scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->emb_dim);
-    if (!c->tie && (rc = psrec_store_add_table(tr->store, PSREC_TABLE_ITEM_IN, &tin, err))) return rc;
-    for (int s = 0; s < tr->schema.nslots; s++)
-        if (s != tr->hist_slot && (rc = psrec_store_add_table(tr->store, PSREC_TABLE_SLOT0 + s, &tin, err))) return rc;
-    psrec_table_conf_t tdense = {.dim = PSREC_DENSE_CHUNK, .opt = c->dense_opt, .init = PSREC_INIT_ZERO};
-    if ((rc = psrec_store_add_table(tr->store, PSREC_TABLE_DENSE, &tdense, err))) return rc;
-    if ((rc = psrec_table_client_new_local(&tr->client, tr->store)))
-        return psrec_fail(err, rc, "cannot create the table client");
-
-    /* tower weights: initialised once here and set into the store (its own init is per-row) */
     psrec_tower_t *tw;
     if ((rc = psrec_tower_new(&tw, &m->tower))) return psrec_fail(err, rc, "bad tower layout");
     tr->nparams = psrec_tower_nparams(tw);
-    tr->nchunks = (tr->nparams + PSREC_DENSE_CHUNK - 1) / PSREC_DENSE_CHUNK;
-    float *p = calloc(tr->nchunks * PSREC_DENSE_CHUNK, 4);
-    tr->chunk_keys = malloc(tr->nchunks * 8);
-    if (!p || !tr->chunk_keys) rc = PSREC_ENOMEM;
-    if (!rc) {
-        psrec_tower_init_params(tw, c->seed, p);
-        for (size_t k = 0; k < tr->nchunks; k++) tr->chunk_keys[k] = k;
-        rc = psrec_table_set(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, p);
-    }
-    free(p);
     psrec_tower_destroy(&tw);
-    if (rc) return psrec_fail(err, rc, "cannot initialise the tower");
+    tr->nchunks = (tr->nparams + PSREC_DENSE_CHUNK - 1) / PSREC_DENSE_CHUNK;
+    if (!(tr->chunk_keys = malloc(tr->nchunks * 8))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    for (size_t k = 0; k < tr->nchunks; k++) tr->chunk_keys[k] = k;
 
     if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
         psrec_sampler_conf_t sc = {.kind = c->sampler, .n_items = tr->freq.n, .items = tr->freq.ids,
@@ -628,16 +806,41 @@ static psrec_err setup(trainer_t *tr, char *err)
     return PSREC_OK;
 }
 
+/* Direct mode: one store in this process, shared by the worker threads. */
+static psrec_err setup_direct(trainer_t *tr, char *err)
+{
+    const psrec_train_conf_t *c = tr->c;
+    uint32_t ids[PSREC_STORE_MAX_TABLES];
+    psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
+    int nt = psrec_train_tables(c, &tr->schema, ids, tabs);
+    psrec_err rc = psrec_store_new(&tr->store, c->seed, 64);
+    if (rc) return psrec_fail(err, rc, "cannot create the store");
+    for (int i = 0; i < nt; i++)
+        if ((rc = psrec_store_add_table(tr->store, ids[i], &tabs[i], err))) return rc;
+    if ((rc = psrec_table_client_new_local(&tr->client, tr->store)))
+        return psrec_fail(err, rc, "cannot create the table client");
+    psrec_tower_t *tw;
+    if ((rc = psrec_tower_new(&tw, &tr->mconf.tower))) return psrec_fail(err, rc, "bad tower layout");
+    float *p = calloc(tr->nchunks * PSREC_DENSE_CHUNK, 4);
+    if (!p) rc = PSREC_ENOMEM;
+    if (!rc) {
+        psrec_tower_init_params(tw, c->seed, p);
+        rc = psrec_table_set(tr->client, PSREC_TABLE_DENSE, tr->chunk_keys, tr->nchunks, p);
+    }
+    free(p);
+    psrec_tower_destroy(&tw);
+    return rc ? psrec_fail(err, rc, "cannot initialise the tower") : PSREC_OK;
+}
+
 static void print_progress(trainer_t *tr, double t0, uint64_t done, double loss, FILE *metrics, int final)
 {
     const psrec_train_conf_t *c = tr->c;
     double el = now_sec() - t0;
     double rate = el > 0 ? done / el : 0;
-    double frac = tr->total_examples ? (double)done / tr->total_examples : 0;
-    if (c->max_steps) {
-        double cap = (double)c->max_steps * c->batch * c->threads;
-        if (cap < tr->total_examples) frac = done / cap;
-    }
+    pthread_mutex_lock(&tr->mu);
+    uint64_t total = tr->total_examples;
+    pthread_mutex_unlock(&tr->mu);
+    double frac = total ? (double)done / total : 0;
     if (frac > 1) frac = 1;
     double eta = rate > 0 && frac < 1 ? (frac > 0 ? el / frac - el : 0) : 0;
     int eh = (int)(eta / 3600), em = (int)(eta / 60) % 60, es = (int)eta % 60;
@@ -653,9 +856,32 @@ static void print_progress(trainer_t *tr, double t0, uint64_t done, double loss,
     }
 }
 
-psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, char *err)
+static void destroy_trainer(trainer_t *tr, worker_t *ws, int W)
+{
+    for (int i = 0; ws && i < W; i++) {
+        if (ws[i].client != tr->client) psrec_table_client_destroy(&ws[i].client);
+        psrec_coord_client_destroy(&ws[i].cc);
+        free_worker(&ws[i]);
+    }
+    free(ws);
+    psrec_sampler_destroy(&tr->sampler);
+    psrec_table_client_destroy(&tr->client);
+    psrec_store_destroy(&tr->store);
+    psrec_freq_free(&tr->freq);
+    free(tr->chunk_keys);
+    for (int i = 0; i < tr->nshards; i++) free(tr->shard_path[i]);
+    pthread_mutex_destroy(&tr->mu);
+    pthread_cond_destroy(&tr->cv);
+    free(tr);
+}
+
+psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res, char *err)
 {
     memset(res, 0, sizeof *res);
+    psrec_train_conf_t cc = *conf;
+    const psrec_train_conf_t *c = &cc;
+    int direct = !c->coord && c->transport == PSREC_TRANSPORT_DIRECT;
+    if (cc.compress < 0) cc.compress = c->coord || c->transport == PSREC_TRANSPORT_TCP;
     trainer_t *tr = calloc(1, sizeof *tr);
     if (!tr) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     tr->c = c;
@@ -663,37 +889,43 @@ psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, ch
     pthread_cond_init(&tr->cv, NULL);
     worker_t *ws = NULL;
     FILE *metrics = NULL;
-    int W = 0;
-    psrec_err rc = setup(tr, err);
+    psrec_cluster_t *cluster = NULL;
+    int W = c->threads;
+    psrec_err rc = setup_common(tr, err);
+    if (!rc && !c->coord && W > tr->nshards) {
+        /* each worker owns whole shards; more threads than shards would read data twice */
+        if (!c->quiet)
+            fprintf(stderr, "psrec train: %d shard(s) in %s, using %d worker thread(s) (re-run prep with --shards %d)\n",
+                    tr->nshards, c->data_dir, tr->nshards, W);
+        W = tr->nshards;
+    }
+    tr->local_workers = W;
+    if (!rc && direct) rc = setup_direct(tr, err);
+    if (!rc && !direct) {
+        if (!(tr->zctx = zmq_ctx_new())) rc = psrec_fail(err, PSREC_EIO, "cannot create a ZeroMQ context");
+        tr->coord = c->coord;
+    }
+    if (!rc && !direct && !c->coord) { /* embedded: coordinator and servers as threads */
+        uint32_t ids[PSREC_STORE_MAX_TABLES];
+        psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
+        int nt = psrec_train_tables(c, &tr->schema, ids, tabs);
+        psrec_cluster_conf_t clc = {.servers = c->servers, .workers = W, .tcp = c->transport == PSREC_TRANSPORT_TCP,
+                                    .compress = cc.compress, .job_id = c->job_id, .seed = c->seed, .ntables = nt,
+                                    .table_ids = ids, .tables = tabs};
+        if (!(rc = psrec_cluster_start(&cluster, tr->zctx, &clc, err))) tr->coord = psrec_cluster_coord(cluster);
+    }
     if (!rc && c->metrics_path && !(metrics = fopen(c->metrics_path, "w")))
         rc = psrec_fail(err, PSREC_EIO, "%s: cannot open metrics file: %s", c->metrics_path, strerror(errno));
-    if (!rc) {
-        /* each worker owns whole shards; more threads than shards would read data twice */
-        W = c->threads < tr->nshards ? c->threads : tr->nshards;
-        if (W < c->threads && !c->quiet)
-            fprintf(stderr, "psrec train: %d shard(s) in %s, using %d worker thread(s) (re-run prep with --shards %d)\n",
-                    tr->nshards, c->data_dir, W, c->threads);
-        ws = calloc((size_t)W, sizeof *ws);
-        if (!ws) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
-    }
+    if (!rc && !(ws = calloc((size_t)W, sizeof *ws))) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
     /* BLAS calls are small and come from W threads: OpenBLAS's own threads would only contend */
     openblas_set_num_threads(1);
     double t0 = now_sec();
     int started = 0;
-    for (int i = 0; !rc && i < W; i++) {
-        worker_t *w = &ws[i];
-        w->tr = tr;
-        w->id = i;
-        psrec_rng_seed(&w->rng, c->seed, 1000 + (uint64_t)i);
-        for (int s = i; s < tr->nshards; s += W) w->shard_list[w->nshard_list++] = s;
-        if ((rc = alloc_worker(w))) {
-            psrec_fail(err, rc, "cannot allocate worker %d buffers", i);
-            break;
-        }
-    }
     if (!rc) {
         tr->running = W;
         for (int i = 0; i < W; i++) {
+            ws[i].tr = tr;
+            ws[i].id = i;
             if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]) != 0) {
                 record_error(tr, PSREC_ENOMEM, "cannot start a worker thread");
                 pthread_mutex_lock(&tr->mu);
@@ -719,7 +951,9 @@ psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, ch
             if (tr->loss_n) last_loss = tr->loss_sum / tr->loss_n;
             tr->loss_sum = 0;
             tr->loss_n = 0;
+            int failed = tr->first_rc != PSREC_OK;
             pthread_mutex_unlock(&tr->mu);
+            if (failed) psrec_cluster_stop(cluster); /* unblock workers waiting on the cluster */
             print_progress(tr, t0, done, last_loss, metrics, 0);
             pthread_mutex_lock(&tr->mu);
         }
@@ -731,26 +965,33 @@ psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, ch
         res->examples = tr->done_examples;
         res->examples_per_sec = res->seconds > 0 ? res->examples / res->seconds : 0;
         res->final_loss = last_loss;
-        for (int i = 0; i < W; i++) res->steps += ws[i].steps;
+        for (int i = 0; i < W; i++) {
+            res->steps += ws[i].steps;
+            if (ws[i].remote) {
+                psrec_wire_stats_t s, r;
+                psrec_remote_stats(ws[i].remote, &s, &r);
+                res->wire_raw_bytes += s.raw_bytes + r.raw_bytes;
+                res->wire_bytes += s.wire_bytes + r.wire_bytes + s.header_bytes + r.header_bytes;
+            }
+        }
         if (tr->first_rc) rc = psrec_fail(err, tr->first_rc, "%s", tr->first_err);
     }
-    if (!rc && c->model_dir)
-        rc = psrec_model_save(c->model_dir, &tr->mconf, tr->client, tr->store, tr->freq.ids, tr->freq.n, err);
+    if (cluster) {
+        if (rc) psrec_cluster_stop(cluster);
+        char e2[PSREC_ERRBUF] = "";
+        psrec_err rc2 = psrec_cluster_wait(&cluster, e2);
+        if (!rc && rc2) rc = psrec_fail(err, rc2, "%s", e2);
+    }
+    if (!rc && direct && c->model_dir)
+        rc = psrec_model_save(c->model_dir, &tr->mconf, tr->client, psrec_model_store_dump, tr->store, tr->freq.ids,
+                              tr->freq.n, err);
     if (tr->store) {
         res->rows_out = psrec_store_rows(tr->store, PSREC_TABLE_ITEM_OUT);
         res->bytes_per_row_out = psrec_store_bytes_per_row(tr->store, PSREC_TABLE_ITEM_OUT);
     }
-    for (int i = 0; ws && i < W; i++) free_worker(&ws[i]);
-    free(ws);
     if (metrics) fclose(metrics);
-    psrec_sampler_destroy(&tr->sampler);
-    psrec_table_client_destroy(&tr->client);
-    psrec_store_destroy(&tr->store);
-    psrec_freq_free(&tr->freq);
-    free(tr->chunk_keys);
-    for (int i = 0; i < tr->nshards; i++) free(tr->shard_path[i]);
-    pthread_mutex_destroy(&tr->mu);
-    pthread_cond_destroy(&tr->cv);
-    free(tr);
+    void *zctx = tr->zctx;
+    destroy_trainer(tr, ws, W);
+    if (zctx) zmq_ctx_term(zctx);
     return rc;
 }

@@ -1,8 +1,18 @@
-/* trainer.h: the embedded trainer (`psrec train`): W worker threads, each reading its data shards,
- * computing the query tower and the (sampled) softmax, pulling rows and pushing summed sparse
- * gradients through a psrec_table_client_t (local store today, the servers in distributed mode).
- * Asynchronous (Hogwild between workers, exact per row in the store). A progress line like
- * fastText's goes to stderr, JSON-lines metrics to a file, and the model to a directory.
+/* trainer.h: training (`psrec train`, `psrec worker`): W worker threads, each reading its data
+ * shards, computing the query tower and the (sampled) softmax, pulling rows and pushing summed sparse
+ * gradients through a psrec_table_client_t.
+ *
+ * Where the parameters live:
+ *  - embedded (default, conf.coord == NULL): a coordinator and conf.servers parameter servers run as
+ *    threads of this process over inproc:// (or tcp loopback with transport TCP) — the same code as
+ *    a cluster; the workers register with that coordinator like remote workers do;
+ *  - cluster (conf.coord set): the W threads join an existing job's coordinator as W workers;
+ *  - direct (transport DIRECT): no messaging at all, the threads call one in-process store (the
+ *    fastest path; the reference the cluster modes are measured against).
+ * Asynchronous by default (Hogwild between workers, exact per row in the store); with
+ * max_staleness k >= 0 no worker runs more than k steps ahead of the slowest.
+ * A progress line like fastText's goes to stderr, JSON-lines metrics to a file, and the model to a
+ * directory (written by worker rank 0 once every worker finished).
  * Thread model: psrec_train runs the workers and a progress loop on the calling thread. */
 #ifndef PSREC_TRAINER_H
 #define PSREC_TRAINER_H
@@ -10,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/batch.h"
 #include "common/err.h"
 #include "ps/store.h"
 #include "worker/loss.h"
@@ -42,7 +53,17 @@ typedef struct {
     uint64_t max_steps;       /* per worker; 0 = until epochs are done */
     int progress;             /* print the progress line */
     int quiet;
+    /* where the parameters live */
+    const char *coord;        /* join this coordinator (cluster mode); NULL = embedded */
+    int servers;              /* embedded: parameter server threads (default 1) */
+    int transport;            /* embedded: PSREC_TRANSPORT_* */
+    int compress;             /* LZ4 on bulk frames where it shrinks (default: on for tcp, off for inproc) */
+    uint64_t job_id;
+    int timeout_ms;           /* per request attempt (default 10000) */
+    int max_staleness;        /* -1 = asynchronous (default); k >= 0 = bounded staleness */
 } psrec_train_conf_t;
+
+enum { PSREC_TRANSPORT_INPROC = 0, PSREC_TRANSPORT_TCP = 1, PSREC_TRANSPORT_DIRECT = 2 };
 
 typedef struct {
     uint64_t examples;
@@ -50,11 +71,19 @@ typedef struct {
     double seconds;
     double examples_per_sec;
     double final_loss; /* mean training loss over the last ~10% of steps */
-    uint64_t rows_out; /* materialised item output rows */
+    uint64_t rows_out; /* materialised item output rows (direct mode) */
     double bytes_per_row_out;
+    uint64_t wire_raw_bytes;  /* bulk bytes sent + received by this process's workers, before LZ4 */
+    uint64_t wire_bytes;      /* ... as they crossed the wire (plus headers) */
 } psrec_train_result_t;
 
 void psrec_train_defaults(psrec_train_conf_t *c);
+/* The tables a job with this configuration and schema needs (ids and configurations; at most
+ * PSREC_STORE_MAX_TABLES), as the coordinator hands them to servers. */
+int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema, uint32_t *ids,
+                       psrec_table_conf_t *tables);
+/* Reads the schema of a prepared data directory (from its first shard). */
+psrec_err psrec_train_data_schema(const char *data_dir, psrec_schema_t *schema, char *err) PSREC_MUST_CHECK;
 psrec_err psrec_train(const psrec_train_conf_t *c, psrec_train_result_t *res, char *err) PSREC_MUST_CHECK;
 
 #endif

@@ -1,0 +1,234 @@
+/* cmd_cluster.c: the cluster roles as processes: `psrec coord`, `psrec server`, `psrec status`
+ * (`psrec worker` is training with --coord, in cmd_train.c). launch/run.sh starts these.
+ * Thread model: main thread; ZeroMQ context per command. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "cli/cli.h"
+#include "ps/coord.h"
+#include "ps/server.h"
+#include "worker/coord_client.h"
+#include "worker/trainer.h"
+
+int psrec_cmd_coord(int argc, char **argv)
+{
+    psrec_train_conf_t c;
+    psrec_cli_cluster_t x = {.bind = "tcp://127.0.0.1:7750", .workers = 1};
+    int r = psrec_cli_train_opts("coord", argc, argv, &c, &x);
+    if (r) return r == 1 ? 0 : r;
+    if (!c.data_dir) {
+        fprintf(stderr, "psrec coord: --data DIR is required (the tables follow its slots)\n"
+                        "usage: psrec coord --data DIR --servers S --workers W [--bind ADDR] [training options]\n");
+        return 2;
+    }
+    char err[PSREC_ERRBUF] = "";
+    psrec_schema_t schema;
+    psrec_err rc = psrec_train_data_schema(c.data_dir, &schema, err);
+    if (rc) {
+        fprintf(stderr, "psrec coord: %s\n", err);
+        return 1;
+    }
+    uint32_t ids[PSREC_STORE_MAX_TABLES];
+    psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
+    int nt = psrec_train_tables(&c, &schema, ids, tabs);
+    void *zctx = zmq_ctx_new();
+    psrec_coord_conf_t cc = {.bind = x.bind, .n_servers = c.servers, .n_workers = x.workers, .job_id = c.job_id,
+                             .seed = c.seed, .ntables = nt, .table_ids = ids, .tables = tabs};
+    psrec_coord_t *co = NULL;
+    rc = psrec_coord_new(&co, zctx, &cc, err);
+    if (!rc) {
+        fprintf(stderr, "psrec coord: listening on %s for %d server(s) and %d worker(s), job %" PRIu64 "\n",
+                psrec_coord_endpoint(co), c.servers, x.workers, c.job_id);
+        rc = psrec_coord_run(co, err);
+    }
+    psrec_coord_destroy(&co);
+    zmq_ctx_term(zctx);
+    if (rc) {
+        fprintf(stderr, "psrec coord: %s\n", err[0] ? err : psrec_strerror(rc));
+        return 1;
+    }
+    fprintf(stderr, "psrec coord: job complete\n");
+    return 0;
+}
+
+int psrec_cmd_server(int argc, char **argv)
+{
+    psrec_train_conf_t c;
+    psrec_cli_cluster_t x = {.bind = "tcp://127.0.0.1:0"};
+    int r = psrec_cli_train_opts("server", argc, argv, &c, &x);
+    if (r) return r == 1 ? 0 : r;
+    if (!c.coord) {
+        fprintf(stderr, "psrec server: --coord ADDR is required\n"
+                        "usage: psrec server --coord ADDR [--bind ADDR] [--advertise ADDR] [--job-id N] [--no-compress]\n");
+        return 2;
+    }
+    char err[PSREC_ERRBUF] = "";
+    void *zctx = zmq_ctx_new();
+    psrec_server_conf_t sc = {.bind = x.bind, .advertise = x.advertise, .coord = c.coord, .job_id = c.job_id,
+                              .compress = c.compress == 0 ? -1 : 1};
+    psrec_server_t *s = NULL;
+    psrec_err rc = psrec_server_new(&s, zctx, &sc, err);
+    if (!rc) {
+        fprintf(stderr, "psrec server: rank %u serving on %s\n", psrec_server_rank(s), psrec_server_endpoint(s));
+        rc = psrec_server_run(s, err);
+    }
+    if (!rc) {
+        psrec_server_stats_t st;
+        psrec_server_get_stats(s, &st);
+        fprintf(stderr, "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
+                        " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed\n",
+                st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed);
+    }
+    psrec_server_destroy(&s);
+    zmq_ctx_term(zctx);
+    if (rc) {
+        fprintf(stderr, "psrec server: %s\n", err[0] ? err : psrec_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
+static const char *role_name(Psrec__Role r)
+{
+    switch (r) {
+    case PSREC__ROLE__SERVER: return "server";
+    case PSREC__ROLE__WORKER: return "worker";
+    case PSREC__ROLE__CLIENT: return "client";
+    case PSREC__ROLE__COORDINATOR: return "coord";
+    default: return "?";
+    }
+}
+
+static void print_status(const Psrec__Header *st, const Psrec__Header *prev, double dt)
+{
+    printf("job %" PRIu64 ": %u server(s), %u worker(s); shard map version %" PRIu64 "\n", st->job_id, st->n_servers,
+           st->n_workers, st->shard_map ? st->shard_map->version : 0);
+    if (st->shard_map && st->shard_map->n_slot_server) {
+        printf("slots per server:");
+        for (size_t s = 0; s < st->shard_map->n_server_addr; s++) {
+            size_t n = 0;
+            for (size_t i = 0; i < st->shard_map->n_slot_server; i++) n += st->shard_map->slot_server[i] == s;
+            printf(" %zu:%zu", s, n);
+        }
+        printf("\n");
+    }
+    uint64_t max_step = 0;
+    for (size_t i = 0; i < st->n_members; i++)
+        if (st->members[i]->role == PSREC__ROLE__WORKER && st->members[i]->step > max_step) max_step = st->members[i]->step;
+    printf("%-7s %4s %-6s %-28s %12s %10s %12s %12s %s\n", "role", "rank", "state", "address", "rows", "bytes/row",
+           "pull rows/s", "push rows/s", "progress");
+    for (size_t i = 0; i < st->n_members; i++) {
+        const Psrec__Member *m = st->members[i];
+        const Psrec__Member *p = NULL;
+        for (size_t j = 0; prev && j < prev->n_members; j++)
+            if (prev->members[j]->role == m->role && prev->members[j]->rank == m->rank) p = prev->members[j];
+        uint64_t rows = 0;
+        double bytes = 0;
+        for (size_t t = 0; t < m->n_tables; t++) {
+            rows += m->tables[t]->rows;
+            bytes += m->tables[t]->rows * m->tables[t]->bytes_per_row;
+        }
+        char pr[32] = "-", ps[32] = "-", prog[96] = "";
+        if (p && dt > 0) {
+            snprintf(pr, sizeof pr, "%.0f", (m->pulls - p->pulls) / dt);
+            snprintf(ps, sizeof ps, "%.0f", (m->pushes - p->pushes) / dt);
+        }
+        if (m->role == PSREC__ROLE__WORKER)
+            snprintf(prog, sizeof prog, "%" PRIu64 "/%" PRIu64 " ex, loss %.4f, step %" PRIu64 " (lag %" PRIu64 ")",
+                     m->examples, m->examples_total, m->loss, m->step, max_step - m->step);
+        printf("%-7s %4u %-6s %-28s %12" PRIu64 " %10.1f %12s %12s %s\n", role_name(m->role), m->rank,
+               m->alive ? "alive" : "DEAD", m->addr && m->addr[0] ? m->addr : "-", rows, rows ? bytes / rows : 0.0,
+               m->role == PSREC__ROLE__SERVER ? pr : "", m->role == PSREC__ROLE__SERVER ? ps : "", prog);
+    }
+}
+
+int psrec_cmd_status(int argc, char **argv)
+{
+    const char *coord = NULL;
+    uint64_t job = 1;
+    int watch = 0, progress = 0, timeout = 3000;
+    static const struct option opts[] = {{"coord", 1, 0, 'c'},    {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'},
+                                         {"progress", 0, 0, 'p'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': coord = optarg; break;
+        case 'j': if (psrec_cli_u64("status", "--job-id", optarg, &job)) return 2; break;
+        case 'w': watch = 1; break;
+        case 'p': progress = 1; break;
+        case 't': if (psrec_cli_int("status", "--timeout", optarg, 1, 3600000, &timeout)) return 2; break;
+        case 'h':
+        default:
+            fprintf(o == 'h' ? stdout : stderr,
+                    "usage: psrec status --coord ADDR [--job-id N] [--watch | --progress] [--timeout MS]\n"
+                    "  members, shard map, rows and bytes per server, pull/push rates, worker progress and lag;\n"
+                    "  --progress prints one combined progress line per second until the job ends.\n");
+            return o == 'h' ? 0 : 2;
+        }
+    }
+    if (!coord) {
+        fprintf(stderr, "psrec status: --coord ADDR is required\n");
+        return 2;
+    }
+    char err[PSREC_ERRBUF] = "";
+    void *zctx = zmq_ctx_new();
+    psrec_coord_client_t *cc = NULL;
+    psrec_err rc = psrec_coord_client_new(&cc, zctx, coord, job, timeout, err);
+    Psrec__Header *prev = NULL, *st = NULL;
+    double t_prev = 0;
+    int first = 1, ret = 0;
+    while (!rc) {
+        if ((rc = psrec_coord_client_status(cc, &st, err))) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double t = ts.tv_sec + ts.tv_nsec * 1e-9;
+        uint64_t ex = 0, total = 0;
+        int done = st->n_members > 0, workers = 0;
+        for (size_t i = 0; i < st->n_members; i++)
+            if (st->members[i]->role == PSREC__ROLE__WORKER) {
+                workers++;
+                ex += st->members[i]->examples;
+                total += st->members[i]->examples_total;
+                if (!(st->members[i]->examples_total && st->members[i]->examples >= st->members[i]->examples_total))
+                    done = 0;
+            }
+        if (progress) {
+            double rate = prev && t > t_prev ? (double)(ex - (prev->examples <= ex ? prev->examples : 0)) / (t - t_prev) : 0;
+            fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u", total ? 100.0 * ex / total : 0.0,
+                    rate, st->loss, workers, st->n_workers);
+            st->examples = ex;
+        } else if (!first || !watch) {
+            print_status(st, prev, prev ? t - t_prev : 0);
+        }
+        if (prev) psrec__header__free_unpacked(prev, NULL);
+        prev = st;
+        st = NULL;
+        t_prev = t;
+        if ((!watch && !progress && !first) || (progress && done && workers)) break;
+        if (!watch && !progress) { /* one more sample a second later, for the rates */
+            first = 0;
+            zmq_poll(NULL, 0, 1000);
+            continue;
+        }
+        first = 0;
+        zmq_poll(NULL, 0, 1000);
+    }
+    if (progress) fprintf(stderr, "\n");
+    if (prev) psrec__header__free_unpacked(prev, NULL);
+    psrec_coord_client_destroy(&cc);
+    zmq_ctx_term(zctx);
+    if (rc) {
+        /* --progress ends when the coordinator has gone away: the job is over */
+        if (progress && !first) return 0;
+        fprintf(stderr, "psrec status: %s\n", err[0] ? err : psrec_strerror(rc));
+        ret = 1;
+    }
+    return ret;
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Starts a psrec cluster on this machine: one coordinator, S parameter servers and W workers as
+# separate processes talking over tcp, trains, and stops. Everything after `--` (or any option this
+# script does not know) is passed to the roles as training options (--data, --model, --epochs, ...).
+#
+#   launch/run.sh --servers 2 --workers 2 [--port 7750] [--host 127.0.0.1] [--logs DIR] [--bin PATH] \
+#                 -- --data shards --model model --epochs 5
+#
+# Shows one combined progress line, keeps each process's log in --logs (default: a new directory under
+# /tmp), exits non-zero if any role failed (naming it and showing the end of its log), and on Ctrl-C
+# stops every process it started.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0
+train=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --servers) servers=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    --port) port=$2; shift 2 ;;
+    --host) host=$2; shift 2 ;;
+    --logs) logs=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
+    --quiet) quiet=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; train+=("$@"); break ;;
+    *) train+=("$1"); shift ;;
+  esac
+done
+die() { echo "run.sh: $*" >&2; exit 2; }
+[[ "$servers" =~ ^[0-9]+$ && "$servers" -ge 1 ]] || die "--servers must be a positive integer"
+[[ "$workers" =~ ^[0-9]+$ && "$workers" -ge 1 ]] || die "--workers must be a positive integer"
+[[ "$port" =~ ^[0-9]+$ && "$port" -ge 1 && "$port" -le 65535 ]] || die "--port must be in 1..65535"
+[ -x "$bin" ] || die "psrec binary not found at $bin (build with launch/setup.sh, or pass --bin PATH)"
+# a port in use is a clear error here rather than a confusing one from the coordinator
+if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+  die "port $port on $host is already in use (choose another with --port)"
+fi
+[ -n "$logs" ] || logs=$(mktemp -d /tmp/psrec-run-XXXXXX)
+mkdir -p "$logs" || die "cannot create log directory $logs"
+job=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ^ $$ ))
+coord="tcp://$host:$port"
+
+pids=() names=()
+start() { # name, command...
+  local name=$1; shift
+  "$@" > "$logs/$name.log" 2>&1 &
+  pids+=($!); names+=("$name")
+}
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap 'echo; echo "run.sh: interrupted, stopping ${#pids[@]} process(es)" >&2; stop_all; exit 130' INT TERM
+
+start coord "$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${train[@]}"
+for ((i = 0; i < servers; i++)); do
+  start "server-$i" "$bin" server --coord "$coord" --bind "tcp://$host:0" --job-id "$job" "${train[@]}"
+done
+for ((i = 0; i < workers; i++)); do
+  start "worker-$i" "$bin" worker --coord "$coord" --threads 1 --job-id "$job" --no-progress "${train[@]}"
+done
+[ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); logs in $logs" >&2
+
+# the combined progress line, until the coordinator is gone
+if [ "$quiet" = 0 ]; then
+  "$bin" status --coord "$coord" --job-id "$job" --progress --timeout 2000 2>&1 >/dev/null | tr '\r' '\n' |
+    while IFS= read -r line; do [ -n "$line" ] && printf '\r%s' "$line" >&2; done &
+  progress_pid=$!
+fi
+
+# wait for every role; the first failure stops the others
+failed=""
+remaining=${#pids[@]}
+while [ "$remaining" -gt 0 ]; do
+  wait -n -p done_pid "${pids[@]}" 2>/dev/null
+  rc=$?
+  [ -n "${done_pid:-}" ] || break
+  remaining=$((remaining - 1))
+  for i in "${!pids[@]}"; do
+    if [ "${pids[$i]}" = "$done_pid" ]; then
+      if [ "$rc" -ne 0 ] && [ -z "$failed" ]; then
+        failed=${names[$i]}
+        echo >&2
+        echo "run.sh: $failed failed (exit $rc); its log ($logs/$failed.log) ends with:" >&2
+        tail -n 5 "$logs/$failed.log" | sed 's/^/    /' >&2
+        stop_all
+        remaining=0
+      fi
+    fi
+  done
+  done_pid=""
+done
+[ -n "${progress_pid:-}" ] && { kill "$progress_pid" 2>/dev/null; wait "$progress_pid" 2>/dev/null; echo >&2; }
+if [ -n "$failed" ]; then exit 1; fi
+[ "$quiet" = 1 ] || { grep -h "examples in" "$logs"/worker-*.log >&2; echo "run.sh: done; logs in $logs" >&2; }
+exit 0
