@@ -142,8 +142,13 @@ static void print_status(const Psrec__Header *st, const Psrec__Header *prev, dou
         if (m->role == PSREC__ROLE__WORKER)
             snprintf(prog, sizeof prog, "%" PRIu64 "/%" PRIu64 " ex, loss %.4f, step %" PRIu64 " (lag %" PRIu64 ")",
                      m->examples, m->examples_total, m->loss, m->step, max_step - m->step);
-        printf("%-7s %4u %-6s %-28s %12" PRIu64 " %10.1f %12s %12s %s\n", role_name(m->role), m->rank,
-               m->alive ? "alive" : "DEAD", m->addr && m->addr[0] ? m->addr : "-", rows, rows ? bytes / rows : 0.0,
+        char rs[32] = "", bs[32] = "";
+        if (m->role == PSREC__ROLE__SERVER) {
+            snprintf(rs, sizeof rs, "%" PRIu64, rows);
+            snprintf(bs, sizeof bs, "%.1f", rows ? bytes / rows : 0.0);
+        }
+        printf("%-7s %4u %-6s %-28s %12s %10s %12s %12s %s\n", role_name(m->role), m->rank,
+               m->alive ? "alive" : "DEAD", m->addr && m->addr[0] ? m->addr : "-", rs, bs,
                m->role == PSREC__ROLE__SERVER ? pr : "", m->role == PSREC__ROLE__SERVER ? ps : "", prog);
     }
 }
@@ -151,7 +156,7 @@ static void print_status(const Psrec__Header *st, const Psrec__Header *prev, dou
 int psrec_cmd_status(int argc, char **argv)
 {
     const char *coord = NULL;
-    uint64_t job = 1;
+    uint64_t job = 0; /* any job */
     int watch = 0, progress = 0, timeout = 3000;
     static const struct option opts[] = {{"coord", 1, 0, 'c'},    {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'},
                                          {"progress", 0, 0, 'p'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},
@@ -167,7 +172,7 @@ int psrec_cmd_status(int argc, char **argv)
         case 'h':
         default:
             fprintf(o == 'h' ? stdout : stderr,
-                    "usage: psrec status --coord ADDR [--job-id N] [--watch | --progress] [--timeout MS]\n"
+                    "usage: psrec status --coord ADDR [--job-id N (default: any)] [--watch | --progress] [--timeout MS]\n"
                     "  members, shard map, rows and bytes per server, pull/push rates, worker progress and lag;\n"
                     "  --progress prints one combined progress line per second until the job ends.\n");
             return o == 'h' ? 0 : 2;
@@ -204,7 +209,7 @@ int psrec_cmd_status(int argc, char **argv)
             fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u", total ? 100.0 * ex / total : 0.0,
                     rate, st->loss, workers, st->n_workers);
             st->examples = ex;
-        } else if (!first || !watch) {
+        } else if (!first) { /* the first sample only starts the rate measurement */
             print_status(st, prev, prev ? t - t_prev : 0);
         }
         if (prev) psrec__header__free_unpacked(prev, NULL);

@@ -64,8 +64,8 @@ done
 
 # the combined progress line, until the coordinator is gone
 if [ "$quiet" = 0 ]; then
-  "$bin" status --coord "$coord" --job-id "$job" --progress --timeout 2000 2>&1 >/dev/null | tr '\r' '\n' |
-    while IFS= read -r line; do [ -n "$line" ] && printf '\r%s' "$line" >&2; done &
+  # (status waits for the coordinator to come up: the first request is retried until its deadline)
+  "$bin" status --coord "$coord" --job-id "$job" --progress --timeout 5000 >/dev/null &
   progress_pid=$!
 fi
 

@@ -3,7 +3,8 @@
  *
  * Protocol (proto/psrec.proto), all over one ROUTER socket; every request gets one reply:
  *  - REGISTER {role SERVER|WORKER, addr (servers: the endpoint workers connect to), rank (a restarted
- *    member asks for its old rank; UINT32_MAX/absent = any)} -> REGISTER_OK {rank, epoch (bumped on
+ *    member asks for its old rank; UINT32_MAX = any: protobuf cannot tell an absent 0)}
+ *    -> REGISTER_OK {rank, epoch (bumped on
  *    every registration of that rank: it fences the stale process), job_id, seed, tables, shard_map
  *    (present once all n_servers servers registered)}. More members than configured: ERROR EREFUSED.
  *  - SHARD_MAP_GET -> SHARD_MAP {shard_map} or ERROR ENOTREADY until every server registered.
@@ -14,7 +15,7 @@
  *    finished (servers then exit)}. A member silent for heartbeat_timeout_ms is marked dead (status).
  *  - BARRIER {barrier_name, barrier_count} -> BARRIER_OK once barrier_count members sent that name.
  *  - STATUS -> STATUS_OK {members (role, rank, addr, alive, seconds since seen, stats), shard_map,
- *    examples (sum), loss (mean of the workers' last)}.
+ *    examples (sum), loss (mean of the workers' last)}. Every reply carries n_servers and n_workers.
  *  - SHUTDOWN -> SHUTDOWN_OK, then the coordinator stops.
  * Messages with another job_id get ERROR EREFUSED.
  * psrec_coord_run returns when every worker has finished and every live server has been told to stop

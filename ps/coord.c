@@ -1,0 +1,697 @@
+/* coord.c: the coordinator of a psrec job (see coord.h for the protocol): membership with ranks and
+ * epochs, the shard map, named barriers, progress aggregation and the end of the job.
+ *
+ * Design: one ROUTER socket and one loop, with all state owned by the loop's thread, so no locks. A
+ * member is a slot (role, rank) fixed by the configuration; registering (again) bumps the slot's
+ * epoch, which fences an older process with the same rank. The shard map is a pure function of
+ * n_servers (slot i -> server i % n_servers) plus the servers' addresses; its version is 1 once every
+ * server registered and moves only when a server comes back at another address. Barriers hold the
+ * waiters' routing ids and answer all of them at once; a generation counter lets a name be reused.
+ * Liveness: any request that carries a member's current (role, rank, epoch) refreshes its
+ * last-seen time (monotonic clock); a sweep after every poll round (<= 100 ms) marks members silent
+ * for heartbeat_timeout_ms as dead. Today that is reported (STATUS) and lets the job end without a
+ * dead server; restart and recovery are a later step.
+ * Every request gets exactly one reply (ERROR with a psrec_err code for anything refused or
+ * malformed) and the loop keeps serving.
+ * Thread model: psrec_coord_run on one thread; psrec_coord_stop from any thread (atomic flag). */
+#include "ps/coord.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "ps/server.h" /* psrec_table_conf_to_wire */
+
+/* Coordinator policy limits (not wire numbers): they bound what a peer can make us hold. */
+#define MAX_ADDR 1024        /* bytes of a member's advertised endpoint */
+#define MAX_BARRIER_NAME 256 /* bytes of a barrier name */
+#define MAX_BARRIERS 1024    /* distinct barrier names remembered */
+#define MAX_BARRIER_COUNT (1u << 20)
+#define MAX_POLL_MS 100     /* the loop wakes at least this often (stop flag, dead members) */
+#define CLOSE_LINGER_MS 200 /* at close: time given to replies still queued (the last "stop") */
+#define RECV_BATCH 256      /* messages handled per poll round before the sweep */
+
+typedef struct {
+    int registered;
+    int alive;
+    int done;      /* worker: sent stop = 1 */
+    int told_stop; /* server: a HEARTBEAT_OK with stop = 1 was sent to its current epoch */
+    int has_stats;
+    uint64_t epoch;
+    int64_t last_seen_ns;
+    char *addr;
+    uint64_t pulls, pushes, examples, step, examples_total;
+    double loss;
+    size_t ntables;
+    Psrec__TableStats tstats[PSREC_STORE_MAX_TABLES];
+} member_t;
+
+typedef struct {
+    psrec_wire_route_t route;
+    uint64_t seq;
+} waiter_t;
+
+typedef struct {
+    char *name;
+    uint32_t count;
+    uint64_t generation; /* completed rounds */
+    waiter_t *w;
+    uint32_t n, cap;
+} barrier_t;
+
+struct psrec_coord {
+    void *sock;
+    char endpoint[256];
+    int n_servers, n_workers;
+    uint64_t job_id, seed;
+    int64_t hb_timeout_ns;
+    int poll_ms;
+    /* REGISTER_OK's table list, built once */
+    size_t ntables;
+    Psrec__TableConf *tconf;
+    Psrec__TableConf **tconfp;
+    member_t *servers, *workers;
+    /* shard map: slot_server is fixed; addrs points at the servers' addr strings */
+    uint32_t *slot_server;
+    char **addrs;
+    uint64_t map_version; /* 0 until every server registered */
+    barrier_t *barriers;
+    int nbarriers;
+    int job_over;
+    int shutdown;
+    atomic_int stop;
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *role_name(Psrec__Role r)
+{
+    switch (r) {
+    case PSREC__ROLE__SERVER: return "server";
+    case PSREC__ROLE__WORKER: return "worker";
+    case PSREC__ROLE__CLIENT: return "client";
+    case PSREC__ROLE__COORDINATOR: return "coordinator";
+    default: return "unknown role";
+    }
+}
+
+/* ---- construction ---- */
+
+psrec_err psrec_coord_new(psrec_coord_t **out, void *zctx, const psrec_coord_conf_t *conf, char *err)
+{
+    *out = NULL;
+    if (!zctx || !conf || !conf->bind) return psrec_fail(err, PSREC_EINVAL, "coordinator: no context or bind endpoint");
+    if (conf->n_servers < 1 || conf->n_servers > PSREC_WIRE_NSLOTS)
+        return psrec_fail(err, PSREC_EINVAL, "coordinator: n_servers %d not in 1..%d", conf->n_servers,
+                          PSREC_WIRE_NSLOTS);
+    if (conf->n_workers < 1 || conf->n_workers > (1 << 20))
+        return psrec_fail(err, PSREC_EINVAL, "coordinator: n_workers %d not in 1..%d", conf->n_workers, 1 << 20);
+    if (conf->ntables < 0 || conf->ntables > PSREC_STORE_MAX_TABLES ||
+        (conf->ntables > 0 && (!conf->table_ids || !conf->tables)))
+        return psrec_fail(err, PSREC_EINVAL, "coordinator: bad table list (%d tables)", conf->ntables);
+    if (conf->heartbeat_timeout_ms < 0) return psrec_fail(err, PSREC_EINVAL, "coordinator: negative heartbeat timeout");
+
+    psrec_coord_t *c = calloc(1, sizeof *c);
+    if (!c) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    atomic_init(&c->stop, 0);
+    c->n_servers = conf->n_servers;
+    c->n_workers = conf->n_workers;
+    c->job_id = conf->job_id;
+    c->seed = conf->seed;
+    int hb_ms = conf->heartbeat_timeout_ms ? conf->heartbeat_timeout_ms : 10000;
+    c->hb_timeout_ns = (int64_t)hb_ms * 1000000;
+    c->poll_ms = hb_ms / 2 < MAX_POLL_MS ? (hb_ms / 2 > 0 ? hb_ms / 2 : 1) : MAX_POLL_MS;
+    c->ntables = (size_t)conf->ntables;
+    c->servers = calloc((size_t)c->n_servers, sizeof *c->servers);
+    c->workers = calloc((size_t)c->n_workers, sizeof *c->workers);
+    c->addrs = calloc((size_t)c->n_servers, sizeof *c->addrs);
+    c->slot_server = malloc(PSREC_WIRE_NSLOTS * sizeof *c->slot_server);
+    c->tconf = calloc(c->ntables ? c->ntables : 1, sizeof *c->tconf);
+    c->tconfp = calloc(c->ntables ? c->ntables : 1, sizeof *c->tconfp);
+    c->barriers = calloc(MAX_BARRIERS, sizeof *c->barriers);
+    if (!c->servers || !c->workers || !c->addrs || !c->slot_server || !c->tconf || !c->tconfp || !c->barriers) {
+        psrec_coord_destroy(&c);
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < PSREC_WIRE_NSLOTS; i++)
+        c->slot_server[i] = i % (uint32_t)c->n_servers;
+    for (size_t i = 0; i < c->ntables; i++) {
+        psrec__table_conf__init(&c->tconf[i]);
+        psrec_table_conf_to_wire(conf->table_ids[i], &conf->tables[i], &c->tconf[i]);
+        c->tconfp[i] = &c->tconf[i];
+    }
+
+    c->sock = zmq_socket(zctx, ZMQ_ROUTER);
+    if (!c->sock) {
+        psrec_err rc = psrec_fail(err, PSREC_EIO, "coordinator: zmq_socket: %s", zmq_strerror(zmq_errno()));
+        psrec_coord_destroy(&c);
+        return rc;
+    }
+    int zero = 0;
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_bind(c->sock, conf->bind) != 0) {
+        psrec_err rc =
+            psrec_fail(err, PSREC_EIO, "coordinator: cannot bind %s: %s", conf->bind, zmq_strerror(zmq_errno()));
+        psrec_coord_destroy(&c);
+        return rc;
+    }
+    size_t len = sizeof c->endpoint;
+    if (zmq_getsockopt(c->sock, ZMQ_LAST_ENDPOINT, c->endpoint, &len) != 0 || !c->endpoint[0])
+        snprintf(c->endpoint, sizeof c->endpoint, "%s", conf->bind);
+    *out = c;
+    return PSREC_OK;
+}
+
+void psrec_coord_destroy(psrec_coord_t **pc)
+{
+    psrec_coord_t *c = *pc;
+    if (!c) return;
+    if (c->sock) {
+        /* Linger 0 while serving (nothing ever blocks on a lost peer); a short bounded linger at close
+         * so replies queued just before run() returned (the last server's stop) still go out. */
+        int linger = CLOSE_LINGER_MS;
+        zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(c->sock);
+    }
+    for (int i = 0; c->servers && i < c->n_servers; i++)
+        free(c->servers[i].addr);
+    for (int i = 0; c->workers && i < c->n_workers; i++)
+        free(c->workers[i].addr);
+    for (int i = 0; c->barriers && i < c->nbarriers; i++) {
+        free(c->barriers[i].name);
+        free(c->barriers[i].w);
+    }
+    free(c->barriers);
+    free(c->servers);
+    free(c->workers);
+    free(c->addrs);
+    free(c->slot_server);
+    free(c->tconf);
+    free(c->tconfp);
+    free(c);
+    *pc = NULL;
+}
+
+const char *psrec_coord_endpoint(const psrec_coord_t *c)
+{
+    return c->endpoint;
+}
+
+void psrec_coord_stop(psrec_coord_t *c)
+{
+    if (c) atomic_store(&c->stop, 1);
+}
+
+/* ---- helpers ---- */
+
+static member_t *slots(psrec_coord_t *c, Psrec__Role role, int *n)
+{
+    if (role == PSREC__ROLE__SERVER) {
+        *n = c->n_servers;
+        return c->servers;
+    }
+    if (role == PSREC__ROLE__WORKER) {
+        *n = c->n_workers;
+        return c->workers;
+    }
+    *n = 0;
+    return NULL;
+}
+
+/* The registered member named by (role, rank, epoch) of a request, or NULL. */
+static member_t *identify(psrec_coord_t *c, const Psrec__Header *h)
+{
+    int n;
+    member_t *m = slots(c, h->role, &n);
+    if (!m || h->rank >= (uint32_t)n) return NULL;
+    m += h->rank;
+    return m->registered && m->epoch == h->epoch ? m : NULL;
+}
+
+static int map_complete(const psrec_coord_t *c)
+{
+    return c->map_version > 0;
+}
+
+static void fill_map(psrec_coord_t *c, Psrec__ShardMap *m)
+{
+    psrec__shard_map__init(m);
+    m->version = c->map_version;
+    m->nslots = PSREC_WIRE_NSLOTS;
+    m->n_slot_server = PSREC_WIRE_NSLOTS;
+    m->slot_server = c->slot_server;
+    m->n_server_addr = (size_t)c->n_servers;
+    m->server_addr = c->addrs;
+}
+
+static void reply_header(psrec_coord_t *c, Psrec__Header *h, Psrec__Type type, const Psrec__Header *req)
+{
+    psrec_wire_header_init(h, type);
+    h->role = PSREC__ROLE__COORDINATOR;
+    h->seq = req->seq;
+    h->job_id = c->job_id;
+    h->n_servers = (uint32_t)c->n_servers; /* every reply tells the job's configured size */
+    h->n_workers = (uint32_t)c->n_workers;
+}
+
+/* Sends a reply; a reply that cannot be encoded becomes an ERROR, a vanished peer is ignored
+ * (ROUTER drops messages to unknown routes, it never blocks). */
+static void send_reply(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req, Psrec__Header *h)
+{
+    char err[PSREC_ERRBUF];
+    psrec_err rc = psrec_wire_send(c->sock, route, h, NULL, 0, 0, NULL, err);
+    if (rc == PSREC_EMSGSIZE || rc == PSREC_ENOMEM) {
+        psrec_err ignored = psrec_wire_send_error(c->sock, route, req, rc, err);
+        (void)ignored;
+    }
+}
+
+static void send_err(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req, psrec_err code,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void send_err(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req, psrec_err code,
+                     const char *fmt, ...)
+{
+    char text[PSREC_ERRBUF];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    psrec_err ignored = psrec_wire_send_error(c->sock, route, req, code, text);
+    (void)ignored;
+}
+
+/* Marks members silent for longer than the heartbeat timeout as dead. */
+static void sweep(psrec_coord_t *c, int64_t now)
+{
+    for (int i = 0; i < c->n_servers; i++)
+        if (c->servers[i].alive && now - c->servers[i].last_seen_ns > c->hb_timeout_ns) c->servers[i].alive = 0;
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].alive && now - c->workers[i].last_seen_ns > c->hb_timeout_ns) c->workers[i].alive = 0;
+}
+
+/* The job is over and every live server has heard so: run() may return. */
+static int finished(const psrec_coord_t *c)
+{
+    if (!c->job_over) return 0;
+    for (int i = 0; i < c->n_servers; i++) {
+        const member_t *m = &c->servers[i];
+        if (m->registered && m->alive && !m->told_stop) return 0;
+    }
+    return 1;
+}
+
+/* ---- requests ---- */
+
+static void on_register(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req, int64_t now)
+{
+    int n;
+    member_t *arr = slots(c, req->role, &n);
+    if (!arr) {
+        send_err(c, route, req, PSREC_EINVAL, "REGISTER as %s: only servers and workers register",
+                 role_name(req->role));
+        return;
+    }
+    const char *addr = req->addr ? req->addr : "";
+    size_t alen = strlen(addr);
+    if (alen >= MAX_ADDR) {
+        send_err(c, route, req, PSREC_EMSGSIZE, "REGISTER: address of %zu bytes (limit %d)", alen, MAX_ADDR - 1);
+        return;
+    }
+    if (req->role == PSREC__ROLE__SERVER && alen == 0) {
+        send_err(c, route, req, PSREC_EINVAL, "REGISTER: a server must give the endpoint workers connect to");
+        return;
+    }
+    uint32_t rank = req->rank;
+    if (rank == UINT32_MAX) { /* any: the lowest rank never assigned, i.e. registration order */
+        for (rank = 0; rank < (uint32_t)n && arr[rank].registered; rank++) {
+        }
+        if (rank == (uint32_t)n) {
+            send_err(c, route, req, PSREC_EREFUSED, "REGISTER: all %d %s ranks are taken", n, role_name(req->role));
+            return;
+        }
+    } else if (rank >= (uint32_t)n) {
+        send_err(c, route, req, PSREC_EREFUSED, "REGISTER: %s rank %u requested, the job has %d", role_name(req->role),
+                 rank, n);
+        return;
+    }
+    member_t *m = &arr[rank];
+    char *copy = strdup(addr);
+    if (!copy) {
+        send_err(c, route, req, PSREC_ENOMEM, "REGISTER: out of memory");
+        return;
+    }
+    int addr_changed = m->addr && strcmp(m->addr, copy) != 0;
+    free(m->addr);
+    m->addr = copy;
+    m->registered = 1;
+    m->alive = 1;
+    m->told_stop = 0;
+    m->last_seen_ns = now;
+    m->epoch++;
+    if (req->role == PSREC__ROLE__SERVER) {
+        c->addrs[rank] = m->addr;
+        if (map_complete(c)) {
+            if (addr_changed) c->map_version++;
+        } else {
+            int all = 1;
+            for (int i = 0; i < c->n_servers && all; i++)
+                all = c->servers[i].registered;
+            if (all) c->map_version = 1;
+        }
+    }
+    Psrec__Header h;
+    Psrec__ShardMap map;
+    reply_header(c, &h, PSREC__TYPE__REGISTER_OK, req);
+    h.rank = rank;
+    h.epoch = m->epoch;
+    h.seed = c->seed;
+    h.n_tables = c->ntables;
+    h.tables = c->tconfp;
+    h.map_version = c->map_version;
+    if (map_complete(c)) {
+        fill_map(c, &map);
+        h.shard_map = &map;
+    }
+    send_reply(c, route, req, &h);
+}
+
+static void on_shard_map_get(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req)
+{
+    if (!map_complete(c)) {
+        int reg = 0;
+        for (int i = 0; i < c->n_servers; i++)
+            reg += c->servers[i].registered;
+        send_err(c, route, req, PSREC_ENOTREADY, "shard map incomplete: %d of %d servers registered", reg,
+                 c->n_servers);
+        return;
+    }
+    Psrec__Header h;
+    Psrec__ShardMap map;
+    reply_header(c, &h, PSREC__TYPE__SHARD_MAP, req);
+    fill_map(c, &map);
+    h.shard_map = &map;
+    h.map_version = c->map_version;
+    send_reply(c, route, req, &h);
+}
+
+static void on_heartbeat(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req)
+{
+    int n;
+    member_t *arr = slots(c, req->role, &n);
+    if (!arr || req->rank >= (uint32_t)n || !arr[req->rank].registered) {
+        send_err(c, route, req, PSREC_ESTALE, "HEARTBEAT from %s %u, which is not registered", role_name(req->role),
+                 req->rank);
+        return;
+    }
+    member_t *m = &arr[req->rank];
+    if (req->epoch != m->epoch) {
+        send_err(c, route, req, PSREC_ESTALE, "HEARTBEAT from %s %u epoch %llu, current epoch is %llu",
+                 role_name(req->role), req->rank, (unsigned long long)req->epoch, (unsigned long long)m->epoch);
+        return;
+    }
+    if (req->n_table_stats > PSREC_STORE_MAX_TABLES) {
+        send_err(c, route, req, PSREC_EMSGSIZE, "HEARTBEAT with %zu table stats (limit %d)", req->n_table_stats,
+                 PSREC_STORE_MAX_TABLES);
+        return;
+    }
+    /* last_seen/alive were refreshed by the identity check in handle() */
+    m->has_stats = 1;
+    m->ntables = req->n_table_stats;
+    for (size_t i = 0; i < m->ntables; i++) {
+        psrec__table_stats__init(&m->tstats[i]);
+        m->tstats[i].table = req->table_stats[i]->table;
+        m->tstats[i].rows = req->table_stats[i]->rows;
+        m->tstats[i].bytes_per_row = req->table_stats[i]->bytes_per_row;
+    }
+    if (req->n_members > 0) { /* the header has no pull/push counters: a server sends its own Member */
+        m->pulls = req->members[0]->pulls;
+        m->pushes = req->members[0]->pushes;
+    }
+    m->examples = req->examples;
+    m->examples_total = req->examples_total;
+    m->loss = req->loss;
+    m->step = req->step;
+    if (req->role == PSREC__ROLE__WORKER && req->stop && !m->done) {
+        m->done = 1;
+        int all = 1;
+        for (int i = 0; i < c->n_workers && all; i++)
+            all = c->workers[i].done;
+        if (all) c->job_over = 1;
+    }
+    Psrec__Header h;
+    reply_header(c, &h, PSREC__TYPE__HEARTBEAT_OK, req);
+    h.rank = req->rank;
+    h.epoch = m->epoch;
+    h.map_version = c->map_version;
+    h.stop = c->job_over;
+    send_reply(c, route, req, &h);
+    if (c->job_over && req->role == PSREC__ROLE__SERVER) m->told_stop = 1;
+}
+
+static barrier_t *find_barrier(psrec_coord_t *c, const char *name)
+{
+    for (int i = 0; i < c->nbarriers; i++)
+        if (strcmp(c->barriers[i].name, name) == 0) return &c->barriers[i];
+    if (c->nbarriers == MAX_BARRIERS) { /* forget an idle one */
+        for (int i = 0; i < c->nbarriers; i++)
+            if (c->barriers[i].n == 0) {
+                free(c->barriers[i].name);
+                free(c->barriers[i].w);
+                c->barriers[i] = c->barriers[--c->nbarriers];
+                break;
+            }
+        if (c->nbarriers == MAX_BARRIERS) return NULL;
+    }
+    barrier_t *b = &c->barriers[c->nbarriers];
+    memset(b, 0, sizeof *b);
+    b->name = strdup(name);
+    if (!b->name) return NULL;
+    c->nbarriers++;
+    return b;
+}
+
+static void on_barrier(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req)
+{
+    const char *name = req->barrier_name ? req->barrier_name : "";
+    size_t nlen = strlen(name);
+    if (nlen == 0 || nlen >= MAX_BARRIER_NAME) {
+        send_err(c, route, req, PSREC_EINVAL, "BARRIER: name of %zu bytes (1..%d)", nlen, MAX_BARRIER_NAME - 1);
+        return;
+    }
+    if (req->barrier_count == 0 || req->barrier_count > MAX_BARRIER_COUNT) {
+        send_err(c, route, req, PSREC_EINVAL, "BARRIER '%s': count %u not in 1..%u", name, req->barrier_count,
+                 MAX_BARRIER_COUNT);
+        return;
+    }
+    barrier_t *b = find_barrier(c, name);
+    if (!b) {
+        send_err(c, route, req, PSREC_EFULL, "BARRIER '%s': too many barriers in progress", name);
+        return;
+    }
+    if (b->n == 0) b->count = req->barrier_count;
+    if (b->count != req->barrier_count) {
+        send_err(c, route, req, PSREC_EINVAL, "BARRIER '%s': count %u, but %u members wait for count %u", name,
+                 req->barrier_count, b->n, b->count);
+        return;
+    }
+    /* The same peer again (its earlier request timed out and it asked anew): it counts once; the
+     * abandoned request is answered now so that every request gets one reply. */
+    for (uint32_t i = 0; i < b->n; i++) {
+        waiter_t *w = &b->w[i];
+        if (w->route.len == route->len && memcmp(w->route.id, route->id, route->len) == 0) {
+            Psrec__Header old = *req;
+            old.seq = w->seq;
+            send_err(c, route, &old, PSREC_EINVAL, "BARRIER '%s': superseded by a newer request", name);
+            w->seq = req->seq;
+            return;
+        }
+    }
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? b->cap * 2 : 8;
+        if (cap > b->count) cap = b->count;
+        waiter_t *w = realloc(b->w, cap * sizeof *w);
+        if (!w) {
+            send_err(c, route, req, PSREC_ENOMEM, "BARRIER '%s': out of memory", name);
+            return;
+        }
+        b->w = w;
+        b->cap = cap;
+    }
+    b->w[b->n].route = *route;
+    b->w[b->n].seq = req->seq;
+    b->n++;
+    if (b->n < b->count) return; /* held: answered when the last one arrives */
+    for (uint32_t i = 0; i < b->n; i++) {
+        Psrec__Header h;
+        psrec_wire_header_init(&h, PSREC__TYPE__BARRIER_OK);
+        h.role = PSREC__ROLE__COORDINATOR;
+        h.seq = b->w[i].seq;
+        h.job_id = c->job_id;
+        h.barrier_name = b->name;
+        h.barrier_count = b->count;
+        h.cursor = b->generation;
+        send_reply(c, &b->w[i].route, &h, &h);
+    }
+    b->n = 0;
+    b->generation++;
+}
+
+static void fill_member(const member_t *m, Psrec__Role role, uint32_t rank, int64_t now, Psrec__Member *e,
+                        Psrec__TableStats **tp)
+{
+    psrec__member__init(e);
+    e->role = role;
+    e->rank = rank;
+    e->addr = m->addr ? m->addr : (char *)"";
+    e->epoch = m->epoch;
+    e->seconds_since_seen = (double)(now - m->last_seen_ns) / 1e9;
+    e->alive = m->alive;
+    e->n_tables = m->ntables;
+    e->tables = tp;
+    for (size_t i = 0; i < m->ntables; i++)
+        tp[i] = (Psrec__TableStats *)&m->tstats[i];
+    e->pulls = m->pulls;
+    e->pushes = m->pushes;
+    e->examples = m->examples;
+    e->examples_total = m->examples_total;
+    e->loss = m->loss;
+    e->step = m->step;
+}
+
+static void on_status(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req, int64_t now)
+{
+    sweep(c, now);
+    size_t nm = 0, nt = 0;
+    for (int i = 0; i < c->n_servers; i++)
+        if (c->servers[i].registered) nm++, nt += c->servers[i].ntables;
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].registered) nm++, nt += c->workers[i].ntables;
+    Psrec__Member *mem = calloc(nm ? nm : 1, sizeof *mem);
+    Psrec__Member **memp = calloc(nm ? nm : 1, sizeof *memp);
+    Psrec__TableStats **tp = calloc(nt ? nt : 1, sizeof *tp);
+    if (!mem || !memp || !tp) {
+        free(mem), free(memp), free(tp);
+        send_err(c, route, req, PSREC_ENOMEM, "STATUS: out of memory");
+        return;
+    }
+    size_t k = 0, t = 0, nloss = 0;
+    uint64_t examples = 0;
+    double loss = 0;
+    for (int i = 0; i < c->n_servers; i++)
+        if (c->servers[i].registered) {
+            fill_member(&c->servers[i], PSREC__ROLE__SERVER, (uint32_t)i, now, &mem[k], tp + t);
+            t += c->servers[i].ntables;
+            memp[k] = &mem[k];
+            k++;
+        }
+    for (int i = 0; i < c->n_workers; i++)
+        if (c->workers[i].registered) {
+            const member_t *m = &c->workers[i];
+            fill_member(m, PSREC__ROLE__WORKER, (uint32_t)i, now, &mem[k], tp + t);
+            t += m->ntables;
+            memp[k] = &mem[k];
+            k++;
+            if (m->has_stats) {
+                examples += m->examples;
+                loss += m->loss;
+                nloss++;
+            }
+        }
+    Psrec__Header h;
+    Psrec__ShardMap map;
+    reply_header(c, &h, PSREC__TYPE__STATUS_OK, req);
+    h.n_members = nm;
+    h.members = memp;
+    h.examples = examples;
+    h.loss = nloss ? loss / (double)nloss : 0.0;
+    h.map_version = c->map_version;
+    h.stop = c->job_over;
+    if (map_complete(c)) {
+        fill_map(c, &map);
+        h.shard_map = &map;
+    }
+    send_reply(c, route, req, &h);
+    free(mem), free(memp), free(tp);
+}
+
+static void handle(psrec_coord_t *c, const psrec_wire_route_t *route, const Psrec__Header *req)
+{
+    /* STATUS is read-only: job id 0 asks whatever job runs here (`psrec status` without --job-id) */
+    int any_job = req->type == PSREC__TYPE__STATUS && req->job_id == 0;
+    if (req->job_id != c->job_id && !any_job) {
+        send_err(c, route, req, PSREC_EREFUSED, "job id %llu, this coordinator runs job %llu",
+                 (unsigned long long)req->job_id, (unsigned long long)c->job_id);
+        return;
+    }
+    int64_t now = now_ns();
+    if (req->type != PSREC__TYPE__REGISTER) {
+        member_t *m = identify(c, req);
+        if (m) {
+            m->last_seen_ns = now;
+            m->alive = 1;
+        }
+    }
+    switch (req->type) {
+    case PSREC__TYPE__REGISTER: on_register(c, route, req, now); break;
+    case PSREC__TYPE__SHARD_MAP_GET: on_shard_map_get(c, route, req); break;
+    case PSREC__TYPE__HEARTBEAT: on_heartbeat(c, route, req); break;
+    case PSREC__TYPE__BARRIER: on_barrier(c, route, req); break;
+    case PSREC__TYPE__STATUS: on_status(c, route, req, now); break;
+    case PSREC__TYPE__SHUTDOWN: {
+        Psrec__Header h;
+        reply_header(c, &h, PSREC__TYPE__SHUTDOWN_OK, req);
+        send_reply(c, route, req, &h);
+        c->shutdown = 1;
+        break;
+    }
+    default:
+        send_err(c, route, req, PSREC_EPROTO, "message type %d is not a coordinator request", (int)req->type);
+        break;
+    }
+}
+
+psrec_err psrec_coord_run(psrec_coord_t *c, char *err)
+{
+    while (!atomic_load(&c->stop)) {
+        zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+        int r = zmq_poll(&it, 1, c->poll_ms);
+        if (r < 0) {
+            if (zmq_errno() == EINTR) continue;
+            return psrec_fail(err, PSREC_EIO, "coordinator: zmq_poll: %s", zmq_strerror(zmq_errno()));
+        }
+        for (int k = 0; r > 0 && k < RECV_BATCH && !c->shutdown; k++) {
+            psrec_wire_route_t route;
+            psrec_wire_msg_t m;
+            char e[PSREC_ERRBUF];
+            psrec_err rc = psrec_wire_recv(c->sock, &route, &m, 0, NULL, e);
+            if (rc == PSREC_ETIMEDOUT) break; /* nothing more queued */
+            if (rc == PSREC_EIO) {
+                if (zmq_errno() == ETERM) return psrec_fail(err, PSREC_EIO, "coordinator: %s", e);
+                break;
+            }
+            if (rc) { /* malformed: answer it and keep serving */
+                if (route.len) {
+                    psrec_err ignored = psrec_wire_send_error(c->sock, &route, NULL, rc, e);
+                    (void)ignored;
+                }
+                continue;
+            }
+            handle(c, &route, m.hdr);
+            psrec_wire_msg_clear(&m);
+        }
+        if (c->shutdown) return PSREC_OK;
+        sweep(c, now_ns());
+        if (finished(c)) return PSREC_OK;
+    }
+    return PSREC_OK;
+}
