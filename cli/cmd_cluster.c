@@ -81,9 +81,17 @@ int psrec_cmd_server(int argc, char **argv)
     if (!rc) {
         psrec_server_stats_t st;
         psrec_server_get_stats(s, &st);
+        uint64_t rows = 0;
+        double bytes = 0;
+        for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) {
+            uint64_t n = psrec_store_rows(psrec_server_store(s), t);
+            rows += n;
+            bytes += n * psrec_store_bytes_per_row(psrec_server_store(s), t);
+        }
         fprintf(stderr, "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
-                        " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed\n",
-                st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed);
+                        " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed; holds %" PRIu64
+                        " rows (%.1f MB)\n",
+                st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed, rows, bytes / 1e6);
     }
     psrec_server_destroy(&s);
     zmq_ctx_term(zctx);

@@ -47,9 +47,10 @@ start() { # name, command...
   "$@" > "$logs/$name.log" 2>&1 &
   pids+=($!); names+=("$name")
 }
+progress_pid=""
 stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  for p in "${pids[@]}" $progress_pid; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}" $progress_pid; do wait "$p" 2>/dev/null; done
 }
 trap 'echo; echo "run.sh: interrupted, stopping ${#pids[@]} process(es)" >&2; stop_all; exit 130' INT TERM
 
@@ -91,7 +92,7 @@ while [ "$remaining" -gt 0 ]; do
   done
   done_pid=""
 done
-[ -n "${progress_pid:-}" ] && { kill "$progress_pid" 2>/dev/null; wait "$progress_pid" 2>/dev/null; echo >&2; }
+if [ -n "$progress_pid" ]; then kill "$progress_pid" 2>/dev/null; wait "$progress_pid" 2>/dev/null; echo >&2; fi
 if [ -n "$failed" ]; then exit 1; fi
 [ "$quiet" = 1 ] || { grep -h "examples in" "$logs"/worker-*.log >&2; echo "run.sh: done; logs in $logs" >&2; }
 exit 0

@@ -1,0 +1,254 @@
+/* test_cluster.c: the distributed mode end to end with real processes over tcp loopback:
+ * embedded (inproc/tcp) and direct training give byte-identical models with one worker; 2 servers x
+ * 2 workers through launch/run.sh reach the embedded Recall@10 within 5%; ids spread evenly over
+ * servers; `psrec status` shows the cluster; run.sh fails clearly and stops everything on Ctrl-C.
+ * Synchronisation is by process exit and bounded request deadlines, never by sleeping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/wire.h"
+
+static char dir[64];
+static const char *bin, *src;
+
+static int setup(void **state)
+{
+    bin = getenv("PSREC_BIN");
+    src = getenv("PSREC_SRC");
+    if (!bin) bin = "./psrec";
+    if (!src) src = "..";
+    strcpy(dir, "/tmp/psrec-cluster-XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s gen --out %s/data --items 1000 --categories 10 --train-users 8000 --test-users 1000 --seed 21 "
+             "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s1 --shards 1 "
+             "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 2>/dev/null",
+             bin, dir, bin, dir, dir, dir, bin, dir, dir, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd);
+}
+
+static int run(char *out, size_t cap, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, r;
+    char tmp[4096];
+    while ((r = fread(tmp, 1, sizeof tmp, p)) > 0)
+        if (out && n + 1 < cap) {
+            size_t c = r < cap - 1 - n ? r : cap - 1 - n;
+            memcpy(out + n, tmp, c);
+            n += c;
+        }
+    if (out) out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double json_num(const char *text, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(text, pat);
+    assert_non_null(p);
+    return atof(p + strlen(pat));
+}
+
+static double recall_of(const char *model)
+{
+    static char out[8192];
+    assert_int_equal(run(out, sizeof out, "%s eval --model %s/%s --test %s/data/test.txt --json", bin, dir, model, dir), 0);
+    return json_num(out, "recall");
+}
+
+/* A free tcp port on 127.0.0.1 (bound and released; run.sh checks it is still free). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One worker, one server, synchronous, fixed seed: every transport applies the same updates in the
+ * same order, so the models are byte-identical (a stronger check than following the loss curve). */
+static void test_one_worker_equivalence(void **state)
+{
+    static char out[8192];
+    const char *modes[] = {"direct", "inproc", "tcp"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(run(out, sizeof out, "%s train --data %s/s1 --model %s/eq-%s --threads 1 --servers 1 --sync "
+                                              "--epochs 2 --dim 16 --negatives 128 --seed 9 --quiet --transport %s",
+                             bin, dir, dir, modes[i], modes[i]), 0);
+    for (int i = 1; i < 3; i++)
+        for (int t = 0; t < 3; t++) {
+            int table = t == 0 ? 0 : t == 1 ? 1 : 2;
+            assert_int_equal(run(out, sizeof out, "cmp %s/eq-direct/table-%d.bin %s/eq-%s/table-%d.bin", dir, table, dir,
+                                 modes[i], table), 0);
+        }
+    double r = recall_of("eq-direct");
+    assert_true(r > 0.1);
+    assert_true(r == recall_of("eq-tcp"));
+}
+
+/* 2 servers x 2 worker processes over tcp through launch/run.sh against the embedded trainer. */
+static void test_run_sh_two_by_two(void **state)
+{
+    static char out[1 << 16];
+    const char *opts = "--epochs 5 --dim 32 --negatives 256 --seed 4";
+    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/emb --threads 2 --quiet %s", bin, dir, dir,
+                         opts), 0);
+    int port = free_port();
+    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
+                                          "-- --data %s/s2 --model %s/dist %s",
+                         src, bin, port, dir, dir, dir, opts), 0);
+    double re = recall_of("emb"), rd = recall_of("dist");
+    print_message("Recall@10 embedded %.4f, 2x2 processes %.4f\n", re, rd);
+    assert_true(re > 0.1);
+    assert_true(rd >= 0.95 * re); /* reaches it within 5% (being better is fine) */
+    /* the logs: one per process, each worker trained half of the data 5 times */
+    assert_int_equal(run(out, sizeof out, "grep -h 'examples in' %s/logs22/worker-0.log %s/logs22/worker-1.log", dir, dir), 0);
+    assert_non_null(strstr(out, "20000 examples"));
+    /* rows per server: dense ids 0..999 spread by hash slots, no server above 1.2x the mean */
+    assert_int_equal(run(out, sizeof out, "cat %s/logs22/server-0.log %s/logs22/server-1.log", dir, dir), 0);
+    const char *p = out;
+    double rows[2];
+    for (int i = 0; i < 2; i++) {
+        p = strstr(p, "holds ");
+        assert_non_null(p);
+        rows[i] = atof(p + 6);
+        p += 6;
+    }
+    double mean = (rows[0] + rows[1]) / 2;
+    print_message("rows per server: %.0f %.0f\n", rows[0], rows[1]);
+    assert_true(mean > 0 && rows[0] <= 1.2 * mean && rows[1] <= 1.2 * mean);
+}
+
+/* ids 0..n-1 over S servers by the wire's slot hash and the coordinator's round-robin slot map. */
+static void test_slots_balance_dense_ids(void **state)
+{
+    for (uint32_t S = 2; S <= 8; S++) {
+        uint64_t count[8] = {0};
+        const uint64_t n = 1000000;
+        for (uint64_t k = 0; k < n; k++) count[psrec_wire_slot(k, PSREC_WIRE_NSLOTS) % S]++;
+        for (uint32_t s = 0; s < S; s++) assert_true(count[s] <= 1.2 * n / S && count[s] >= 0.8 * n / S);
+    }
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_cluster: run.sh did not stop within the deadline\n";
+    if (write(2, msg, sizeof msg - 1) < 0) _exit(3);
+    _exit(3);
+}
+
+static void test_status_and_interrupt(void **state)
+{
+    static char out[1 << 14];
+    int port = free_port();
+    char script[512], portarg[16], logs[256], data[256];
+    snprintf(script, sizeof script, "%s/launch/run.sh", src);
+    snprintf(portarg, sizeof portarg, "%d", port);
+    snprintf(logs, sizeof logs, "%s/logs-int", dir);
+    snprintf(data, sizeof data, "%s/s2", dir);
+    /* a long job, started as an interactive shell would start it: SIGINT not ignored */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGINT, SIG_DFL);
+        char path[300];
+        snprintf(path, sizeof path, "%s/int.out", dir);
+        if (!freopen(path, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
+        execl("/bin/bash", "bash", script, "--bin", bin, "--servers", "2", "--workers", "2", "--port", portarg, "--logs",
+              logs, "--", "--data", data, "--epochs", "100000", "--dim", "8", "--negatives", "64", (char *)NULL);
+        _exit(127);
+    }
+    /* status answers once the coordinator is up and every member registered (bounded retries, each
+     * bounded by its own request deadline) */
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++) {
+        run(out, sizeof out, "%s status --coord tcp://127.0.0.1:%d --timeout 300", bin, port);
+        ok = strstr(out, "slots per server: 0:2048 1:2048") && strstr(out, "worker     1 alive") &&
+             strstr(out, "server     1 alive");
+    }
+    assert_true(ok);
+    assert_non_null(strstr(out, "lag"));
+    /* Ctrl-C: run.sh stops everything it started and exits 130 */
+    assert_int_equal(kill(pid, SIGINT), 0);
+    signal(SIGALRM, on_alarm);
+    alarm(60);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    alarm(0);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 130);
+    assert_int_equal(run(out, sizeof out, "grep -c interrupted %s/int.out", dir), 0);
+    /* no role of that job is left */
+    char pat[32]; /* "[1]2345": matches the roles' command lines but not this shell's own */
+    snprintf(pat, sizeof pat, "%d", port);
+    assert_int_equal(run(out, sizeof out, "pgrep -f 'tcp://127.0.0.1:[%c]%s' | wc -l", pat[0], pat + 1), 0);
+    assert_int_equal(atoi(out), 0);
+}
+
+static void test_run_sh_errors(void **state)
+{
+    static char out[1 << 14];
+    /* a port in use */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --port %d -- --data %s/s1", src, bin,
+                         ntohs(a.sin_port), dir), 2);
+    assert_non_null(strstr(out, "already in use"));
+    close(fd);
+    /* a missing binary */
+    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin /nonexistent/psrec -- --data %s/s1", src, dir), 2);
+    assert_non_null(strstr(out, "not found"));
+    /* a role that fails: the coordinator cannot read the data */
+    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --port %d --logs %s/logs-bad -- --data %s/none "
+                                          "--timeout 500",
+                         src, bin, free_port(), dir, dir), 1);
+    assert_non_null(strstr(out, "failed"));
+    assert_non_null(strstr(out, "run `psrec prep` first"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_worker_equivalence), cmocka_unit_test(test_run_sh_two_by_two),
+        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_status_and_interrupt),
+        cmocka_unit_test(test_run_sh_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
