@@ -209,6 +209,27 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
         }
         size_t n = zmq_msg_size(&part);
         wire_bulk += n;
+        /* The received size is checked against the declaration BEFORE the declared size is allocated:
+         * otherwise a 12-byte message declaring a 1 GiB frame costs a 1 GiB allocation (found by
+         * tests/fuzz_wire.c with -malloc_limit_mb). A raw frame must match exactly; an LZ4 block expands
+         * at most 255x (each input byte yields at most 255 output bytes), so a declaration beyond that
+         * cannot be honest. */
+        if (f->codec == PSREC__CODEC__RAW && n != f->raw_bytes) {
+            rc = psrec_fail(err, PSREC_EPROTO, "frame %zu: %zu bytes received, %llu declared", i, n,
+                            (unsigned long long)f->raw_bytes);
+            break;
+        }
+        if (f->codec == PSREC__CODEC__LZ4) {
+            if (n > (size_t)LZ4_MAX_INPUT_SIZE || f->raw_bytes > (uint64_t)LZ4_MAX_INPUT_SIZE) {
+                rc = psrec_fail(err, PSREC_EMSGSIZE, "frame %zu: LZ4 block too large", i);
+                break;
+            }
+            if (f->raw_bytes / 255 > n) {
+                rc = psrec_fail(err, PSREC_ECORRUPT, "frame %zu: %zu LZ4 bytes cannot decompress to %llu bytes", i,
+                                n, (unsigned long long)f->raw_bytes);
+                break;
+            }
+        }
         /* 16 spare bytes: 16-byte alignment of malloc and a non-NULL buffer for empty frames */
         void *buf = malloc((size_t)f->raw_bytes + 16);
         if (!buf) {
@@ -219,17 +240,8 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
         m->bulk_bytes[m->nbulk] = (size_t)f->raw_bytes;
         m->nbulk++;
         if (f->codec == PSREC__CODEC__RAW) {
-            if (n != f->raw_bytes) {
-                rc = psrec_fail(err, PSREC_EPROTO, "frame %zu: %zu bytes received, %llu declared", i, n,
-                                (unsigned long long)f->raw_bytes);
-                break;
-            }
             memcpy(buf, zmq_msg_data(&part), n);
         } else {
-            if (n > (size_t)LZ4_MAX_INPUT_SIZE || f->raw_bytes > (uint64_t)LZ4_MAX_INPUT_SIZE) {
-                rc = psrec_fail(err, PSREC_EMSGSIZE, "frame %zu: LZ4 block too large", i);
-                break;
-            }
             int r = LZ4_decompress_safe(zmq_msg_data(&part), buf, (int)n, (int)f->raw_bytes);
             if (r < 0 || (uint64_t)r != f->raw_bytes) {
                 rc = psrec_fail(err, PSREC_ECORRUPT, "frame %zu: LZ4 data does not decompress to %llu bytes", i,
