@@ -1,0 +1,819 @@
+/* server.c: a parameter server (ps/server.h): one ROUTER socket, one store, a poll loop that answers
+ * PULL, PUSH, SET, DUMP, STATS and SHUTDOWN, and (with a coordinator) registration and heartbeats.
+ *
+ * Design.
+ * - Every message gets exactly one reply. A request is checked completely before anything is
+ *   applied: job id (EREFUSED), table (ENOTFOUND), dim (EPROTO), sizes (EMSGSIZE/EPROTO), ownership
+ *   of every key under the shard map (ESTALE), sender epoch (ESTALE when older than one already seen).
+ *   A malformed message (common/wire.c drains it) is answered with ERROR and its code.
+ * - Duplicate suppression for PUSH and SET, per sender (role, rank): the highest applied seq and a
+ *   64-bit window of the seqs below it (IPsec's anti-replay window). A seq older than the window
+ *   counts as a duplicate. A newer epoch of the sender resets its window (a restarted worker), an
+ *   older one is fenced. A duplicate is acknowledged and not applied (stats.duplicates).
+ * - DUMP pages through a snapshot of the table's keys, sorted, taken when a requester sends cursor 0
+ *   and kept per requester (a few at most, least recently used evicted). The cursor is an index into
+ *   that sorted list; the reply's cursor is the next index or 0 when done. A cursor that arrives
+ *   without its snapshot (evicted, or a retry of the last page) rebuilds it: positions are the same as
+ *   long as no row was added in between.
+ * - LZ4 on replies is tried only where it has paid recently: per (table, reply type), after 4 replies
+ *   in a row that did not shrink by 1/16, the next 60 go out raw without an attempt (dense float rows
+ *   never shrink, and trying costs about as much as sending them over loopback), then it probes again.
+ * - Heartbeats never block serving: they are sent on a second socket to the coordinator from the
+ *   same poll loop, and their replies are read when they come; a silent coordinator just means the
+ *   next heartbeat goes out anyway. Registration (blocking, with the coordinator client's deadline)
+ *   happens once, in psrec_server_new.
+ *
+ * Thread model: psrec_server_run owns the sockets and the request state on its thread. stop is an
+ * atomic flag checked at least every POLL_MS; counters are published under a mutex for
+ * psrec_server_get_stats; the store is thread-safe (tests read it while the server runs). */
+#include "ps/server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "common/idmap.h"
+#include "worker/coord_client.h"
+
+#define POLL_MS 50              /* longest wait before the stop flag and heartbeats are looked at */
+#define BURST 64                /* requests served between two looks at them */
+#define DUMP_PAGE 65536         /* rows per DUMP_OK at most */
+#define MAX_DUMPS 4             /* dump snapshots kept at once */
+#define MAX_SENDERS (1u << 16)  /* senders with a duplicate-suppression window */
+#define HWM 1000                /* messages queued per peer */
+
+typedef struct {
+    uint64_t epoch;
+    uint64_t hi;     /* highest applied seq */
+    uint64_t window; /* bit i: seq hi - 1 - i applied */
+    int any;
+} dedup_t;
+
+/* Adaptive LZ4: skip attempts on a stream of replies that recently did not compress. */
+typedef struct {
+    uint8_t fail, skip;
+} gate_t;
+#define GATE_FAILS 4
+#define GATE_SKIP 60
+
+static int gate_try(gate_t *g)
+{
+    if (g->skip) {
+        g->skip--;
+        return 0;
+    }
+    return 1;
+}
+
+static void gate_learn(gate_t *g, uint64_t raw, uint64_t wire)
+{
+    if (wire * 16 > raw * 15) {
+        if (++g->fail >= GATE_FAILS) {
+            g->fail = 0;
+            g->skip = GATE_SKIP;
+        }
+    } else {
+        g->fail = 0;
+    }
+}
+
+typedef struct {
+    int live;
+    uint64_t who; /* (role << 32) | rank */
+    uint32_t table;
+    uint64_t *keys;
+    size_t n, cap;
+    uint64_t used; /* LRU tick */
+    int oom;
+} dump_t;
+
+struct psrec_server {
+    void *zctx, *sock;
+    char endpoint[256];
+    char addr[256]; /* advertised */
+    uint64_t job_id;
+    int compress, heartbeat_ms;
+    uint32_t rank;
+    uint64_t epoch;
+    uint64_t map_version;
+    uint32_t nslots;       /* 0: this server owns every slot */
+    uint32_t *slot_server;
+    psrec_store_t *store;
+    atomic_int stop;
+
+    psrec_idmap_t *senders; /* (role << 32 | rank) -> index into dd */
+    dedup_t *dd;
+    size_t ndd, capdd;
+    dump_t dumps[MAX_DUMPS];
+    uint64_t tick;
+
+    gate_t gates[PSREC_STORE_MAX_TABLES][2]; /* PULL_OK, DUMP_OK */
+    float *out; /* pull/dump reply rows */
+    size_t out_cap;
+
+    psrec_server_stats_t st; /* serve thread's own */
+    pthread_mutex_t mu;
+    psrec_server_stats_t pub; /* published copy */
+
+    /* coordinator */
+    void *hb_sock;
+    uint64_t hb_seq;
+    struct timespec hb_next;
+
+    /* STATS_OK / heartbeat scratch */
+    Psrec__TableStats ts[PSREC_STORE_MAX_TABLES];
+    Psrec__TableStats *tsp[PSREC_STORE_MAX_TABLES];
+    Psrec__Member me;
+    Psrec__Member *mep;
+};
+
+/* ---- table conf <-> wire ---- */
+
+void psrec_table_conf_to_wire(uint32_t id, const psrec_table_conf_t *c, Psrec__TableConf *w)
+{
+    psrec__table_conf__init(w);
+    w->table = id;
+    w->dim = c->dim;
+    w->opt = (uint32_t)c->opt.kind;
+    w->lr = c->opt.lr;
+    w->eps = c->opt.eps;
+    w->init_acc = c->opt.init_acc;
+    w->beta1 = c->opt.beta1;
+    w->beta2 = c->opt.beta2;
+    w->l2 = c->opt.l2;
+    w->init = (uint32_t)c->init;
+    w->init_scale = c->init_scale;
+    w->max_rows = c->max_rows;
+}
+
+psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c, char *err)
+{
+    if (w->table >= PSREC_STORE_MAX_TABLES)
+        return psrec_fail(err, PSREC_EPROTO, "table id %u out of range", w->table);
+    if (w->dim == 0 || w->dim > PSREC_WIRE_MAX_DIM)
+        return psrec_fail(err, PSREC_EPROTO, "table %u: dim %u out of range", w->table, w->dim);
+    if (w->opt > PSREC_OPT_ADAM) return psrec_fail(err, PSREC_EPROTO, "table %u: unknown optimizer %u", w->table, w->opt);
+    if (w->init > PSREC_INIT_NORMAL) return psrec_fail(err, PSREC_EPROTO, "table %u: unknown init %u", w->table, w->init);
+    memset(c, 0, sizeof *c);
+    *id = w->table;
+    c->dim = w->dim;
+    c->opt.kind = (psrec_opt_kind)w->opt;
+    c->opt.lr = w->lr;
+    c->opt.eps = w->eps;
+    c->opt.init_acc = w->init_acc;
+    c->opt.beta1 = w->beta1;
+    c->opt.beta2 = w->beta2;
+    c->opt.l2 = w->l2;
+    c->init = (psrec_init_kind)w->init;
+    c->init_scale = w->init_scale;
+    c->max_rows = w->max_rows;
+    return PSREC_OK;
+}
+
+/* ---- setup ---- */
+
+static psrec_err set_map(psrec_server_t *s, const Psrec__ShardMap *m, char *err)
+{
+    if (m->nslots == 0 || m->nslots > (1u << 24) || m->n_slot_server != m->nslots)
+        return psrec_fail(err, PSREC_EINVAL, "shard map: %u slots, %zu entries", m->nslots, m->n_slot_server);
+    uint32_t *ss = malloc(m->nslots * sizeof *ss);
+    if (!ss) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    memcpy(ss, m->slot_server, m->nslots * sizeof *ss);
+    free(s->slot_server);
+    s->slot_server = ss;
+    s->nslots = m->nslots;
+    s->map_version = m->version;
+    return PSREC_OK;
+}
+
+static psrec_err zfail(char *err, const char *what)
+{
+    return psrec_fail(err, PSREC_EIO, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+static psrec_err open_socket(psrec_server_t *s, const char *bind, char *err)
+{
+    s->sock = zmq_socket(s->zctx, ZMQ_ROUTER);
+    if (!s->sock) return zfail(err, "zmq_socket");
+    int zero = 0, hwm = HWM;
+    int64_t maxmsg = (int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20);
+    if (zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) || zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))
+        return zfail(err, "zmq_setsockopt");
+    if (zmq_bind(s->sock, bind)) return psrec_fail(err, PSREC_EIO, "bind %s: %s", bind, zmq_strerror(zmq_errno()));
+    size_t len = sizeof s->endpoint;
+    if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len)) return zfail(err, "ZMQ_LAST_ENDPOINT");
+    s->endpoint[sizeof s->endpoint - 1] = 0;
+    return PSREC_OK;
+}
+
+static psrec_err add_tables(psrec_server_t *s, int n, const uint32_t *ids, const psrec_table_conf_t *tc, char *err)
+{
+    for (int i = 0; i < n; i++) {
+        psrec_err rc = psrec_store_add_table(s->store, ids[i], &tc[i], err);
+        if (rc) return rc;
+    }
+    return PSREC_OK;
+}
+
+/* Registers with the coordinator: rank, epoch, seed, tables and the complete shard map. */
+static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *err)
+{
+    psrec_coord_client_t *cc = NULL;
+    Psrec__Header *reg = NULL;
+    psrec_err rc = psrec_coord_client_new(&cc, s->zctx, conf->coord, conf->job_id, 0, err);
+    if (!rc) rc = psrec_coord_client_register(cc, PSREC__ROLE__SERVER, s->addr, UINT32_MAX, &reg, err);
+    psrec_coord_client_destroy(&cc);
+    if (rc) return rc;
+    s->rank = reg->rank;
+    s->epoch = reg->epoch;
+    if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
+    if (!rc) rc = set_map(s, reg->shard_map, err);
+    if (!rc) rc = psrec_store_new(&s->store, reg->seed, 16) ? psrec_fail(err, PSREC_ENOMEM, "cannot create the store")
+                                                             : PSREC_OK;
+    for (size_t i = 0; !rc && i < reg->n_tables; i++) {
+        uint32_t id;
+        psrec_table_conf_t tc;
+        rc = psrec_table_conf_from_wire(reg->tables[i], &id, &tc, err);
+        if (!rc) rc = psrec_store_add_table(s->store, id, &tc, err);
+    }
+    psrec__header__free_unpacked(reg, NULL);
+    if (rc) return rc;
+    /* heartbeats: a socket of our own, used without blocking from the serve loop */
+    s->hb_sock = zmq_socket(s->zctx, ZMQ_DEALER);
+    if (!s->hb_sock) return zfail(err, "zmq_socket");
+    int zero = 0, hwm = 16;
+    if (zmq_setsockopt(s->hb_sock, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(s->hb_sock, ZMQ_SNDHWM, &hwm, sizeof hwm) || zmq_setsockopt(s->hb_sock, ZMQ_SNDTIMEO, &zero, sizeof zero))
+        return zfail(err, "zmq_setsockopt");
+    if (zmq_connect(s->hb_sock, conf->coord))
+        return psrec_fail(err, PSREC_EIO, "connect %s: %s", conf->coord, zmq_strerror(zmq_errno()));
+    return PSREC_OK;
+}
+
+psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_conf_t *conf, char *err)
+{
+    *out = NULL;
+    if (!zctx || !conf || !conf->bind) return psrec_fail(err, PSREC_EINVAL, "server: no context or bind endpoint");
+    if (!conf->coord && conf->ntables > 0 && (!conf->table_ids || !conf->tables))
+        return psrec_fail(err, PSREC_EINVAL, "server: tables missing");
+    psrec_server_t *s = calloc(1, sizeof *s);
+    if (!s) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    s->zctx = zctx;
+    s->job_id = conf->job_id;
+    s->compress = conf->compress >= 0;
+    s->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms : 500;
+    atomic_init(&s->stop, 0);
+    pthread_mutex_init(&s->mu, NULL);
+    psrec_err rc = psrec_idmap_new(&s->senders, 64);
+    if (rc) rc = psrec_fail(err, rc, "out of memory");
+    if (!rc) rc = open_socket(s, conf->bind, err);
+    if (!rc) snprintf(s->addr, sizeof s->addr, "%s", conf->advertise ? conf->advertise : s->endpoint);
+    if (!rc && conf->coord) {
+        rc = join(s, conf, err);
+    } else if (!rc) {
+        s->rank = conf->rank;
+        if (conf->shard_map) rc = set_map(s, conf->shard_map, err);
+        if (!rc && psrec_store_new(&s->store, conf->seed, 16)) rc = psrec_fail(err, PSREC_ENOMEM, "cannot create the store");
+        if (!rc) rc = add_tables(s, conf->ntables, conf->table_ids, conf->tables, err);
+    }
+    if (rc) {
+        psrec_server_destroy(&s);
+        return rc;
+    }
+    *out = s;
+    return PSREC_OK;
+}
+
+void psrec_server_destroy(psrec_server_t **ps)
+{
+    if (!ps || !*ps) return;
+    psrec_server_t *s = *ps;
+    if (s->sock) zmq_close(s->sock);
+    if (s->hb_sock) zmq_close(s->hb_sock);
+    psrec_store_destroy(&s->store);
+    psrec_idmap_destroy(&s->senders);
+    for (int i = 0; i < MAX_DUMPS; i++) free(s->dumps[i].keys);
+    free(s->dd);
+    free(s->slot_server);
+    free(s->out);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    *ps = NULL;
+}
+
+const char *psrec_server_endpoint(const psrec_server_t *s)
+{
+    return s->endpoint;
+}
+
+uint32_t psrec_server_rank(const psrec_server_t *s)
+{
+    return s->rank;
+}
+
+void psrec_server_stop(psrec_server_t *s)
+{
+    atomic_store(&s->stop, 1);
+}
+
+void psrec_server_get_stats(const psrec_server_t *s, psrec_server_stats_t *st)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    *st = s->pub;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+}
+
+psrec_store_t *psrec_server_store(psrec_server_t *s)
+{
+    return s->store;
+}
+
+static void publish(psrec_server_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->pub = s->st;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- request checks ---- */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+/* Table exists and dim matches; returns the table's dim through *dim. */
+static psrec_err check_table(psrec_server_t *s, const Psrec__Header *h, uint32_t *dim, char *err)
+{
+    uint32_t d = h->table < PSREC_STORE_MAX_TABLES ? psrec_store_dim(s->store, h->table) : 0;
+    if (!d) return psrec_fail(err, PSREC_ENOTFOUND, "no table %u on server %u", h->table, s->rank);
+    if (h->dim != d) return psrec_fail(err, PSREC_EPROTO, "table %u has dim %u, request says %u", h->table, d, h->dim);
+    *dim = d;
+    return PSREC_OK;
+}
+
+/* count within limits, rows of count x dim floats fit one frame, bulk frames as declared. */
+static psrec_err check_sizes(const psrec_wire_msg_t *m, uint32_t dim, int nbulk, char *err)
+{
+    uint64_t n = m->hdr->count;
+    if (n > PSREC_WIRE_MAX_KEYS)
+        return psrec_fail(err, PSREC_EMSGSIZE, "%llu keys (limit %u)", (unsigned long long)n, PSREC_WIRE_MAX_KEYS);
+    if (n * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
+        return psrec_fail(err, PSREC_EMSGSIZE, "%llu rows of dim %u exceed one frame", (unsigned long long)n, dim);
+    size_t bytes[2] = {(size_t)n * sizeof(uint64_t), (size_t)n * dim * sizeof(float)};
+    return psrec_wire_check_bulk(m, nbulk, bytes, err);
+}
+
+static psrec_err check_owner(const psrec_server_t *s, const uint64_t *keys, size_t n, char *err)
+{
+    if (!s->nslots) return PSREC_OK;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t slot = psrec_wire_slot(keys[i], s->nslots);
+        if (s->slot_server[slot] != s->rank)
+            return psrec_fail(err, PSREC_ESTALE,
+                              "key %llu (slot %u) belongs to server %u, not %u (shard map version %llu)",
+                              (unsigned long long)keys[i], slot, s->slot_server[slot], s->rank,
+                              (unsigned long long)s->map_version);
+    }
+    return PSREC_OK;
+}
+
+/* ---- duplicate suppression ---- */
+
+static int seen(const dedup_t *d, uint64_t seq)
+{
+    if (!d->any || seq > d->hi) return 0;
+    uint64_t back = d->hi - seq;
+    if (back == 0 || back > 64) return 1;
+    return (int)((d->window >> (back - 1)) & 1);
+}
+
+static void mark(dedup_t *d, uint64_t seq)
+{
+    if (!d->any) {
+        d->any = 1;
+        d->hi = seq;
+        d->window = 0;
+    } else if (seq > d->hi) {
+        uint64_t shift = seq - d->hi;
+        d->window = shift > 64 ? 0 : shift == 64 ? 1ull << 63 : (d->window << shift) | (1ull << (shift - 1));
+        d->hi = seq;
+    } else if (seq < d->hi && d->hi - seq <= 64) {
+        d->window |= 1ull << (d->hi - seq - 1);
+    }
+}
+
+/* The sender's window (created on first use); ESTALE for an epoch older than one already seen. */
+static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out, char *err)
+{
+    uint64_t who = ((uint64_t)h->role << 32) | h->rank;
+    int found;
+    uint64_t idx = psrec_idmap_get(s->senders, who, &found);
+    if (!found) {
+        if (s->ndd >= MAX_SENDERS) return psrec_fail(err, PSREC_EFULL, "too many senders (%u)", MAX_SENDERS);
+        if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
+            psrec_idmap_put(s->senders, who, s->ndd))
+            return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        idx = s->ndd++;
+        memset(&s->dd[idx], 0, sizeof s->dd[idx]);
+        s->dd[idx].epoch = h->epoch;
+    }
+    dedup_t *d = &s->dd[idx];
+    if (h->epoch < d->epoch)
+        return psrec_fail(err, PSREC_ESTALE, "sender rank %u: epoch %llu is older than %llu", h->rank,
+                          (unsigned long long)h->epoch, (unsigned long long)d->epoch);
+    if (h->epoch > d->epoch) {
+        memset(d, 0, sizeof *d);
+        d->epoch = h->epoch;
+    }
+    *out = d;
+    return PSREC_OK;
+}
+
+/* ---- handlers: fill the reply or return an error code with text ---- */
+
+typedef struct {
+    Psrec__Header h;
+    psrec_wire_bulk_t bulk[2];
+    int nbulk;
+} reply_t;
+
+static psrec_err on_pull(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    uint32_t dim;
+    psrec_err rc = check_table(s, m->hdr, &dim, err);
+    if (!rc) rc = check_sizes(m, dim, 1, err);
+    size_t n = (size_t)m->hdr->count;
+    const uint64_t *keys = m->bulk[0];
+    if (!rc) rc = check_owner(s, keys, n, err);
+    if (rc) return rc;
+    if (grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
+    if ((rc = psrec_store_pull(s->store, m->hdr->table, keys, n, s->out)))
+        return psrec_fail(err, rc, "pull of %zu rows: %s", n, psrec_strerror(rc));
+    s->st.rows_pulled += n;
+    r->h.count = n;
+    r->h.dim = dim;
+    r->bulk[0] = (psrec_wire_bulk_t){s->out, n * dim * sizeof(float)};
+    r->nbulk = 1;
+    return PSREC_OK;
+}
+
+static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    uint32_t dim;
+    dedup_t *d = NULL;
+    psrec_err rc = check_table(s, h, &dim, err);
+    if (!rc) rc = check_sizes(m, dim, 2, err);
+    size_t n = (size_t)h->count;
+    const uint64_t *keys = m->bulk[0];
+    if (!rc) rc = check_owner(s, keys, n, err);
+    if (!rc) rc = sender(s, h, &d, err);
+    if (rc) return rc;
+    r->h.count = n;
+    r->h.dim = dim;
+    if (seen(d, h->seq)) {
+        s->st.duplicates++;
+        return PSREC_OK;
+    }
+    int push = h->type == PSREC__TYPE__PUSH;
+    rc = push ? psrec_store_push(s->store, h->table, keys, n, m->bulk[1])
+              : psrec_store_set(s->store, h->table, keys, n, m->bulk[1]);
+    if (rc) return psrec_fail(err, rc, "%s of %zu rows: %s", push ? "push" : "set", n, psrec_strerror(rc));
+    mark(d, h->seq);
+    if (push) s->st.rows_pushed += n;
+    else s->st.rows_set += n;
+    return PSREC_OK;
+}
+
+static void collect(uint64_t key, const float *w, uint32_t dim, void *ctx)
+{
+    dump_t *d = ctx;
+    if (d->oom) return;
+    if (grow((void **)&d->keys, &d->cap, d->n + 1, sizeof *d->keys)) {
+        d->oom = 1;
+        return;
+    }
+    d->keys[d->n++] = key;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static psrec_err on_dump(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    uint32_t dim;
+    psrec_err rc = check_table(s, h, &dim, err);
+    if (!rc) rc = psrec_wire_check_bulk(m, 0, NULL, err);
+    if (rc) return rc;
+    uint64_t who = ((uint64_t)h->role << 32) | h->rank;
+    dump_t *d = NULL, *lru = &s->dumps[0];
+    for (int i = 0; i < MAX_DUMPS; i++) {
+        dump_t *x = &s->dumps[i];
+        if (x->live && x->who == who && x->table == h->table) d = x;
+        if (!x->live || (lru->live && x->used < lru->used)) lru = x;
+    }
+    if (!d || h->cursor == 0) {
+        if (!d) d = lru;
+        d->live = 1;
+        d->who = who;
+        d->table = h->table;
+        d->n = 0;
+        d->oom = grow((void **)&d->keys, &d->cap, 1, sizeof *d->keys); /* never NULL, even when empty */
+        if (!d->oom) psrec_store_foreach(s->store, h->table, collect, d);
+        if (d->oom) {
+            d->live = 0;
+            return psrec_fail(err, PSREC_ENOMEM, "out of memory listing table %u", h->table);
+        }
+        qsort(d->keys, d->n, sizeof *d->keys, cmp_u64);
+    }
+    d->used = ++s->tick;
+    if (h->cursor > d->n)
+        return psrec_fail(err, PSREC_EPROTO, "dump cursor %llu beyond the %zu rows of table %u",
+                          (unsigned long long)h->cursor, d->n, h->table);
+    size_t page = PSREC_WIRE_MAX_FRAME_BYTES / ((size_t)dim * sizeof(float));
+    if (page > DUMP_PAGE) page = DUMP_PAGE;
+    size_t from = (size_t)h->cursor, n = d->n - from < page ? d->n - from : page;
+    if (grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
+    if ((rc = psrec_store_pull(s->store, h->table, d->keys + from, n, s->out)))
+        return psrec_fail(err, rc, "dump of table %u: %s", h->table, psrec_strerror(rc));
+    r->h.count = n;
+    r->h.dim = dim;
+    r->h.cursor = from + n == d->n ? 0 : from + n;
+    r->bulk[0] = (psrec_wire_bulk_t){d->keys + from, n * sizeof(uint64_t)};
+    r->bulk[1] = (psrec_wire_bulk_t){s->out, n * dim * sizeof(float)};
+    r->nbulk = 2;
+    /* the keys stay alive until the reply is sent; the snapshot of a finished dump is dropped after */
+    return PSREC_OK;
+}
+
+/* Fills s->ts/tsp/me with the current table sizes and counters; returns the number of tables. */
+static size_t fill_stats(psrec_server_t *s)
+{
+    size_t nt = 0;
+    for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) {
+        if (!psrec_store_dim(s->store, t)) continue;
+        Psrec__TableStats *x = &s->ts[nt];
+        psrec__table_stats__init(x);
+        x->table = t;
+        x->rows = psrec_store_rows(s->store, t);
+        x->bytes_per_row = psrec_store_bytes_per_row(s->store, t);
+        s->tsp[nt++] = x;
+    }
+    psrec__member__init(&s->me);
+    s->me.role = PSREC__ROLE__SERVER;
+    s->me.rank = s->rank;
+    s->me.addr = s->addr;
+    s->me.epoch = s->epoch;
+    s->me.alive = 1;
+    s->me.n_tables = nt;
+    s->me.tables = s->tsp;
+    s->me.pulls = s->st.rows_pulled;
+    s->me.pushes = s->st.rows_pushed;
+    s->mep = &s->me;
+    return nt;
+}
+
+static psrec_err on_stats(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    psrec_err rc = psrec_wire_check_bulk(m, 0, NULL, err);
+    if (rc) return rc;
+    size_t nt = fill_stats(s);
+    r->h.n_table_stats = nt;
+    r->h.table_stats = s->tsp;
+    r->h.n_members = 1;
+    r->h.members = &s->mep;
+    r->h.addr = s->addr;
+    return PSREC_OK;
+}
+
+/* ---- dispatch ---- */
+
+/* Only PSREC_EIO (socket or context gone) is returned: ROUTER drops what it cannot route. */
+static psrec_err send_reply(psrec_server_t *s, const psrec_wire_route_t *route, Psrec__Header *h,
+                            const psrec_wire_bulk_t *bulk, int nbulk, char *fatal)
+{
+    publish(s);
+    char err[PSREC_ERRBUF];
+    gate_t *g = NULL;
+    if (s->compress && nbulk > 0 && h->table < PSREC_STORE_MAX_TABLES)
+        g = &s->gates[h->table][h->type == PSREC__TYPE__DUMP_OK];
+    int compress = g ? gate_try(g) : 0;
+    uint64_t raw0 = s->st.sent.raw_bytes, wire0 = s->st.sent.wire_bytes;
+    psrec_err rc = psrec_wire_send(s->sock, route, h, bulk, nbulk, compress, &s->st.sent, err);
+    if (rc == PSREC_EIO) return psrec_fail(fatal, rc, "reply: %s", err);
+    if (!rc && compress) gate_learn(g, s->st.sent.raw_bytes - raw0, s->st.sent.wire_bytes - wire0);
+    return PSREC_OK;
+}
+
+static psrec_err send_error(psrec_server_t *s, const psrec_wire_route_t *route, const Psrec__Header *req,
+                            psrec_err code, const char *text, char *fatal)
+{
+    Psrec__Header h;
+    psrec_wire_header_init(&h, PSREC__TYPE__ERROR);
+    h.role = PSREC__ROLE__SERVER;
+    h.rank = s->rank;
+    h.epoch = s->epoch;
+    h.map_version = s->map_version;
+    if (req) {
+        h.seq = req->seq;
+        h.table = req->table;
+        h.job_id = req->job_id;
+    }
+    h.error_code = (uint32_t)code;
+    h.error_text = (char *)(text && *text ? text : psrec_strerror(code));
+    s->st.errors++;
+    return send_reply(s, route, &h, NULL, 0, fatal);
+}
+
+static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const psrec_wire_msg_t *m, char *fatal)
+{
+    const Psrec__Header *h = m->hdr;
+    char err[PSREC_ERRBUF] = "";
+    reply_t r;
+    psrec_wire_header_init(&r.h, PSREC__TYPE__TYPE_UNSPECIFIED);
+    r.nbulk = 0;
+    r.h.role = PSREC__ROLE__SERVER;
+    r.h.rank = s->rank;
+    r.h.epoch = s->epoch;
+    r.h.seq = h->seq;
+    r.h.table = h->table;
+    r.h.job_id = s->job_id;
+    r.h.map_version = s->map_version;
+    psrec_err rc = PSREC_OK;
+    int shutdown = 0;
+    if (h->job_id != s->job_id) {
+        rc = psrec_fail(err, PSREC_EREFUSED, "job %llu, this server serves job %llu", (unsigned long long)h->job_id,
+                        (unsigned long long)s->job_id);
+    } else {
+        switch (h->type) {
+        case PSREC__TYPE__PULL:
+            r.h.type = PSREC__TYPE__PULL_OK;
+            rc = on_pull(s, m, &r, err);
+            break;
+        case PSREC__TYPE__PUSH:
+            r.h.type = PSREC__TYPE__PUSH_OK;
+            rc = on_update(s, m, &r, err);
+            break;
+        case PSREC__TYPE__SET:
+            r.h.type = PSREC__TYPE__SET_OK;
+            rc = on_update(s, m, &r, err);
+            break;
+        case PSREC__TYPE__DUMP:
+            r.h.type = PSREC__TYPE__DUMP_OK;
+            rc = on_dump(s, m, &r, err);
+            break;
+        case PSREC__TYPE__STATS:
+            r.h.type = PSREC__TYPE__STATS_OK;
+            rc = on_stats(s, m, &r, err);
+            break;
+        case PSREC__TYPE__SHUTDOWN:
+            r.h.type = PSREC__TYPE__SHUTDOWN_OK;
+            shutdown = 1;
+            break;
+        default:
+            rc = psrec_fail(err, PSREC_EPROTO, "a server does not answer message type %d", (int)h->type);
+        }
+    }
+    psrec_err frc = rc ? send_error(s, route, h, rc, err, fatal) : send_reply(s, route, &r.h, r.bulk, r.nbulk, fatal);
+    if (rc == PSREC_OK && h->type == PSREC__TYPE__DUMP && r.h.cursor == 0) {
+        for (int i = 0; i < MAX_DUMPS; i++) { /* finished: drop the snapshot (a retry rebuilds it) */
+            dump_t *d = &s->dumps[i];
+            if (d->live && d->who == (((uint64_t)h->role << 32) | h->rank) && d->table == h->table) {
+                free(d->keys);
+                memset(d, 0, sizeof *d);
+            }
+        }
+    }
+    if (shutdown) atomic_store(&s->stop, 1);
+    return frc;
+}
+
+/* ---- heartbeats (coordinator mode) ---- */
+
+static int64_t ms_until(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(t->tv_sec - now.tv_sec) * 1000 + (t->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+static void heartbeat(psrec_server_t *s)
+{
+    Psrec__Header h;
+    psrec_wire_header_init(&h, PSREC__TYPE__HEARTBEAT);
+    h.role = PSREC__ROLE__SERVER;
+    h.rank = s->rank;
+    h.epoch = s->epoch;
+    h.seq = ++s->hb_seq;
+    h.job_id = s->job_id;
+    h.map_version = s->map_version;
+    h.addr = s->addr;
+    size_t nt = fill_stats(s);
+    h.n_table_stats = nt;
+    h.table_stats = s->tsp;
+    h.n_members = 1;
+    h.members = &s->mep;
+    char err[PSREC_ERRBUF];
+    /* non-blocking: if the coordinator is unreachable and the queue is full the beat is skipped */
+    psrec_err rc = psrec_wire_send(s->hb_sock, NULL, &h, NULL, 0, 0, NULL, err);
+    (void)rc;
+    clock_gettime(CLOCK_MONOTONIC, &s->hb_next);
+    s->hb_next.tv_sec += s->heartbeat_ms / 1000;
+    s->hb_next.tv_nsec += (long)(s->heartbeat_ms % 1000) * 1000000;
+    if (s->hb_next.tv_nsec >= 1000000000) {
+        s->hb_next.tv_sec++;
+        s->hb_next.tv_nsec -= 1000000000;
+    }
+}
+
+/* Reads heartbeat replies: stop when the coordinator says the job is over; a fenced server (ESTALE or
+ * EREFUSED: another process took our rank) stops with that error. */
+static psrec_err heartbeat_replies(psrec_server_t *s, char *err)
+{
+    for (;;) {
+        psrec_wire_msg_t m;
+        char e[PSREC_ERRBUF];
+        psrec_err rc = psrec_wire_recv(s->hb_sock, NULL, &m, 0, NULL, e);
+        if (rc == PSREC_ETIMEDOUT) return PSREC_OK;
+        if (rc == PSREC_EIO) return psrec_fail(err, rc, "coordinator socket: %s", e);
+        if (rc) continue; /* malformed reply: ignore, the next beat will tell */
+        psrec_err out = PSREC_OK;
+        if (m.hdr->type == PSREC__TYPE__HEARTBEAT_OK && m.hdr->stop) {
+            atomic_store(&s->stop, 1);
+        } else if (m.hdr->type == PSREC__TYPE__ERROR &&
+                   (m.hdr->error_code == PSREC_ESTALE || m.hdr->error_code == PSREC_EREFUSED)) {
+            out = psrec_fail(err, (psrec_err)m.hdr->error_code, "coordinator: %s", m.hdr->error_text);
+        }
+        psrec_wire_msg_clear(&m);
+        if (out) return out;
+    }
+}
+
+/* ---- loop ---- */
+
+psrec_err psrec_server_run(psrec_server_t *s, char *err)
+{
+    psrec_err rc = PSREC_OK;
+    if (s->hb_sock) heartbeat(s);
+    while (!rc && !atomic_load(&s->stop)) {
+        zmq_pollitem_t it[2] = {{.socket = s->sock, .events = ZMQ_POLLIN}, {.socket = s->hb_sock, .events = ZMQ_POLLIN}};
+        int timeout = POLL_MS;
+        if (s->hb_sock) {
+            int64_t left = ms_until(&s->hb_next);
+            if (left < timeout) timeout = left < 0 ? 0 : (int)left;
+        }
+        int r = zmq_poll(it, s->hb_sock ? 2 : 1, timeout);
+        if (r < 0) {
+            if (zmq_errno() == EINTR) continue;
+            rc = zfail(err, "zmq_poll");
+            break;
+        }
+        for (int i = 0; i < BURST && (it[0].revents & ZMQ_POLLIN); i++) {
+            psrec_wire_route_t route;
+            psrec_wire_msg_t m;
+            char e[PSREC_ERRBUF] = "";
+            psrec_err mrc = psrec_wire_recv(s->sock, &route, &m, 0, &s->st.received, e);
+            if (mrc == PSREC_ETIMEDOUT) break;
+            if (mrc == PSREC_EIO) {
+                rc = psrec_fail(err, mrc, "%s", e);
+                break;
+            }
+            s->st.requests++;
+            if (mrc) {
+                if (route.len > 0) rc = send_error(s, &route, NULL, mrc, e, err);
+            } else {
+                rc = serve(s, &route, &m, err);
+            }
+            psrec_wire_msg_clear(&m);
+            if (rc || atomic_load(&s->stop)) break;
+        }
+        if (!rc && s->hb_sock) {
+            if (it[1].revents & ZMQ_POLLIN) rc = heartbeat_replies(s, err);
+            if (!rc && ms_until(&s->hb_next) <= 0) heartbeat(s);
+        }
+        publish(s);
+    }
+    publish(s);
+    return rc;
+}

@@ -1,0 +1,580 @@
+/* remote_client.c: the distributed table client (worker/remote_client.h): PULL/PUSH/SET/DUMP to the
+ * servers owning each key's hash slot, over one DEALER socket per server.
+ *
+ * Design.
+ * - A call counting-sorts its keys by server (psrec_wire_slot -> shard map) into reused buffers,
+ *   remembering each key's caller position, cuts every server's run into requests of at most
+ *   PSREC_REMOTE_CHUNK keys (and one frame's bytes), and keeps up to WINDOW requests per server in
+ *   flight (bounded so neither side's high-water mark drops a reply), topping the window up as
+ *   replies arrive. One zmq_poll over all sockets waits for them.
+ * - Replies are matched by seq; anything else (a late reply to an earlier attempt or an abandoned
+ *   call) is dropped. A request not answered within timeout_ms is re-sent with the same seq, so a
+ *   server that applied it already acknowledges without applying twice; after `retries` attempts the
+ *   call fails with PSREC_ETIMEDOUT naming the server.
+ * - Seqs start at the wall clock in nanoseconds, so a restarted process with the same rank and epoch
+ *   (standalone servers have no epochs) continues above its predecessor's seqs instead of being
+ *   taken for its duplicates.
+ * - LZ4 is tried only where it has paid recently: per (table, request type), after 4 requests in a
+ *   row whose bulk did not shrink by 1/16, the next 60 go out raw without an attempt (dense float
+ *   gradients never shrink; key arrays of dense ids do), then it probes again.
+ * - A pull reply is scattered straight from the received frame into the caller's rows: no
+ *   intermediate copy. With one server no grouping is done at all.
+ * Thread model: one client per thread (DEALER sockets and the scratch buffers are not shared). */
+#include "worker/remote_client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define WINDOW 8 /* requests in flight per server */
+/* The servers' duplicate window (ps/server.c): a retried seq must stay within DEDUP_SPAN of the
+ * highest seq the server has applied from us, or it would be taken for a duplicate. */
+#define DEDUP_SPAN 64
+#define DEFAULT_TIMEOUT_MS 10000
+#define DEFAULT_RETRIES 3
+
+/* Adaptive LZ4: skip attempts on a stream of requests that recently did not compress. */
+typedef struct {
+    uint8_t fail, skip;
+} gate_t;
+#define GATE_FAILS 4
+#define GATE_SKIP 60
+
+typedef struct {
+    uint32_t server;
+    int state; /* 0 queued, 1 in flight, 2 answered */
+    int attempts;
+    size_t off, count; /* range of the grouped arrays */
+    uint64_t seq;
+    uint64_t cursor; /* DUMP */
+    int64_t deadline_ms;
+} req_t;
+
+/* What a call is doing; requests point into its arrays. */
+typedef struct {
+    Psrec__Type type, want;
+    uint32_t table, dim;
+    const uint64_t *keys; /* grouped by server */
+    const float *vals;    /* grouped (PUSH/SET) */
+    float *out;           /* PULL: caller's rows */
+    const size_t *perm;   /* grouped position -> caller position; NULL = identity */
+    /* DUMP results */
+    uint64_t *dkeys;
+    float *dvals;
+    size_t dn, dcap;
+} op_t;
+
+typedef struct {
+    size_t first, end, next; /* this server's requests [first, end), next to send */
+    size_t oldest;           /* first request of this server not answered yet (<= next) */
+    int inflight;
+} sstate_t;
+
+struct psrec_remote {
+    void *zctx;
+    psrec_remote_conf_t conf;
+    uint32_t nservers;
+    char **addr;
+    void **socks;
+    uint32_t nslots;
+    uint32_t *slot_server;
+    uint64_t map_version;
+    uint64_t seq;
+    /* scratch, kept across calls */
+    uint32_t *srv;
+    size_t srv_cap;
+    size_t *perm;
+    size_t perm_cap;
+    uint64_t *gkeys;
+    size_t gkeys_cap;
+    float *gvals;
+    size_t gvals_cap;
+    req_t *reqs;
+    size_t reqs_cap;
+    size_t *cnt;
+    sstate_t *ss;
+    zmq_pollitem_t *items;
+    uint32_t *item_server;
+    psrec_wire_stats_t sent, received;
+    gate_t gates[PSREC_STORE_MAX_TABLES][3]; /* PULL, PUSH, SET */
+    char last_err[PSREC_ERRBUF];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static const char *type_name(Psrec__Type t)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&psrec__type__descriptor, (int)t);
+    return v ? v->name : "?";
+}
+
+/* ---- lifetime ---- */
+
+psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardMap *map, const psrec_remote_conf_t *conf,
+                           char *err)
+{
+    *out = NULL;
+    if (!zctx || !map || !conf) return psrec_fail(err, PSREC_EINVAL, "remote client: missing context, map or conf");
+    if (map->n_server_addr == 0 || map->n_server_addr > 65536 || map->nslots == 0 || map->nslots > (1u << 24) ||
+        map->n_slot_server != map->nslots)
+        return psrec_fail(err, PSREC_EINVAL, "remote client: bad shard map (%zu servers, %u slots, %zu entries)",
+                          map->n_server_addr, map->nslots, map->n_slot_server);
+    for (size_t i = 0; i < map->nslots; i++)
+        if (map->slot_server[i] >= map->n_server_addr)
+            return psrec_fail(err, PSREC_EINVAL, "remote client: slot %zu maps to server %u of %zu", i,
+                              map->slot_server[i], map->n_server_addr);
+    if (conf->timeout_ms < 0 || conf->retries < 0) return psrec_fail(err, PSREC_EINVAL, "remote client: negative timeout");
+    psrec_remote_t *r = calloc(1, sizeof *r);
+    if (!r) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    r->zctx = zctx;
+    r->conf = *conf;
+    if (r->conf.timeout_ms == 0) r->conf.timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (r->conf.retries == 0) r->conf.retries = DEFAULT_RETRIES;
+    r->nservers = (uint32_t)map->n_server_addr;
+    r->nslots = map->nslots;
+    r->map_version = map->version;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->seq = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    psrec_err rc = PSREC_OK;
+    r->slot_server = malloc(r->nslots * sizeof *r->slot_server);
+    r->addr = calloc(r->nservers, sizeof *r->addr);
+    r->socks = calloc(r->nservers, sizeof *r->socks);
+    r->cnt = calloc(r->nservers, sizeof *r->cnt);
+    r->ss = calloc(r->nservers, sizeof *r->ss);
+    r->items = calloc(r->nservers, sizeof *r->items);
+    r->item_server = calloc(r->nservers, sizeof *r->item_server);
+    if (!r->slot_server || !r->addr || !r->socks || !r->cnt || !r->ss || !r->items || !r->item_server)
+        rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    if (!rc) memcpy(r->slot_server, map->slot_server, r->nslots * sizeof *r->slot_server);
+    int zero = 0, sndtimeo = r->conf.timeout_ms;
+    int64_t maxmsg = (int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20);
+    for (uint32_t i = 0; !rc && i < r->nservers; i++) {
+        const char *a = map->server_addr[i];
+        if (!a || !*a) {
+            rc = psrec_fail(err, PSREC_EINVAL, "remote client: server %u has no address", i);
+            break;
+        }
+        if (!(r->addr[i] = strdup(a))) {
+            rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+            break;
+        }
+        if (!(r->socks[i] = zmq_socket(zctx, ZMQ_DEALER))) {
+            rc = psrec_fail(err, PSREC_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        if (zmq_setsockopt(r->socks[i], ZMQ_LINGER, &zero, sizeof zero) ||
+            zmq_setsockopt(r->socks[i], ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) ||
+            zmq_setsockopt(r->socks[i], ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
+            rc = psrec_fail(err, PSREC_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+            break;
+        }
+        if (zmq_connect(r->socks[i], a)) {
+            rc = psrec_fail(err, PSREC_EINVAL, "connect to server %u at %s: %s", i, a, zmq_strerror(zmq_errno()));
+            break;
+        }
+    }
+    if (rc) {
+        psrec_remote_destroy(&r);
+        return rc;
+    }
+    *out = r;
+    return PSREC_OK;
+}
+
+void psrec_remote_destroy(psrec_remote_t **pr)
+{
+    if (!pr || !*pr) return;
+    psrec_remote_t *r = *pr;
+    for (uint32_t i = 0; i < r->nservers; i++) {
+        if (r->socks && r->socks[i]) zmq_close(r->socks[i]);
+        if (r->addr) free(r->addr[i]);
+    }
+    free(r->socks);
+    free(r->addr);
+    free(r->slot_server);
+    free(r->srv);
+    free(r->perm);
+    free(r->gkeys);
+    free(r->gvals);
+    free(r->reqs);
+    free(r->cnt);
+    free(r->ss);
+    free(r->items);
+    free(r->item_server);
+    free(r);
+    *pr = NULL;
+}
+
+void psrec_remote_stats(const psrec_remote_t *r, psrec_wire_stats_t *sent, psrec_wire_stats_t *received)
+{
+    if (sent) *sent = r->sent;
+    if (received) *received = r->received;
+}
+
+const char *psrec_remote_last_error(const psrec_remote_t *r)
+{
+    return r->last_err;
+}
+
+/* ---- requests ---- */
+
+static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err)
+{
+    Psrec__Header h;
+    psrec_wire_header_init(&h, op->type);
+    h.role = PSREC__ROLE__WORKER;
+    h.rank = r->conf.rank;
+    h.epoch = r->conf.epoch;
+    h.seq = q->seq;
+    h.job_id = r->conf.job_id;
+    h.map_version = r->map_version;
+    h.table = op->table;
+    h.dim = op->dim;
+    h.count = q->count;
+    h.cursor = q->cursor;
+    psrec_wire_bulk_t b[2];
+    int nb = 0;
+    if (op->type != PSREC__TYPE__DUMP) b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
+    if (op->vals) b[nb++] = (psrec_wire_bulk_t){op->vals + q->off * op->dim, q->count * op->dim * sizeof(float)};
+    char e[PSREC_ERRBUF];
+    gate_t *g = NULL;
+    if (r->conf.compress && nb > 0 && op->table < PSREC_STORE_MAX_TABLES)
+        g = &r->gates[op->table][op->type == PSREC__TYPE__PULL ? 0 : op->type == PSREC__TYPE__PUSH ? 1 : 2];
+    int compress = 0;
+    if (g && g->skip) g->skip--;
+    else compress = g != NULL;
+    uint64_t raw0 = r->sent.raw_bytes, wire0 = r->sent.wire_bytes;
+    psrec_err rc = psrec_wire_send(r->socks[q->server], NULL, &h, b, nb, compress, &r->sent, e);
+    if (!rc && compress) {
+        if ((r->sent.wire_bytes - wire0) * 16 > (r->sent.raw_bytes - raw0) * 15) {
+            if (++g->fail >= GATE_FAILS) g->fail = 0, g->skip = GATE_SKIP;
+        } else {
+            g->fail = 0;
+        }
+    }
+    if (rc)
+        return psrec_fail(err, rc, "%s to server %u (%s): %s", type_name(op->type), q->server, r->addr[q->server], e);
+    q->state = 1;
+    q->attempts++;
+    q->deadline_ms = now_ms() + r->conf.timeout_ms;
+    return PSREC_OK;
+}
+
+/* Sends queued requests of server s while its window has room. */
+static psrec_err top_up(psrec_remote_t *r, const op_t *op, uint32_t s, char *err)
+{
+    sstate_t *x = &r->ss[s];
+    while (x->inflight < WINDOW && x->next < x->end) {
+        while (x->oldest < x->next && r->reqs[x->oldest].state == 2) x->oldest++;
+        /* seqs of one server's requests are consecutive: never run DEDUP_SPAN ahead of an unanswered one */
+        if (x->oldest < x->next && r->reqs[x->next].seq - r->reqs[x->oldest].seq >= DEDUP_SPAN) break;
+        req_t *q = &r->reqs[x->next++];
+        psrec_err rc = send_req(r, op, q, err);
+        if (rc) return rc;
+        x->inflight++;
+    }
+    return PSREC_OK;
+}
+
+/* Handles a reply to q. Returns 1 in *again when q was re-armed (DUMP: next page). */
+static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wire_msg_t *m, int *again, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    *again = 0;
+    if (h->type == PSREC__TYPE__ERROR) {
+        psrec_err code = h->error_code > 0 && h->error_code < PSREC_ERR_COUNT ? (psrec_err)h->error_code : PSREC_EPROTO;
+        return psrec_fail(err, code, "server %u (%s) refused %s: %s", q->server, r->addr[q->server], type_name(op->type),
+                          h->error_text && *h->error_text ? h->error_text : psrec_strerror(code));
+    }
+    if (h->type != op->want)
+        return psrec_fail(err, PSREC_EPROTO, "server %u (%s) answered %s with %s", q->server, r->addr[q->server],
+                          type_name(op->type), type_name(h->type));
+    if (op->type == PSREC__TYPE__PULL) {
+        size_t bytes = q->count * op->dim * sizeof(float);
+        if (h->count != q->count || h->dim != op->dim || m->nbulk != 1 || m->bulk_bytes[0] != bytes)
+            return psrec_fail(err, PSREC_EPROTO, "server %u (%s): PULL_OK of %llu rows, %zu asked", q->server,
+                              r->addr[q->server], (unsigned long long)h->count, q->count);
+        const float *src = m->bulk[0];
+        size_t row = op->dim * sizeof(float);
+        if (!op->perm) {
+            memcpy(op->out + q->off * op->dim, src, bytes);
+        } else {
+            for (size_t i = 0; i < q->count; i++)
+                memcpy(op->out + op->perm[q->off + i] * op->dim, src + i * op->dim, row);
+        }
+    } else if (op->type == PSREC__TYPE__DUMP) {
+        size_t n = (size_t)h->count;
+        if (h->dim != op->dim || m->nbulk != 2 || m->bulk_bytes[0] != n * sizeof(uint64_t) ||
+            m->bulk_bytes[1] != n * op->dim * sizeof(float) || (h->cursor != 0 && h->cursor <= q->cursor))
+            return psrec_fail(err, PSREC_EPROTO, "server %u (%s): malformed DUMP_OK", q->server, r->addr[q->server]);
+        if (op->dn + n > op->dcap) {
+            size_t cap = op->dcap ? op->dcap : 1024;
+            while (cap < op->dn + n) cap *= 2;
+            uint64_t *k = realloc(op->dkeys, cap * sizeof *k);
+            if (k) op->dkeys = k;
+            float *v = k ? realloc(op->dvals, cap * op->dim * sizeof *v) : NULL;
+            if (v) op->dvals = v;
+            if (!k || !v) return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu dumped rows", op->dn + n);
+            op->dcap = cap;
+        }
+        memcpy(op->dkeys + op->dn, m->bulk[0], m->bulk_bytes[0]);
+        memcpy(op->dvals + op->dn * op->dim, m->bulk[1], m->bulk_bytes[1]);
+        op->dn += n;
+        if (h->cursor != 0) {
+            q->cursor = h->cursor;
+            q->seq = ++r->seq;
+            q->attempts = 0;
+            *again = 1;
+            return send_req(r, op, q, err);
+        }
+    } else if (h->count != q->count) {
+        return psrec_fail(err, PSREC_EPROTO, "server %u (%s): %s for %llu keys, %zu sent", q->server,
+                          r->addr[q->server], type_name(h->type), (unsigned long long)h->count, q->count);
+    }
+    return PSREC_OK;
+}
+
+/* Runs every request of r->reqs[0..nreq) (grouped by server, r->ss set up) to completion. */
+static psrec_err run(psrec_remote_t *r, op_t *op, size_t nreq, char *err)
+{
+    psrec_err rc = PSREC_OK;
+    for (uint32_t s = 0; !rc && s < r->nservers; s++) rc = top_up(r, op, s, err);
+    size_t done = 0;
+    while (!rc && done < nreq) {
+        /* poll every server with requests in flight, until the earliest deadline */
+        int n = 0;
+        int64_t now = now_ms(), first = INT64_MAX;
+        for (uint32_t s = 0; s < r->nservers; s++) {
+            if (!r->ss[s].inflight) continue;
+            r->items[n] = (zmq_pollitem_t){.socket = r->socks[s], .events = ZMQ_POLLIN};
+            r->item_server[n++] = s;
+        }
+        for (size_t i = 0; i < nreq; i++)
+            if (r->reqs[i].state == 1 && r->reqs[i].deadline_ms < first) first = r->reqs[i].deadline_ms;
+        long wait = first == INT64_MAX ? 0 : first <= now ? 0 : (long)(first - now);
+        int pr = zmq_poll(r->items, n, wait);
+        if (pr < 0) {
+            if (zmq_errno() == EINTR) continue;
+            return psrec_fail(err, PSREC_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+        }
+        for (int k = 0; !rc && pr > 0 && k < n; k++) {
+            if (!(r->items[k].revents & ZMQ_POLLIN)) continue;
+            uint32_t s = r->item_server[k];
+            for (;;) {
+                psrec_wire_msg_t m;
+                char e[PSREC_ERRBUF];
+                psrec_err mrc = psrec_wire_recv(r->socks[s], NULL, &m, 0, &r->received, e);
+                if (mrc == PSREC_ETIMEDOUT) break;
+                if (mrc) {
+                    rc = psrec_fail(err, mrc, "reply from server %u (%s): %s", s, r->addr[s], e);
+                    break;
+                }
+                req_t *q = NULL;
+                for (size_t i = r->ss[s].first; i < r->ss[s].next; i++)
+                    if (r->reqs[i].state == 1 && r->reqs[i].seq == m.hdr->seq) {
+                        q = &r->reqs[i];
+                        break;
+                    }
+                if (q && m.hdr->job_id == r->conf.job_id) {
+                    int again = 0;
+                    rc = on_reply(r, op, q, &m, &again, err);
+                    if (!rc && !again) {
+                        q->state = 2;
+                        done++;
+                        r->ss[s].inflight--;
+                        rc = top_up(r, op, s, err);
+                    }
+                } /* else: a late reply to an earlier attempt or call */
+                psrec_wire_msg_clear(&m);
+                if (rc) break;
+            }
+        }
+        if (rc) break;
+        now = now_ms();
+        for (size_t i = 0; !rc && i < nreq; i++) {
+            req_t *q = &r->reqs[i];
+            if (q->state != 1 || q->deadline_ms > now) continue;
+            if (q->attempts >= r->conf.retries)
+                rc = psrec_fail(err, PSREC_ETIMEDOUT, "%s to server %u (%s): no reply after %d attempts of %d ms",
+                                type_name(op->type), q->server, r->addr[q->server], q->attempts, r->conf.timeout_ms);
+            else
+                rc = send_req(r, op, q, err); /* same seq: the server drops it if it applied it */
+        }
+    }
+    return rc;
+}
+
+/* Groups n keys (and rows) by server and builds the requests; returns their number in *nreq. */
+static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t n, const float *vals, size_t *nreq,
+                      char *err)
+{
+    uint32_t dim = op->dim;
+    size_t chunk = PSREC_WIRE_MAX_FRAME_BYTES / ((size_t)dim * sizeof(float));
+    if (chunk > PSREC_REMOTE_CHUNK) chunk = PSREC_REMOTE_CHUNK;
+    memset(r->cnt, 0, r->nservers * sizeof *r->cnt);
+    if (r->nservers == 1) {
+        r->cnt[0] = n;
+        op->keys = keys;
+        op->vals = vals;
+        op->perm = NULL;
+    } else {
+        if (grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) || grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
+            grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
+            (vals && grow((void **)&r->gvals, &r->gvals_cap, n * dim, sizeof *r->gvals)))
+            return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu keys", n);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t s = r->slot_server[psrec_wire_slot(keys[i], r->nslots)];
+            r->srv[i] = s;
+            r->cnt[s]++;
+        }
+        size_t off = 0;
+        for (uint32_t s = 0; s < r->nservers; s++) {
+            r->ss[s].first = off; /* temporarily: next free position of server s */
+            off += r->cnt[s];
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t p = r->ss[r->srv[i]].first++;
+            r->perm[p] = i;
+            r->gkeys[p] = keys[i];
+            if (vals) memcpy(r->gvals + p * dim, vals + i * dim, dim * sizeof(float));
+        }
+        op->keys = r->gkeys;
+        op->vals = vals ? r->gvals : NULL;
+        op->perm = r->perm;
+    }
+    size_t total = 0;
+    for (uint32_t s = 0; s < r->nservers; s++) total += (r->cnt[s] + chunk - 1) / chunk;
+    if (grow((void **)&r->reqs, &r->reqs_cap, total, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu requests", total);
+    size_t k = 0, off = 0;
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->ss[s] = (sstate_t){.first = k, .next = k, .oldest = k};
+        for (size_t done = 0; done < r->cnt[s]; done += chunk) {
+            size_t c = r->cnt[s] - done < chunk ? r->cnt[s] - done : chunk;
+            r->reqs[k++] = (req_t){.server = s, .off = off + done, .count = c, .seq = ++r->seq};
+        }
+        r->ss[s].end = k;
+        off += r->cnt[s];
+    }
+    *nreq = k;
+    return PSREC_OK;
+}
+
+static psrec_err rows_call(psrec_remote_t *r, Psrec__Type type, Psrec__Type want, uint32_t table, const uint64_t *keys,
+                           size_t n, const float *vals, float *out, uint32_t dim, char *err)
+{
+    if (dim == 0 || dim > PSREC_WIRE_MAX_DIM)
+        return psrec_fail(err, PSREC_EINVAL, "%s: dim %u out of range", type_name(type), dim);
+    if (n == 0) return PSREC_OK;
+    op_t op = {.type = type, .want = want, .table = table, .dim = dim, .out = out};
+    size_t nreq = 0;
+    psrec_err rc = plan(r, &op, keys, n, vals, &nreq, err);
+    if (!rc) rc = run(r, &op, nreq, err);
+    return rc;
+}
+
+psrec_err psrec_remote_pull(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, float *out, uint32_t dim,
+                            char *err)
+{
+    return rows_call(r, PSREC__TYPE__PULL, PSREC__TYPE__PULL_OK, table, keys, n, NULL, out, dim, err);
+}
+
+psrec_err psrec_remote_push(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *grads,
+                            uint32_t dim, char *err)
+{
+    return rows_call(r, PSREC__TYPE__PUSH, PSREC__TYPE__PUSH_OK, table, keys, n, grads, NULL, dim, err);
+}
+
+psrec_err psrec_remote_set(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *values,
+                           uint32_t dim, char *err)
+{
+    return rows_call(r, PSREC__TYPE__SET, PSREC__TYPE__SET_OK, table, keys, n, values, NULL, dim, err);
+}
+
+psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
+                            char *err)
+{
+    *keys = NULL;
+    *values = NULL;
+    *n = 0;
+    if (dim == 0 || dim > PSREC_WIRE_MAX_DIM) return psrec_fail(err, PSREC_EINVAL, "DUMP: dim %u out of range", dim);
+    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    op_t op = {.type = PSREC__TYPE__DUMP, .want = PSREC__TYPE__DUMP_OK, .table = table, .dim = dim};
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->reqs[s] = (req_t){.server = s, .seq = ++r->seq};
+        r->ss[s] = (sstate_t){.first = s, .next = s, .oldest = s, .end = s + 1};
+    }
+    psrec_err rc = run(r, &op, r->nservers, err);
+    if (rc) {
+        free(op.dkeys);
+        free(op.dvals);
+        return rc;
+    }
+    *keys = op.dkeys;
+    *values = op.dvals;
+    *n = op.dn;
+    return PSREC_OK;
+}
+
+/* ---- table-client ops ---- */
+
+static psrec_err ops_call(psrec_remote_t *r, Psrec__Type type, uint32_t table, const uint64_t *keys, size_t n,
+                          const float *vals, float *out)
+{
+    uint32_t dim = table < PSREC_STORE_MAX_TABLES ? r->conf.table_dim[table] : 0;
+    if (!dim) return psrec_fail(r->last_err, PSREC_ENOTFOUND, "no table %u in the remote client's configuration", table);
+    switch (type) {
+    case PSREC__TYPE__PULL: return psrec_remote_pull(r, table, keys, n, out, dim, r->last_err);
+    case PSREC__TYPE__PUSH: return psrec_remote_push(r, table, keys, n, vals, dim, r->last_err);
+    default: return psrec_remote_set(r, table, keys, n, vals, dim, r->last_err);
+    }
+}
+
+static psrec_err ops_pull(void *impl, uint32_t table, const uint64_t *keys, size_t n, float *out)
+{
+    return ops_call(impl, PSREC__TYPE__PULL, table, keys, n, NULL, out);
+}
+
+static psrec_err ops_push(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *grads)
+{
+    return ops_call(impl, PSREC__TYPE__PUSH, table, keys, n, grads, NULL);
+}
+
+static psrec_err ops_set(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *values)
+{
+    return ops_call(impl, PSREC__TYPE__SET, table, keys, n, values, NULL);
+}
+
+static void ops_destroy(void *impl)
+{
+    psrec_remote_t *r = impl;
+    psrec_remote_destroy(&r);
+}
+
+psrec_err psrec_table_client_new_remote(psrec_table_client_t **c, psrec_remote_t *r)
+{
+    static const psrec_table_ops_t remote_ops = {ops_pull, ops_push, ops_set, ops_destroy};
+    return psrec_table_client_new(c, &remote_ops, r);
+}
