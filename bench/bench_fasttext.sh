@@ -14,15 +14,17 @@ mkdir -p "$out"
 $bin gen --out "$out/data" --items "$ITEMS" --categories 50 --train-users "$USERS" --test-users 5000 >/dev/null 2>&1
 $bin prep --in "$out/data/train.txt" --items "$out/data/items.tsv" --out "$out/shards" --shards "$THREADS" 2>/dev/null
 
-# --- psrec: B=256, NEG shared negatives, DIM, no hidden layer (fastText has none either) and with one
-t0=$(date +%s.%N)
-$bin train --data "$out/shards" --model "$out/psrec-model" --epochs "$EPOCHS" --threads "$THREADS" --batch 256 \
-     --negatives "$NEG" --dim "$DIM" --hidden 0 --quiet > "$out/psrec-train.json"
-t1=$(date +%s.%N)
-$bin eval --model "$out/psrec-model" --test "$out/data/test.txt" --k 10 --json > "$out/psrec-eval.json"
-$bin train --data "$out/shards" --model "$out/psrec-model-mlp" --epochs "$EPOCHS" --threads "$THREADS" --batch 256 \
-     --negatives "$NEG" --dim "$DIM" --hidden 128 --quiet > "$out/psrec-mlp-train.json"
-$bin eval --model "$out/psrec-model-mlp" --test "$out/data/test.txt" --k 10 --json > "$out/psrec-mlp-eval.json"
+# --- psrec: B=256, NEG shared negatives, DIM; three configurations (defaults; linear tower with a
+# lower item learning rate and gravity, tuned on this data; word2vec-style logistic loss)
+ps() { # name, options...
+  local name=$1; shift
+  $bin train --data "$out/shards" --model "$out/psrec-$name" --epochs "$EPOCHS" --threads "$THREADS" --batch 256 \
+       --negatives "$NEG" --dim "$DIM" --quiet "$@" > "$out/psrec-$name-train.json"
+  $bin eval --model "$out/psrec-$name" --test "$out/data/test.txt" --k 10 --json > "$out/psrec-$name-eval.json"
+}
+ps default
+ps tuned --hidden 0 --lr 0.03 --gravity 0.5
+ps logistic --hidden 0 --loss logistic --neg-weight 5
 
 # --- fastText: one line per example, labels = positives, words = history items and the region
 to_ft() { sed -E 's/(^| )_home=[^ ]*//; s/pos=([^ ]*)/\n&/' "$1" | awk '
@@ -57,16 +59,24 @@ ft_recall() { # neg -> Recall@10 with history excluded (ask for 10 + max history
 ft_sec=$(ft "$NEG"); ft_rec=$(ft_recall "$NEG")
 ft5_sec=$(ft 5); ft5_rec=$(ft_recall 5)
 
-ps_rate=$(sed -E 's/.*"examples_per_sec": ([0-9.]+).*/\1/' "$out/psrec-train.json")
-ps_mlp_rate=$(sed -E 's/.*"examples_per_sec": ([0-9.]+).*/\1/' "$out/psrec-mlp-train.json")
-ps_rec=$(sed -E 's/.*"recall": ([0-9.]+).*/\1/' "$out/psrec-eval.json")
-ps_mlp_rec=$(sed -E 's/.*"recall": ([0-9.]+).*/\1/' "$out/psrec-mlp-eval.json")
+num() { sed -E "s/.*\"$2\": ([0-9.e+-]+).*/\1/" "$1"; }
 ft_rate=$(echo "$n_train * $EPOCHS / $ft_sec" | bc -l)
 ft5_rate=$(echo "$n_train * $EPOCHS / $ft5_sec" | bc -l)
 printf '\nitems=%s train examples=%s epochs=%s dim=%s negatives=%s threads=%s\n' "$ITEMS" "$n_train" "$EPOCHS" "$DIM" "$NEG" "$THREADS"
-printf '%-40s %12s %10s\n' "trainer" "examples/s" "Recall@10"
-printf '%-40s %12.0f %10.4f\n' "psrec (linear tower, $NEG shared neg)" "$ps_rate" "$ps_rec"
-printf '%-40s %12.0f %10.4f\n' "psrec (MLP 128, $NEG shared neg)" "$ps_mlp_rate" "$ps_mlp_rec"
-printf '%-40s %12.0f %10.4f\n' "fastText -loss ns -neg $NEG" "$ft_rate" "$ft_rec"
-printf '%-40s %12.0f %10.4f\n' "fastText -loss ns -neg 5 (its default)" "$ft5_rate" "$ft5_rec"
-printf 'speed ratio psrec/fastText (same negatives): %.2fx\n' "$(echo "$ps_rate / $ft_rate" | bc -l)"
+printf '%-58s %12s %10s\n' "trainer" "examples/s" "Recall@10"
+for n in default tuned logistic; do
+  case $n in
+    default) label="psrec defaults (MLP 128, softmax, lr 0.1)" ;;
+    tuned) label="psrec linear, softmax, lr 0.03, gravity 0.5" ;;
+    logistic) label="psrec linear, logistic loss (fastText's), lr 0.1" ;;
+  esac
+  printf '%-58s %12.0f %10.4f\n' "$label, $NEG shared neg" "$(num "$out/psrec-$n-train.json" examples_per_sec)" \
+    "$(num "$out/psrec-$n-eval.json" recall)"
+done
+printf '%-58s %12.0f %10.4f\n' "fastText -loss ns -neg $NEG" "$ft_rate" "$ft_rec"
+printf '%-58s %12.0f %10.4f\n' "fastText -loss ns -neg 5 (its default)" "$ft5_rate" "$ft5_rec"
+for n in default tuned logistic; do
+  printf 'speed ratio psrec %s / fastText (-neg %s): %.2fx; / fastText (-neg 5): %.2fx\n' "$n" "$NEG" \
+    "$(echo "$(num "$out/psrec-$n-train.json" examples_per_sec) / $ft_rate" | bc -l)" \
+    "$(echo "$(num "$out/psrec-$n-train.json" examples_per_sec) / $ft5_rate" | bc -l)"
+done

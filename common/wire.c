@@ -254,7 +254,12 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
     zmq_msg_close(&part);
     if (rc) {
         drain(sock);
+        int has = m->hdr != NULL;
+        uint64_t seq = has ? m->hdr->seq : 0, job = has ? m->hdr->job_id : 0;
         psrec_wire_msg_clear(m);
+        m->rejected_has_seq = has;
+        m->rejected_seq = seq;
+        m->rejected_job_id = job;
         return rc;
     }
     if (st) {
@@ -291,4 +296,15 @@ psrec_err psrec_wire_send_error(void *sock, const psrec_wire_route_t *route, con
     h.error_text = (char *)(text ? text : psrec_strerror(code));
     char err[PSREC_ERRBUF];
     return psrec_wire_send(sock, route, &h, NULL, 0, 0, NULL, err);
+}
+
+psrec_err psrec_wire_send_reject(void *sock, const psrec_wire_route_t *route, const psrec_wire_msg_t *rejected,
+                                 psrec_err code, const char *text)
+{
+    if (!rejected || !rejected->rejected_has_seq) return psrec_wire_send_error(sock, route, NULL, code, text);
+    Psrec__Header req;
+    psrec_wire_header_init(&req, PSREC__TYPE__TYPE_UNSPECIFIED);
+    req.seq = rejected->rejected_seq;
+    req.job_id = rejected->rejected_job_id;
+    return psrec_wire_send_error(sock, route, &req, code, text);
 }

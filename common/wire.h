@@ -47,6 +47,10 @@ typedef struct {
     void *bulk[PSREC_WIRE_MAX_BULK];     /* decoded bulk frames (malloc'ed, 16-byte aligned) */
     size_t bulk_bytes[PSREC_WIRE_MAX_BULK];
     int nbulk;
+    /* After a failed receive whose header did decode: the rejected request's seq and job id, so the
+     * ERROR reply can echo them and the sender fails at once instead of waiting for its deadline. */
+    int rejected_has_seq;
+    uint64_t rejected_seq, rejected_job_id;
 } psrec_wire_msg_t;
 
 typedef struct {
@@ -89,8 +93,12 @@ void psrec_wire_msg_clear(psrec_wire_msg_t *msg);
 /* Checks that msg has exactly nbulk bulk frames of the given byte sizes: PSREC_EPROTO otherwise. */
 psrec_err psrec_wire_check_bulk(const psrec_wire_msg_t *msg, int nbulk, const size_t *bytes, char *err) PSREC_MUST_CHECK;
 
-/* Replies ERROR (code, text) to req (its seq and type echoed); req may be NULL. */
+/* Replies ERROR (code, text) to req (its seq, table and job id echoed); req may be NULL. */
 psrec_err psrec_wire_send_error(void *sock, const psrec_wire_route_t *route, const Psrec__Header *req, psrec_err code,
                                 const char *text) PSREC_MUST_CHECK;
+/* Replies ERROR to a message psrec_wire_recv rejected (echoing its seq and job id when they were
+ * readable). */
+psrec_err psrec_wire_send_reject(void *sock, const psrec_wire_route_t *route, const psrec_wire_msg_t *rejected,
+                                 psrec_err code, const char *text) PSREC_MUST_CHECK;
 
 #endif

@@ -681,7 +681,7 @@ psrec_err psrec_coord_run(psrec_coord_t *c, char *err)
             }
             if (rc) { /* malformed: answer it and keep serving */
                 if (route.len) {
-                    psrec_err ignored = psrec_wire_send_error(c->sock, &route, NULL, rc, e);
+                    psrec_err ignored = psrec_wire_send_reject(c->sock, &route, &m, rc, e);
                     (void)ignored;
                 }
                 continue;

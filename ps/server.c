@@ -801,7 +801,13 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
             }
             s->st.requests++;
             if (mrc) {
-                if (route.len > 0) rc = send_error(s, &route, NULL, mrc, e, err);
+                if (route.len > 0) { /* echo the rejected request's seq when its header was readable */
+                    Psrec__Header rq;
+                    psrec_wire_header_init(&rq, PSREC__TYPE__TYPE_UNSPECIFIED);
+                    rq.seq = m.rejected_seq;
+                    rq.job_id = m.rejected_job_id;
+                    rc = send_error(s, &route, m.rejected_has_seq ? &rq : NULL, mrc, e, err);
+                }
             } else {
                 rc = serve(s, &route, &m, err);
             }

@@ -151,6 +151,21 @@ static void test_run_sh_two_by_two(void **state)
     assert_true(mean > 0 && rows[0] <= 1.2 * mean && rows[1] <= 1.2 * mean);
 }
 
+/* Bounded staleness: two workers in lock step (k = 0) and with k = 2 finish and learn. */
+static void test_bounded_staleness(void **state)
+{
+    static char out[8192];
+    for (int k = 0; k <= 2; k += 2) {
+        assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/stale%d --threads 2 --servers 2 "
+                                              "--max-staleness %d --epochs 2 --dim 16 --negatives 128 --quiet",
+                             bin, dir, dir, k, k), 0);
+        assert_true(json_num(out, "examples") == 16000);
+        char name[32];
+        snprintf(name, sizeof name, "stale%d", k);
+        assert_true(recall_of(name) > 0.1);
+    }
+}
+
 /* ids 0..n-1 over S servers by the wire's slot hash and the coordinator's round-robin slot map. */
 static void test_slots_balance_dense_ids(void **state)
 {
@@ -247,7 +262,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_worker_equivalence), cmocka_unit_test(test_run_sh_two_by_two),
-        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_status_and_interrupt),
+        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness), cmocka_unit_test(test_status_and_interrupt),
         cmocka_unit_test(test_run_sh_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
