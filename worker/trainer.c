@@ -30,6 +30,8 @@
 #include "worker/table_client.h"
 
 #define MAX_SHARDS 4096
+/* sender rank of a worker's push thread: rank | this bit (servers keep one duplicate window per rank) */
+#define PSREC_PUSHER_RANK_BIT 0x80000000u
 
 /* ---- per-table deduplicated key sets ---- */
 
@@ -128,7 +130,28 @@ typedef struct {
     double next_heartbeat;
     uint64_t examples, my_total;
     double last_loss;
+    /* asynchronous pushes (cluster modes, asynchronous training): a pusher thread with its own remote
+     * client sends step t's gradients while this thread pulls and computes step t+1 */
+    struct pusher *pusher;
 } worker_t;
+
+/* One step's summed gradients, copied out of the worker's groups, and the thread that pushes them. */
+typedef struct pusher {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, pending, quit;
+    psrec_table_client_t *client;
+    psrec_remote_t *remote;
+    int ntab;
+    uint32_t table[PSREC_MAX_SLOTS + 2];
+    uint64_t *keys[PSREC_MAX_SLOTS + 2];
+    float *grads[PSREC_MAX_SLOTS + 2];
+    size_t n[PSREC_MAX_SLOTS + 2], cap[PSREC_MAX_SLOTS + 2];
+    uint32_t dim[PSREC_MAX_SLOTS + 2];
+    psrec_err rc;
+    char err[PSREC_ERRBUF];
+} pusher_t;
 
 struct trainer {
     const psrec_train_conf_t *c;
@@ -338,6 +361,105 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
     return rc;
 }
 
+/* ---- asynchronous pushes ---- */
+
+static void *pusher_main(void *arg)
+{
+    pusher_t *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->pending && !p->quit) pthread_cond_wait(&p->cv, &p->mu);
+        if (!p->pending && p->quit) break;
+        pthread_mutex_unlock(&p->mu);
+        psrec_err rc = PSREC_OK;
+        for (int i = 0; !rc && i < p->ntab; i++) rc = psrec_table_push(p->client, p->table[i], p->keys[i], p->n[i], p->grads[i]);
+        pthread_mutex_lock(&p->mu);
+        if (rc && !p->rc) {
+            p->rc = rc;
+            snprintf(p->err, sizeof p->err, "push failed: %s: %s", psrec_strerror(rc), psrec_remote_last_error(p->remote));
+        }
+        p->pending = 0;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Waits until the previous step's push is done; returns its error. */
+static psrec_err pusher_wait(pusher_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->pending) pthread_cond_wait(&p->cv, &p->mu);
+    psrec_err rc = p->rc;
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+static psrec_err stage(pusher_t *p, uint32_t table, uint32_t dim, const uint64_t *keys, const float *grads, size_t n)
+{
+    int i = p->ntab++;
+    if (n > p->cap[i]) {
+        uint64_t *k = realloc(p->keys[i], n * 8);
+        if (k) p->keys[i] = k;
+        float *g = k ? realloc(p->grads[i], n * dim * sizeof(float)) : NULL;
+        if (g) p->grads[i] = g;
+        if (!k || !g) return PSREC_ENOMEM;
+        p->cap[i] = n;
+    }
+    p->table[i] = table;
+    p->dim[i] = dim;
+    p->n[i] = n;
+    memcpy(p->keys[i], keys, n * 8);
+    memcpy(p->grads[i], grads, n * dim * sizeof(float));
+    return PSREC_OK;
+}
+
+/* Copies this step's gradients to the pusher (after the previous push finished) and returns at once:
+ * the next step's pulls overlap this push. A worker's own update may thus be one step late in what
+ * it pulls next, which asynchronous training tolerates anyway. */
+static psrec_err hand_to_pusher(worker_t *w)
+{
+    pusher_t *p = w->pusher;
+    psrec_err rc = pusher_wait(p);
+    if (rc) return rc;
+    const psrec_batch_t *b = &w->batch;
+    p->ntab = 0;
+    rc = stage(p, PSREC_TABLE_ITEM_OUT, w->g_out.dim, w->g_out.keys, w->g_out.grads, w->g_out.n);
+    for (int s = 0; !rc && s < b->nslots; s++) {
+        group_t *g = w->slot_group[s];
+        if (g != &w->g_out) rc = stage(p, g->table, g->dim, g->keys, g->grads, g->n);
+    }
+    if (!rc) rc = stage(p, PSREC_TABLE_DENSE, PSREC_DENSE_CHUNK, w->tr->chunk_keys, w->dparams, w->tr->nchunks);
+    if (rc) return rc;
+    pthread_mutex_lock(&p->mu);
+    p->pending = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return PSREC_OK;
+}
+
+static void pusher_destroy(pusher_t **pp)
+{
+    pusher_t *p = *pp;
+    if (!p) return;
+    if (p->started) {
+        pthread_mutex_lock(&p->mu);
+        p->quit = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->thread, NULL);
+    }
+    psrec_table_client_destroy(&p->client);
+    for (int i = 0; i < PSREC_MAX_SLOTS + 2; i++) {
+        free(p->keys[i]);
+        free(p->grads[i]);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+    *pp = NULL;
+}
+
 static psrec_err train_step(worker_t *w, double *loss_out)
 {
     trainer_t *tr = w->tr;
@@ -470,6 +592,7 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     }
 
     /* 7. push */
+    if (w->pusher) return hand_to_pusher(w);
     if ((rc = psrec_table_push(w->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads))) return rc;
     for (int s = 0; s < b->nslots; s++) {
         group_t *g = w->slot_group[s];
@@ -498,14 +621,31 @@ static psrec_err join_cluster(worker_t *w, char *err)
         if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
     if (!rc) rc = psrec_remote_new(&w->remote, tr->zctx, reg->shard_map, &rcf, err);
-    psrec__header__free_unpacked(reg, NULL);
-    if (rc) return rc;
-    psrec_remote_t *r = w->remote;
-    if ((rc = psrec_table_client_new_remote(&w->client, r))) {
+    if (!rc && (rc = psrec_table_client_new_remote(&w->client, w->remote))) {
         w->remote = NULL;
-        return psrec_fail(err, rc, "cannot create the remote table client");
+        psrec_fail(err, rc, "cannot create the remote table client");
     }
-    return PSREC_OK;
+    if (!rc && c->max_staleness < 0) { /* asynchronous: pushes overlap the next step */
+        pusher_t *p = calloc(1, sizeof *p);
+        if (!p) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        if (p) {
+            pthread_mutex_init(&p->mu, NULL);
+            pthread_cond_init(&p->cv, NULL);
+            w->pusher = p;
+            /* its own sockets and sender identity: servers de-duplicate its pushes separately */
+            rcf.rank = w->rank | PSREC_PUSHER_RANK_BIT;
+            rc = psrec_remote_new(&p->remote, tr->zctx, reg->shard_map, &rcf, err);
+            if (!rc && (rc = psrec_table_client_new_remote(&p->client, p->remote))) {
+                p->remote = NULL;
+                psrec_fail(err, rc, "cannot create the push client");
+            }
+            if (!rc && pthread_create(&p->thread, NULL, pusher_main, p) != 0)
+                rc = psrec_fail(err, PSREC_ENOMEM, "cannot start the push thread");
+            if (!rc) p->started = 1;
+        }
+    }
+    psrec__header__free_unpacked(reg, NULL);
+    return rc;
 }
 
 static psrec_err heartbeat(worker_t *w, int stop, char *err)
@@ -610,7 +750,10 @@ static psrec_err worker_finish(worker_t *w, char *err)
     trainer_t *tr = w->tr;
     const psrec_train_conf_t *c = tr->c;
     if (!tr->coord) return PSREC_OK;
-    psrec_err rc = heartbeat(w, 0, err);
+    psrec_err rc = PSREC_OK;
+    if (w->pusher && (rc = pusher_wait(w->pusher)))
+        return psrec_fail(err, rc, "worker %u: %s", w->rank, w->pusher->err);
+    rc = heartbeat(w, 0, err);
     if (!rc) rc = psrec_coord_client_barrier(w->cc, "done", w->nworkers, err);
     if (!rc && w->rank == 0 && c->model_dir)
         rc = psrec_model_save(c->model_dir, &tr->mconf, w->client, dump_remote, w->remote, tr->freq.ids, tr->freq.n,
@@ -859,6 +1002,7 @@ static void print_progress(trainer_t *tr, double t0, uint64_t done, double loss,
 static void destroy_trainer(trainer_t *tr, worker_t *ws, int W)
 {
     for (int i = 0; ws && i < W; i++) {
+        pusher_destroy(&ws[i].pusher);
         if (ws[i].client != tr->client) psrec_table_client_destroy(&ws[i].client);
         psrec_coord_client_destroy(&ws[i].cc);
         free_worker(&ws[i]);
@@ -967,9 +1111,11 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         res->final_loss = last_loss;
         for (int i = 0; i < W; i++) {
             res->steps += ws[i].steps;
-            if (ws[i].remote) {
+            psrec_remote_t *rs[2] = {ws[i].remote, ws[i].pusher ? ws[i].pusher->remote : NULL};
+            for (int k = 0; k < 2; k++) {
+                if (!rs[k]) continue;
                 psrec_wire_stats_t s, r;
-                psrec_remote_stats(ws[i].remote, &s, &r);
+                psrec_remote_stats(rs[k], &s, &r);
                 res->wire_raw_bytes += s.raw_bytes + r.raw_bytes;
                 res->wire_bytes += s.wire_bytes + r.wire_bytes + s.header_bytes + r.header_bytes;
             }

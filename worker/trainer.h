@@ -9,8 +9,11 @@
  *  - cluster (conf.coord set): the W threads join an existing job's coordinator as W workers;
  *  - direct (transport DIRECT): no messaging at all, the threads call one in-process store (the
  *    fastest path; the reference the cluster modes are measured against).
- * Asynchronous by default (Hogwild between workers, exact per row in the store); with
- * max_staleness k >= 0 no worker runs more than k steps ahead of the slowest.
+ * Asynchronous by default (Hogwild between workers, exact per row in the store), and in the cluster
+ * modes each worker's pushes run on a pusher thread that overlaps them with the next step's pulls and
+ * compute. With max_staleness k >= 0 no worker runs more than k steps ahead of the slowest and pushes
+ * are synchronous: with one worker and a fixed seed the model is then the same byte for byte,
+ * whatever the transport.
  * A progress line like fastText's goes to stderr, JSON-lines metrics to a file, and the model to a
  * directory (written by worker rank 0 once every worker finished).
  * Thread model: psrec_train runs the workers and a progress loop on the calling thread. */
