@@ -1,17 +1,16 @@
 /* cmd_export.c: `psrec export`: item embeddings for the ecosystem: NumPy .npy (float32, rows in the
  * order of the ids file) plus a text ids file, or the word2vec text format (gensim's
  * KeyedVectors.load_word2vec_format reads it). Design: exports are plain formats other tools read,
- * so they carry no psrec trailer; they are still written to a temporary name, fsync'ed and renamed.
+ * so they carry no psrec trailer; they still go through common/durable (temporary name, fsync, rename).
  * Thread model: main thread. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
+#include "common/durable.h"
 #include "worker/model.h"
 
 static void usage(FILE *f)
@@ -21,70 +20,63 @@ static void usage(FILE *f)
                "  w2v: PREFIX.vec (word2vec text: \"n d\" then \"id v1 ... vd\" per line)\n");
 }
 
-typedef struct {
-    FILE *fp;
-    char tmp[4096], path[4096];
-} outfile_t;
-
-static int out_open(outfile_t *o, const char *path)
+static int fail(const char *path, psrec_err rc, const char *err)
 {
-    snprintf(o->path, sizeof o->path, "%s", path);
-    snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid());
-    o->fp = fopen(o->tmp, "wb");
-    if (!o->fp) fprintf(stderr, "psrec export: %s: %s\n", o->tmp, strerror(errno));
-    return o->fp ? 0 : -1;
-}
-
-static int out_close(outfile_t *o, int ok)
-{
-    if (!o->fp) return -1;
-    ok = ok && !ferror(o->fp) && fflush(o->fp) == 0 && fsync(fileno(o->fp)) == 0;
-    ok = (fclose(o->fp) == 0) && ok;
-    o->fp = NULL;
-    if (ok && rename(o->tmp, o->path) == 0) return 0;
-    fprintf(stderr, "psrec export: writing %s failed: %s\n", o->path, strerror(errno));
-    unlink(o->tmp);
-    return -1;
+    fprintf(stderr, "psrec export: %s\n", err[0] ? err : path);
+    return rc ? -1 : 0;
 }
 
 static int write_npy(const char *prefix, const uint64_t *ids, const float *V, size_t n, int d)
 {
-    char path[4096];
-    outfile_t o;
+    char path[4096], err[PSREC_ERRBUF] = "";
+    psrec_dfile_t *f = NULL;
     snprintf(path, sizeof path, "%s.npy", prefix);
-    if (out_open(&o, path)) return -1;
-    char dict[256];
-    int len = snprintf(dict, sizeof dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %d), }", n, d);
-    int total = 10 + len + 1;
-    int pad = (64 - total % 64) % 64; /* header padded so the data starts 64-byte aligned */
+    psrec_err rc = psrec_dfile_open_plain(&f, path, err);
+    if (rc) return fail(path, rc, err);
+    char hdr[256];
+    int len = snprintf(hdr + 10, sizeof hdr - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %d), }", n, d);
+    int pad = (64 - (10 + len + 1) % 64) % 64; /* header padded so the data starts 64-byte aligned */
+    memset(hdr + 10 + len, ' ', (size_t)pad);
+    hdr[10 + len + pad] = '\n';
     unsigned short hlen = (unsigned short)(len + pad + 1);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, o.fp);
-    fputc(hlen & 0xff, o.fp);
-    fputc(hlen >> 8, o.fp);
-    fwrite(dict, 1, (size_t)len, o.fp);
-    for (int i = 0; i < pad; i++) fputc(' ', o.fp);
-    fputc('\n', o.fp);
-    fwrite(V, sizeof(float), n * (size_t)d, o.fp);
-    if (out_close(&o, 1)) return -1;
+    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
+    hdr[8] = (char)(hlen & 0xff);
+    hdr[9] = (char)(hlen >> 8);
+    rc = psrec_dfile_write(f, hdr, (size_t)(10 + hlen), err);
+    if (!rc) rc = psrec_dfile_write(f, V, n * (size_t)d * sizeof(float), err);
+    if ((rc = psrec_dfile_finish(&f, rc, err))) return fail(path, rc, err);
     snprintf(path, sizeof path, "%s.ids", prefix);
-    if (out_open(&o, path)) return -1;
-    for (size_t i = 0; i < n; i++) fprintf(o.fp, "%" PRIu64 "\n", ids[i]);
-    return out_close(&o, 1);
+    if ((rc = psrec_dfile_open_plain(&f, path, err))) return fail(path, rc, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char line[32];
+        int l = snprintf(line, sizeof line, "%" PRIu64 "\n", ids[i]);
+        rc = psrec_dfile_write(f, line, (size_t)l, err);
+    }
+    if ((rc = psrec_dfile_finish(&f, rc, err))) return fail(path, rc, err);
+    return 0;
 }
 
 static int write_w2v(const char *prefix, const uint64_t *ids, const float *V, size_t n, int d)
 {
-    char path[4096];
-    outfile_t o;
+    char path[4096], err[PSREC_ERRBUF] = "";
+    psrec_dfile_t *f = NULL;
     snprintf(path, sizeof path, "%s.vec", prefix);
-    if (out_open(&o, path)) return -1;
-    fprintf(o.fp, "%zu %d\n", n, d);
-    for (size_t i = 0; i < n; i++) {
-        fprintf(o.fp, "%" PRIu64, ids[i]);
-        for (int j = 0; j < d; j++) fprintf(o.fp, " %.7g", V[i * (size_t)d + j]);
-        fputc('\n', o.fp);
+    psrec_err rc = psrec_dfile_open_plain(&f, path, err);
+    if (rc) return fail(path, rc, err);
+    char line[64];
+    int l = snprintf(line, sizeof line, "%zu %d\n", n, d);
+    rc = psrec_dfile_write(f, line, (size_t)l, err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        l = snprintf(line, sizeof line, "%" PRIu64, ids[i]);
+        rc = psrec_dfile_write(f, line, (size_t)l, err);
+        for (int j = 0; !rc && j < d; j++) {
+            l = snprintf(line, sizeof line, " %.7g", V[i * (size_t)d + j]);
+            rc = psrec_dfile_write(f, line, (size_t)l, err);
+        }
+        if (!rc) rc = psrec_dfile_write(f, "\n", 1, err);
     }
-    return out_close(&o, 1);
+    if ((rc = psrec_dfile_finish(&f, rc, err))) return fail(path, rc, err);
+    return 0;
 }
 
 int psrec_cmd_export(int argc, char **argv)

@@ -13,6 +13,9 @@
  * Thread model: single-threaded; no shared state. */
 #include "common/data_gen.h"
 
+#include "common/durable.h"
+#include "common/textfmt.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -106,65 +109,13 @@ static uint64_t zipf_draw(const zipf_t *z, psrec_rng_t *r)
 
 /* ---- output ---- */
 
-typedef struct {
-    FILE *fp;
-    char *path, *tmp;
-} out_t;
-
-static psrec_err out_open(out_t *o, const char *dir, const char *name, char *err)
+/* Opens <dir>/<name> for a crash-safe write (common/durable.h, no trailer: a text file). */
+static psrec_err out_open(psrec_dfile_t **f, const char *dir, const char *name, char *err)
 {
-    size_t n = strlen(dir) + strlen(name) + 8;
-    o->fp = NULL;
-    o->path = malloc(n);
-    o->tmp = malloc(n);
-    if (!o->path || !o->tmp) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", dir);
-    snprintf(o->path, n, "%s/%s", dir, name);
-    snprintf(o->tmp, n, "%s/%s.tmp", dir, name);
-    o->fp = fopen(o->tmp, "w");
-    if (!o->fp) return psrec_fail(err, PSREC_EIO, "%s: cannot create: %s", o->tmp, strerror(errno));
-    return PSREC_OK;
-}
-
-static psrec_err out_write(out_t *o, const char *p, size_t len, char *err)
-{
-    if (fwrite(p, 1, len, o->fp) != len) return psrec_fail(err, PSREC_EIO, "%s: write failed: %s", o->tmp, strerror(errno));
-    return PSREC_OK;
-}
-
-/* Closes; on success (rc == OK) renames into place, otherwise removes the temporary file. */
-static psrec_err out_close(out_t *o, psrec_err rc, char *err)
-{
-    if (o->fp) {
-        if (fclose(o->fp) != 0 && rc == PSREC_OK)
-            rc = psrec_fail(err, PSREC_EIO, "%s: write failed: %s", o->tmp, strerror(errno));
-        o->fp = NULL;
-        if (rc == PSREC_OK && rename(o->tmp, o->path) != 0)
-            rc = psrec_fail(err, PSREC_EIO, "%s: rename failed: %s", o->path, strerror(errno));
-        if (rc != PSREC_OK) remove(o->tmp);
-    }
-    free(o->path);
-    free(o->tmp);
-    o->path = o->tmp = NULL;
-    return rc;
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) *p++ = tmp[--n];
-    return p;
-}
-
-static char *put_str(char *p, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        return psrec_fail(err, PSREC_EINVAL, "%s: path too long", dir);
+    return psrec_dfile_open_plain(f, path, err);
 }
 
 typedef struct {
@@ -216,26 +167,26 @@ static size_t gen_user(gen_t *g, uint64_t seed, uint64_t user, int test)
         for (int tries = 0; t >= nhist && tries < 64 && in_history(g->items, nhist, g->items[t]); tries++)
             g->items[t] = draw_item(g, &r, cat);
     }
-    char *p = put_str(g->line, "pos=");
+    char *p = psrec_put_str(g->line, "pos=");
     for (uint32_t t = 0; t < npos; t++) {
         if (t) *p++ = ',';
-        p = put_u64(p, g->items[nhist + t]);
+        p = psrec_put_u64(p, g->items[nhist + t]);
     }
     if (nhist) {
-        p = put_str(p, " hist=");
+        p = psrec_put_str(p, " hist=");
         for (uint32_t t = 0; t < nhist; t++) {
             if (t) *p++ = ',';
-            p = put_u64(p, g->items[t]);
+            p = psrec_put_u64(p, g->items[t]);
         }
     }
-    p = put_str(p, " region=");
-    p = put_u64(p, region);
+    p = psrec_put_str(p, " region=");
+    p = psrec_put_u64(p, region);
     if (test) {
-        p = put_str(p, " _home=");
-        p = put_u64(p, home[0]);
+        p = psrec_put_str(p, " _home=");
+        p = psrec_put_u64(p, home[0]);
         if (nh == 2) {
             *p++ = ',';
-            p = put_u64(p, home[1]);
+            p = psrec_put_u64(p, home[1]);
         }
     }
     *p++ = '\n';
@@ -262,28 +213,30 @@ static psrec_err check_conf(const psrec_gen_conf_t *c, char *err)
 static psrec_err write_users(gen_t *g, const char *dir, const char *name, uint64_t seed, uint64_t n, int test,
                              char *err)
 {
-    out_t o;
-    psrec_err rc = out_open(&o, dir, name, err);
+    psrec_dfile_t *f = NULL;
+    psrec_err rc = out_open(&f, dir, name, err);
+    if (rc) return rc;
     for (uint64_t u = 0; u < n && !rc; u++) {
         size_t len = gen_user(g, seed, u, test);
-        rc = out_write(&o, g->line, len, err);
+        rc = psrec_dfile_write(f, g->line, len, err);
     }
-    return out_close(&o, rc, err);
+    return psrec_dfile_finish(&f, rc, err);
 }
 
 static psrec_err write_items(const psrec_gen_conf_t *c, const char *dir, char *err)
 {
-    out_t o;
+    psrec_dfile_t *f = NULL;
     char line[64];
-    psrec_err rc = out_open(&o, dir, "items.tsv", err);
+    psrec_err rc = out_open(&f, dir, "items.tsv", err);
+    if (rc) return rc;
     for (uint64_t j = 0; j < c->n_items && !rc; j++) {
-        char *p = put_u64(line, j);
+        char *p = psrec_put_u64(line, j);
         *p++ = '\t';
-        p = put_u64(p, j % c->n_categories);
+        p = psrec_put_u64(p, j % c->n_categories);
         *p++ = '\n';
-        rc = out_write(&o, line, (size_t)(p - line), err);
+        rc = psrec_dfile_write(f, line, (size_t)(p - line), err);
     }
-    return out_close(&o, rc, err);
+    return psrec_dfile_finish(&f, rc, err);
 }
 
 psrec_err psrec_gen_write(const psrec_gen_conf_t *c, const char *dir, char *err)

@@ -12,6 +12,9 @@
  * Thread model: single-threaded; no shared state. */
 #include "common/data_import.h"
 
+#include "common/durable.h"
+#include "common/textfmt.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@
 
 #include "common/durable.h"
 #include "common/hash.h"
+#include "common/textfmt.h"
 
 #define DEFAULT_MAX_HIST 50
 #define TOKEN_SHOW 64
@@ -205,72 +209,30 @@ static psrec_err read_records(const char *path, psrec_import_conf_t *c, rec_t **
     return PSREC_OK;
 }
 
-typedef struct {
-    FILE *fp;
-    char *path, *tmp;
-} out_t;
-
-static psrec_err out_open(out_t *o, const char *dir, const char *name, char *err)
+/* Opens <dir>/<name> for a crash-safe write (common/durable.h, no trailer: a text file). */
+static psrec_err out_open(psrec_dfile_t **f, const char *dir, const char *name, char *err)
 {
-    size_t n = strlen(dir) + strlen(name) + 8;
-    o->fp = NULL;
-    o->path = malloc(n);
-    o->tmp = malloc(n);
-    if (!o->path || !o->tmp) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", dir);
-    snprintf(o->path, n, "%s/%s", dir, name);
-    snprintf(o->tmp, n, "%s/%s.tmp", dir, name);
-    o->fp = fopen(o->tmp, "w");
-    if (!o->fp) return psrec_fail(err, PSREC_EIO, "%s: cannot create: %s", o->tmp, strerror(errno));
-    return PSREC_OK;
-}
-
-/* Closes; renames into place when rc is OK, otherwise removes the temporary file. */
-static psrec_err out_close(out_t *o, psrec_err rc, char *err)
-{
-    if (o->fp) {
-        if (fclose(o->fp) != 0 && rc == PSREC_OK)
-            rc = psrec_fail(err, PSREC_EIO, "%s: write failed: %s", o->tmp, strerror(errno));
-        o->fp = NULL;
-        if (rc == PSREC_OK && rename(o->tmp, o->path) != 0)
-            rc = psrec_fail(err, PSREC_EIO, "%s: rename failed: %s", o->path, strerror(errno));
-        if (rc != PSREC_OK) remove(o->tmp);
-    }
-    free(o->path);
-    free(o->tmp);
-    o->path = o->tmp = NULL;
-    return rc;
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) *p++ = tmp[--n];
-    return p;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path)
+        return psrec_fail(err, PSREC_EINVAL, "%s: path too long", dir);
+    return psrec_dfile_open_plain(f, path, err);
 }
 
 /* Writes "pos=<r[t].item> hist=<items of r[t-h..t)>" for h = min(t, max_hist), t >= 1. */
-static psrec_err write_example(out_t *o, const rec_t *r, size_t t, size_t max_hist, char *line, char *err)
+static psrec_err write_example(psrec_dfile_t *o, const rec_t *r, size_t t, size_t max_hist, char *line, char *err)
 {
     char *p = line;
     memcpy(p, "pos=", 4);
-    p = put_u64(p + 4, r[t].item);
+    p = psrec_put_u64(p + 4, r[t].item);
     memcpy(p, " hist=", 6);
     p += 6;
     size_t from = t > max_hist ? t - max_hist : 0;
     for (size_t k = from; k < t; k++) {
         if (k > from) *p++ = ',';
-        p = put_u64(p, r[k].item);
+        p = psrec_put_u64(p, r[k].item);
     }
     *p++ = '\n';
-    size_t len = (size_t)(p - line);
-    if (fwrite(line, 1, len, o->fp) != len)
-        return psrec_fail(err, PSREC_EIO, "%s: write failed: %s", o->tmp, strerror(errno));
-    return PSREC_OK;
+    return psrec_dfile_write(o, line, (size_t)(p - line), err);
 }
 
 psrec_err psrec_import_ratings(const char *path, const char *dir, psrec_import_conf_t *c, char *err)
@@ -288,7 +250,7 @@ psrec_err psrec_import_ratings(const char *path, const char *dir, psrec_import_c
     }
     qsort(r, n, sizeof *r, cmp_rec);
     char *line = malloc((max_hist + 1) * 21 + 32);
-    out_t tr = {0}, te = {0};
+    psrec_dfile_t *tr = NULL, *te = NULL;
     if (!line) rc = psrec_fail(err, PSREC_ENOMEM, "import: out of memory");
     if (!rc) rc = out_open(&tr, dir, "train.txt", err);
     if (!rc) rc = out_open(&te, dir, "test.txt", err);
@@ -298,17 +260,22 @@ psrec_err psrec_import_ratings(const char *path, const char *dir, psrec_import_c
         size_t m = e - a;
         c->n_users++;
         for (size_t t = 1; t + 1 < m && !rc; t++) { /* the first has no history, the last is the test */
-            rc = write_example(&tr, r + a, t, max_hist, line, err);
+            rc = write_example(tr, r + a, t, max_hist, line, err);
             c->n_train++;
         }
         if (m >= 2 && !rc) {
-            rc = write_example(&te, r + a, m - 1, max_hist, line, err);
+            rc = write_example(te, r + a, m - 1, max_hist, line, err);
             c->n_test++;
         }
         a = e;
     }
-    rc = out_close(&tr, rc, err);
-    rc = out_close(&te, rc, err);
+    if (!tr || !te) {
+        psrec_dfile_abort(&tr);
+        psrec_dfile_abort(&te);
+    } else {
+        rc = psrec_dfile_finish(&tr, rc, err);
+        rc = psrec_dfile_finish(&te, rc, err);
+    }
     free(line);
     free(r);
     return rc;

@@ -23,6 +23,7 @@ struct psrec_dfile {
     char *tmp;
     uint64_t len;
     XXH64_state_t *h;
+    int plain; /* no trailer: a file for other tools */
 };
 
 static void put_u64(unsigned char *p, uint64_t v)
@@ -62,6 +63,22 @@ psrec_err psrec_dfile_open(psrec_dfile_t **out, const char *path, char *err)
     return PSREC_OK;
 }
 
+psrec_err psrec_dfile_open_plain(psrec_dfile_t **f, const char *path, char *err)
+{
+    psrec_err rc = psrec_dfile_open(f, path, err);
+    if (!rc) (*f)->plain = 1;
+    return rc;
+}
+
+psrec_err psrec_dfile_finish(psrec_dfile_t **f, psrec_err rc, char *err)
+{
+    if (rc) {
+        psrec_dfile_abort(f);
+        return rc;
+    }
+    return psrec_dfile_commit(f, err);
+}
+
 psrec_err psrec_dfile_write(psrec_dfile_t *f, const void *p, size_t len, char *err)
 {
     if (len == 0) return PSREC_OK;
@@ -99,7 +116,7 @@ psrec_err psrec_dfile_commit(psrec_dfile_t **pf, char *err)
     put_u64(tr + 8, f->len);
     put_u64(tr + 16, (uint64_t)XXH64_digest(f->h));
     psrec_err rc = PSREC_OK;
-    if (fwrite(tr, 1, sizeof tr, f->fp) != sizeof tr || fflush(f->fp) != 0 ||
+    if ((!f->plain && fwrite(tr, 1, sizeof tr, f->fp) != sizeof tr) || fflush(f->fp) != 0 ||
         fsync(fileno(f->fp)) != 0) {
         rc = psrec_fail(err, PSREC_EIO, "%s: write/sync failed: %s", f->path, strerror(errno));
     }

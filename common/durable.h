@@ -18,6 +18,12 @@ typedef struct psrec_dfile psrec_dfile_t;
 
 /* Opens a temporary file next to path. On failure *f stays NULL and err says why. */
 psrec_err psrec_dfile_open(psrec_dfile_t **f, const char *path, char *err) PSREC_MUST_CHECK;
+/* The same crash-safe sequence for files other tools read (text examples, .npy, word2vec text):
+ * no psrec trailer is appended at commit. */
+psrec_err psrec_dfile_open_plain(psrec_dfile_t **f, const char *path, char *err) PSREC_MUST_CHECK;
+/* Commits when rc is PSREC_OK, aborts otherwise; returns rc or the commit's error (err set). For the
+ * one-exit style: `return psrec_dfile_finish(&f, rc, err);`. */
+psrec_err psrec_dfile_finish(psrec_dfile_t **f, psrec_err rc, char *err) PSREC_MUST_CHECK;
 /* Appends len bytes (buffered, checksummed as it goes). */
 psrec_err psrec_dfile_write(psrec_dfile_t *f, const void *p, size_t len, char *err) PSREC_MUST_CHECK;
 /* Bytes written so far (payload only). */

@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+
+#include "tests/test_util.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -46,37 +48,8 @@ static int teardown(void **state)
     return system(cmd);
 }
 
-static int run(char *out, size_t cap, const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, r;
-    char tmp[4096];
-    while ((r = fread(tmp, 1, sizeof tmp, p)) > 0)
-        if (out && n + 1 < cap) {
-            size_t c = r < cap - 1 - n ? r : cap - 1 - n;
-            memcpy(out + n, tmp, c);
-            n += c;
-        }
-    if (out) out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static double json_num(const char *text, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": ", key);
-    const char *p = strstr(text, pat);
-    assert_non_null(p);
-    return atof(p + strlen(pat));
-}
+#define run psrec_test_run
+#define json_num psrec_test_json_num
 
 static double recall_of(const char *model)
 {

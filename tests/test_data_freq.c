@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,21 +15,18 @@
 #include "common/durable.h"
 #include "common/rng.h"
 
-static char tmpdir[64];
+#define tmpdir psrec_test_tmp
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/psrec_freq_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return psrec_test_mktmp("freq");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return psrec_test_rmtmp();
 }
 
 #define UNIVERSE 64

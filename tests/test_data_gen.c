@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,21 +17,18 @@
 #include "common/data_gen.h"
 #include "common/data_text.h"
 
-static char tmpdir[64];
+#define tmpdir psrec_test_tmp
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/psrec_gen_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return psrec_test_mktmp("gen");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return psrec_test_rmtmp();
 }
 
 static char *path_in(const char *dir, const char *name)

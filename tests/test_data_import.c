@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,21 +15,18 @@
 #include "common/data_import.h"
 #include "common/data_text.h"
 
-static char tmpdir[64];
+#define tmpdir psrec_test_tmp
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/psrec_import_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return psrec_test_mktmp("import");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return psrec_test_rmtmp();
 }
 
 static const char *in_file(const char *name, const char *text)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,21 +19,18 @@
 
 #define NSLOTS 12
 
-static char tmpdir[64];
+#define tmpdir psrec_test_tmp
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/psrec_shard_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return psrec_test_mktmp("shard");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return psrec_test_rmtmp();
 }
 
 static void make_schema(psrec_schema_t *s, int n)

@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,21 +341,18 @@ static void test_fuzz(void **state)
 
 /* ---- reader over files ---- */
 
-static char tmpdir[64];
+#define tmpdir psrec_test_tmp
 
 static int setup_dir(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/psrec_text_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return psrec_test_mktmp("text");
 }
 
 static int teardown_dir(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return psrec_test_rmtmp();
 }
 
 static void write_file(const char *path, const char *text)
