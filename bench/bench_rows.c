@@ -45,10 +45,12 @@ int main(int argc, char **argv)
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
     uint32_t tid = 0;
-    psrec_table_conf_t tc = {.dim = dim, .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
-                             .init = PSREC_INIT_NORMAL, .init_scale = 0.1f};
-    psrec_server_conf_t sc = {.bind = "inproc://bench-rows", .ntables = 1, .table_ids = &tid, .tables = &tc, .seed = 1,
-                              .compress = -1};
+    psrec_table_conf_t tc = {.dim = dim,
+                             .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
+                             .init = PSREC_INIT_NORMAL,
+                             .init_scale = 0.1f};
+    psrec_server_conf_t sc = {
+        .bind = "inproc://bench-rows", .ntables = 1, .table_ids = &tid, .tables = &tc, .seed = 1, .compress = -1};
     psrec_server_t *srv;
     double rss0 = rss_bytes();
     if (psrec_server_new(&srv, zctx, &sc, err)) {
@@ -75,11 +77,13 @@ int main(int argc, char **argv)
     const size_t B = 65536;
     uint64_t *keys = malloc(B * 8);
     float *g = calloc(B * dim, 4);
-    for (size_t i = 0; i < B * dim; i++) g[i] = 0.01f;
+    for (size_t i = 0; i < B * dim; i++)
+        g[i] = 0.01f;
     double t0 = now();
     for (size_t at = 0; at < rows; at += B) {
         size_t n = rows - at < B ? rows - at : B;
-        for (size_t i = 0; i < n; i++) keys[i] = (at + i) * 2654435761ULL; /* spread, distinct */
+        for (size_t i = 0; i < n; i++)
+            keys[i] = (at + i) * 2654435761ULL; /* spread, distinct */
         if (psrec_remote_push(r, tid, keys, n, g, dim, err)) {
             fprintf(stderr, "bench_rows: push: %s\n", err);
             return 1;

@@ -45,7 +45,8 @@ static void *worker(void *p)
     uint64_t *keys = malloc(BATCH * sizeof *keys);
     uint32_t *idx = malloc(BATCH * sizeof *idx);
     float *buf = malloc((size_t)BATCH * DIM * sizeof(float));
-    for (size_t i = 0; i < (size_t)BATCH * DIM; i++) buf[i] = 1e-3f * (float)(i % 7);
+    for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+        buf[i] = 1e-3f * (float)(i % 7);
     /* batches are consecutive windows of a random permutation walk: unique within a batch */
     uint32_t start = (uint32_t)psrec_rng_below(&r, NKEYS);
     pthread_barrier_wait(j->bar);
@@ -57,8 +58,10 @@ static void *worker(void *p)
         }
         start += BATCH;
         psrec_err rc = PSREC_OK;
-        if (j->op == 0) rc = psrec_store_pull(j->s, j->table, keys, BATCH, buf);
-        else if (j->op == 1) rc = psrec_store_push(j->s, j->table, keys, BATCH, buf);
+        if (j->op == 0)
+            rc = psrec_store_pull(j->s, j->table, keys, BATCH, buf);
+        else if (j->op == 1)
+            rc = psrec_store_push(j->s, j->table, keys, BATCH, buf);
         else
             for (int i = 0; i < BATCH; i++)
                 memcpy(buf + (size_t)i * DIM, j->dense + (size_t)idx[i] * DIM, DIM * sizeof(float));
@@ -77,7 +80,8 @@ static double run1(psrec_store_t *s, uint32_t table, int op, int nthreads, const
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, (unsigned)nthreads);
     for (int i = 0; i < nthreads; i++) {
-        jobs[i] = (job_t){.s = s, .table = table, .op = op, .ids = ids, .dense = dense, .rows = rows, .id = i, .bar = &bar};
+        jobs[i] =
+            (job_t){.s = s, .table = table, .op = op, .ids = ids, .dense = dense, .rows = rows, .id = i, .bar = &bar};
         pthread_create(&th[i], NULL, worker, &jobs[i]);
     }
     double t0 = 1e300, t1 = 0;
@@ -113,8 +117,8 @@ int main(int argc, char **argv)
     psrec_store_t *s;
     char err[PSREC_ERRBUF];
     if (psrec_store_new(&s, 1, NLOCKS)) return 1;
-    psrec_table_conf_t sgd = {.dim = DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.01f}, .init = PSREC_INIT_UNIFORM,
-                              .init_scale = 0.1f};
+    psrec_table_conf_t sgd = {
+        .dim = DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.01f}, .init = PSREC_INIT_UNIFORM, .init_scale = 0.1f};
     psrec_table_conf_t rwa = sgd;
     rwa.opt.kind = PSREC_OPT_ROWWISE_ADAGRAD;
     if (psrec_store_add_table(s, 0, &sgd, err) || psrec_store_add_table(s, 1, &rwa, err)) {
@@ -125,8 +129,10 @@ int main(int argc, char **argv)
     float *dense = malloc((size_t)NKEYS * row_bytes), *dst = malloc((size_t)NKEYS * row_bytes);
     psrec_rng_t r;
     psrec_rng_seed(&r, 5, 5);
-    for (uint32_t i = 0; i < NKEYS; i++) ids[i] = psrec_rng_u64(&r);
-    for (size_t i = 0; i < (size_t)NKEYS * DIM; i++) dense[i] = (float)i, dst[i] = 0;
+    for (uint32_t i = 0; i < NKEYS; i++)
+        ids[i] = psrec_rng_u64(&r);
+    for (size_t i = 0; i < (size_t)NKEYS * DIM; i++)
+        dense[i] = (float)i, dst[i] = 0;
 
     /* create every row (first touch: hash insert + deterministic init) */
     float *tmp = malloc((size_t)BATCH * row_bytes);
@@ -136,8 +142,9 @@ int main(int argc, char **argv)
             size_t m = NKEYS - b < BATCH ? NKEYS - b : BATCH;
             if (psrec_store_pull(s, t, ids + b, m, tmp)) return 1;
         }
-        if (t == 0) printf("create  1e6 rows dim %d (first-touch pull):   %8.2f M rows/s, %.1f bytes/row (sgd)\n", DIM,
-                           NKEYS / (now() - t0) / 1e6, psrec_store_bytes_per_row(s, 0));
+        if (t == 0)
+            printf("create  1e6 rows dim %d (first-touch pull):   %8.2f M rows/s, %.1f bytes/row (sgd)\n", DIM,
+                   NKEYS / (now() - t0) / 1e6, psrec_store_bytes_per_row(s, 0));
     }
     free(tmp);
 
@@ -162,10 +169,10 @@ int main(int argc, char **argv)
         double push_rwa = run(s, 1, 1, nt, ids, NULL, rows);
         printf("store   %d thread%s pull:                     %8.2f M rows/s  (%.3f x memcpy, %.3f x gather)\n", nt,
                nt > 1 ? "s" : " ", pull / 1e6, pull / memcpy_rows, pull / gather1);
-        printf("store   %d thread%s push sgd:                 %8.2f M rows/s  (%.3f x memcpy)\n", nt, nt > 1 ? "s" : " ",
-               push / 1e6, push / memcpy_rows);
-        printf("store   %d thread%s push rowwise-adagrad:     %8.2f M rows/s  (%.3f x memcpy)\n", nt, nt > 1 ? "s" : " ",
-               push_rwa / 1e6, push_rwa / memcpy_rows);
+        printf("store   %d thread%s push sgd:                 %8.2f M rows/s  (%.3f x memcpy)\n", nt,
+               nt > 1 ? "s" : " ", push / 1e6, push / memcpy_rows);
+        printf("store   %d thread%s push rowwise-adagrad:     %8.2f M rows/s  (%.3f x memcpy)\n", nt,
+               nt > 1 ? "s" : " ", push_rwa / 1e6, push_rwa / memcpy_rows);
     }
     free(ids), free(dense), free(dst);
     psrec_store_destroy(&s);

@@ -99,7 +99,8 @@ static double echo_rate(void *z, size_t req_bytes, size_t reply_bytes, double se
     atomic_init(&e.stop, 0);
     atomic_init(&e.ready, 0);
     pthread_create(&e.th, NULL, echo_main, &e);
-    while (!atomic_load(&e.ready)) zmq_poll(NULL, 0, 1);
+    while (!atomic_load(&e.ready))
+        zmq_poll(NULL, 0, 1);
     void *d = zmq_socket(z, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
@@ -134,10 +135,17 @@ typedef struct {
 static result_t psrec_rate(void *z, int compress, int push, int dense_ids, double secs)
 {
     static const uint32_t ids[1] = {0};
-    psrec_table_conf_t tc = {.dim = DIM, .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.05f},
-                             .init = PSREC_INIT_UNIFORM, .init_scale = 0.1f};
-    psrec_server_conf_t sc = {.bind = "tcp://127.0.0.1:0", .job_id = 1, .compress = compress ? 1 : -1, .ntables = 1,
-                              .table_ids = ids, .tables = &tc, .seed = 7};
+    psrec_table_conf_t tc = {.dim = DIM,
+                             .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.05f},
+                             .init = PSREC_INIT_UNIFORM,
+                             .init_scale = 0.1f};
+    psrec_server_conf_t sc = {.bind = "tcp://127.0.0.1:0",
+                              .job_id = 1,
+                              .compress = compress ? 1 : -1,
+                              .ntables = 1,
+                              .table_ids = ids,
+                              .tables = &tc,
+                              .seed = 7};
     srv_t x;
     memset(&x, 0, sizeof x);
     char err[PSREC_ERRBUF];
@@ -160,8 +168,10 @@ static result_t psrec_rate(void *z, int compress, int push, int dense_ids, doubl
     float *rows = malloc((size_t)BATCH * DIM * sizeof *rows);
     psrec_rng_t g;
     psrec_rng_seed(&g, 3, 4);
-    for (size_t i = 0; i < NROWS; i++) all[i] = dense_ids ? i : psrec_mix64(i);
-    for (size_t i = 0; i < (size_t)BATCH * DIM; i++) rows[i] = (float)(0.01 * psrec_rng_normal(&g));
+    for (size_t i = 0; i < NROWS; i++)
+        all[i] = dense_ids ? i : psrec_mix64(i);
+    for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+        rows[i] = (float)(0.01 * psrec_rng_normal(&g));
     /* materialise every row first */
     for (size_t i = 0; i < NROWS; i += BATCH) {
         size_t n = NROWS - i < BATCH ? NROWS - i : BATCH;
@@ -181,7 +191,8 @@ static result_t psrec_rate(void *z, int compress, int push, int dense_ids, doubl
                            : psrec_remote_pull(r, 0, keys, BATCH, rows, DIM, err);
         if (e) die(push ? "push" : "pull", err);
         if (!push)
-            for (size_t i = 0; i < (size_t)BATCH * DIM; i++) rows[i] *= 0.01f; /* keep gradients small */
+            for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+                rows[i] *= 0.01f; /* keep gradients small */
         calls++;
         t = now();
     } while (t - t0 < secs);
@@ -199,7 +210,8 @@ static result_t psrec_rate(void *z, int compress, int push, int dense_ids, doubl
         psrec_err e = push ? psrec_store_push(st, 0, keys, BATCH, rows) : psrec_store_pull(st, 0, keys, BATCH, rows);
         if (e) die("store", psrec_strerror(e));
         if (!push)
-            for (size_t i = 0; i < (size_t)BATCH * DIM; i++) rows[i] *= 0.01f;
+            for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+                rows[i] *= 0.01f;
         scalls++;
         t = now();
     } while (t - t0 < secs / 2);
@@ -233,7 +245,8 @@ int main(int argc, char **argv)
            echo_pull * DIM * 4 / 1e9, echo_push, echo_push * DIM * 4 / 1e9);
     printf("%-5s %-6s %-4s %12s %9s %8s %14s %14s %14s\n", "op", "ids", "lz4", "rows/s", "GB/s", "vs echo", "request B",
            "reply B", "store alone");
-    printf("%-5s %-6s %-4s %12s %9s %8s %14s %14s %14s\n", "", "", "", "", "(rows)", "", "wire/raw", "wire/raw", "rows/s");
+    printf("%-5s %-6s %-4s %12s %9s %8s %14s %14s %14s\n", "", "", "", "", "(rows)", "", "wire/raw", "wire/raw",
+           "rows/s");
     for (int push = 0; push < 2; push++)
         for (int dense = 1; dense >= 0; dense--)
             for (int lz4 = 0; lz4 < 2; lz4++) {

@@ -38,8 +38,14 @@ int psrec_cmd_coord(int argc, char **argv)
     psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
     int nt = psrec_train_tables(&c, &schema, ids, tabs);
     void *zctx = zmq_ctx_new();
-    psrec_coord_conf_t cc = {.bind = x.bind, .n_servers = c.servers, .n_workers = x.workers, .job_id = c.job_id,
-                             .seed = c.seed, .ntables = nt, .table_ids = ids, .tables = tabs};
+    psrec_coord_conf_t cc = {.bind = x.bind,
+                             .n_servers = c.servers,
+                             .n_workers = x.workers,
+                             .job_id = c.job_id,
+                             .seed = c.seed,
+                             .ntables = nt,
+                             .table_ids = ids,
+                             .tables = tabs};
     psrec_coord_t *co = NULL;
     rc = psrec_coord_new(&co, zctx, &cc, err);
     if (!rc) {
@@ -64,13 +70,17 @@ int psrec_cmd_server(int argc, char **argv)
     int r = psrec_cli_train_opts("server", argc, argv, &c, &x);
     if (r) return r == 1 ? 0 : r;
     if (!c.coord) {
-        fprintf(stderr, "psrec server: --coord ADDR is required\n"
-                        "usage: psrec server --coord ADDR [--bind ADDR] [--advertise ADDR] [--job-id N] [--no-compress]\n");
+        fprintf(stderr,
+                "psrec server: --coord ADDR is required\n"
+                "usage: psrec server --coord ADDR [--bind ADDR] [--advertise ADDR] [--job-id N] [--no-compress]\n");
         return 2;
     }
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
-    psrec_server_conf_t sc = {.bind = x.bind, .advertise = x.advertise, .coord = c.coord, .job_id = c.job_id,
+    psrec_server_conf_t sc = {.bind = x.bind,
+                              .advertise = x.advertise,
+                              .coord = c.coord,
+                              .job_id = c.job_id,
                               .compress = c.compress == 0 ? -1 : 1};
     psrec_server_t *s = NULL;
     psrec_err rc = psrec_server_new(&s, zctx, &sc, err);
@@ -88,9 +98,9 @@ int psrec_cmd_server(int argc, char **argv)
             rows += n;
             bytes += n * psrec_store_bytes_per_row(psrec_server_store(s), t);
         }
-        fprintf(stderr, "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
-                        " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed; holds %" PRIu64
-                        " rows (%.1f MB)\n",
+        fprintf(stderr,
+                "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
+                " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed; holds %" PRIu64 " rows (%.1f MB)\n",
                 st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed, rows, bytes / 1e6);
     }
     psrec_server_destroy(&s);
@@ -121,14 +131,16 @@ static void print_status(const Psrec__Header *st, const Psrec__Header *prev, dou
         printf("slots per server:");
         for (size_t s = 0; s < st->shard_map->n_server_addr; s++) {
             size_t n = 0;
-            for (size_t i = 0; i < st->shard_map->n_slot_server; i++) n += st->shard_map->slot_server[i] == s;
+            for (size_t i = 0; i < st->shard_map->n_slot_server; i++)
+                n += st->shard_map->slot_server[i] == s;
             printf(" %zu:%zu", s, n);
         }
         printf("\n");
     }
     uint64_t max_step = 0;
     for (size_t i = 0; i < st->n_members; i++)
-        if (st->members[i]->role == PSREC__ROLE__WORKER && st->members[i]->step > max_step) max_step = st->members[i]->step;
+        if (st->members[i]->role == PSREC__ROLE__WORKER && st->members[i]->step > max_step)
+            max_step = st->members[i]->step;
     printf("%-7s %4s %-6s %-28s %12s %10s %12s %12s %s\n", "role", "rank", "state", "address", "rows", "bytes/row",
            "pull rows/s", "push rows/s", "progress");
     for (size_t i = 0; i < st->n_members; i++) {
@@ -155,9 +167,9 @@ static void print_status(const Psrec__Header *st, const Psrec__Header *prev, dou
             snprintf(rs, sizeof rs, "%" PRIu64, rows);
             snprintf(bs, sizeof bs, "%.1f", rows ? bytes / rows : 0.0);
         }
-        printf("%-7s %4u %-6s %-28s %12s %10s %12s %12s %s\n", role_name(m->role), m->rank,
-               m->alive ? "alive" : "DEAD", m->addr && m->addr[0] ? m->addr : "-", rs, bs,
-               m->role == PSREC__ROLE__SERVER ? pr : "", m->role == PSREC__ROLE__SERVER ? ps : "", prog);
+        printf("%-7s %4u %-6s %-28s %12s %10s %12s %12s %s\n", role_name(m->role), m->rank, m->alive ? "alive" : "DEAD",
+               m->addr && m->addr[0] ? m->addr : "-", rs, bs, m->role == PSREC__ROLE__SERVER ? pr : "",
+               m->role == PSREC__ROLE__SERVER ? ps : "", prog);
     }
 }
 
@@ -166,23 +178,28 @@ int psrec_cmd_status(int argc, char **argv)
     const char *coord = NULL;
     uint64_t job = 0; /* any job */
     int watch = 0, progress = 0, timeout = 3000;
-    static const struct option opts[] = {{"coord", 1, 0, 'c'},    {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'},
-                                         {"progress", 0, 0, 'p'}, {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"coord", 1, 0, 'c'},   {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'}, {"progress", 0, 0, 'p'},
+        {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'c': coord = optarg; break;
-        case 'j': if (psrec_cli_u64("status", "--job-id", optarg, &job)) return 2; break;
+        case 'j':
+            if (psrec_cli_u64("status", "--job-id", optarg, &job)) return 2;
+            break;
         case 'w': watch = 1; break;
         case 'p': progress = 1; break;
-        case 't': if (psrec_cli_int("status", "--timeout", optarg, 1, 3600000, &timeout)) return 2; break;
+        case 't':
+            if (psrec_cli_int("status", "--timeout", optarg, 1, 3600000, &timeout)) return 2;
+            break;
         case 'h':
         default:
-            fprintf(o == 'h' ? stdout : stderr,
-                    "usage: psrec status --coord ADDR [--job-id N (default: any)] [--watch | --progress] [--timeout MS]\n"
-                    "  members, shard map, rows and bytes per server, pull/push rates, worker progress and lag;\n"
-                    "  --progress prints one combined progress line per second until the job ends.\n");
+            fprintf(
+                o == 'h' ? stdout : stderr,
+                "usage: psrec status --coord ADDR [--job-id N (default: any)] [--watch | --progress] [--timeout MS]\n"
+                "  members, shard map, rows and bytes per server, pull/push rates, worker progress and lag;\n"
+                "  --progress prints one combined progress line per second until the job ends.\n");
             return o == 'h' ? 0 : 2;
         }
     }
@@ -213,9 +230,10 @@ int psrec_cmd_status(int argc, char **argv)
                     done = 0;
             }
         if (progress) {
-            double rate = prev && t > t_prev ? (double)(ex - (prev->examples <= ex ? prev->examples : 0)) / (t - t_prev) : 0;
-            fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u", total ? 100.0 * ex / total : 0.0,
-                    rate, st->loss, workers, st->n_workers);
+            double rate =
+                prev && t > t_prev ? (double)(ex - (prev->examples <= ex ? prev->examples : 0)) / (t - t_prev) : 0;
+            fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u",
+                    total ? 100.0 * ex / total : 0.0, rate, st->loss, workers, st->n_workers);
             st->examples = ex;
         } else if (!first) { /* the first sample only starts the rate measurement */
             print_status(st, prev, prev ? t - t_prev : 0);

@@ -47,9 +47,9 @@ int psrec_cmd_eval(int argc, char **argv)
 {
     const char *model_dir = NULL, *test = NULL, *items = NULL;
     int k = 10, threads = 2, keep_hist = 0, json = 0, skip_bad = 0;
-    static const struct option opts[] = {{"model", 1, 0, 'm'},   {"test", 1, 0, 't'},         {"items", 1, 0, 'i'},
-                                         {"k", 1, 0, 'k'},       {"threads", 1, 0, 'w'},      {"keep-history", 0, 0, 'H'},
-                                         {"json", 0, 0, 'j'},    {"skip-bad", 0, 0, 's'},     {"help", 0, 0, 'h'},
+    static const struct option opts[] = {{"model", 1, 0, 'm'}, {"test", 1, 0, 't'},     {"items", 1, 0, 'i'},
+                                         {"k", 1, 0, 'k'},     {"threads", 1, 0, 'w'},  {"keep-history", 0, 0, 'H'},
+                                         {"json", 0, 0, 'j'},  {"skip-bad", 0, 0, 's'}, {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -57,8 +57,12 @@ int psrec_cmd_eval(int argc, char **argv)
         case 'm': model_dir = optarg; break;
         case 't': test = optarg; break;
         case 'i': items = optarg; break;
-        case 'k': if (psrec_cli_int("eval", "--k", optarg, 1, 100000, &k)) return 2; break;
-        case 'w': if (psrec_cli_int("eval", "--threads", optarg, 1, 256, &threads)) return 2; break;
+        case 'k':
+            if (psrec_cli_int("eval", "--k", optarg, 1, 100000, &k)) return 2;
+            break;
+        case 'w':
+            if (psrec_cli_int("eval", "--threads", optarg, 1, 256, &threads)) return 2;
+            break;
         case 'H': keep_hist = 1; break;
         case 'j': json = 1; break;
         case 's': skip_bad = 1; break;
@@ -124,7 +128,8 @@ int psrec_cmd_eval(int argc, char **argv)
         rc = psrec_items_load(items, &iid, &icat, &ni, err);
         cat = rc ? NULL : malloc(N * sizeof *cat + 1);
         if (!rc && !cat) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
-        for (size_t j = 0; !rc && j < N; j++) cat[j] = -1;
+        for (size_t j = 0; !rc && j < N; j++)
+            cat[j] = -1;
         for (size_t j = 0; !rc && j < ni; j++) {
             int64_t i = psrec_model_item_index(m, iid[j]);
             if (i >= 0) cat[i] = icat[j];
@@ -134,10 +139,20 @@ int psrec_cmd_eval(int argc, char **argv)
     }
     if (!rc) {
         int has_home = b.home_off && b.home_off[b.n] > 0;
-        psrec_eval_in_t in = {.Q = b.n, .N = N, .d = d, .U = U, .V = V, .rel_off = rel_off, .rel_idx = rel_idx,
-                              .excl_off = ex_off, .excl_idx = ex_idx, .item_cat = has_home ? cat : NULL,
-                              .home_off = has_home ? b.home_off : NULL, .home_cat = has_home ? b.home_cat : NULL,
-                              .k = k, .threads = threads};
+        psrec_eval_in_t in = {.Q = b.n,
+                              .N = N,
+                              .d = d,
+                              .U = U,
+                              .V = V,
+                              .rel_off = rel_off,
+                              .rel_idx = rel_idx,
+                              .excl_off = ex_off,
+                              .excl_idx = ex_idx,
+                              .item_cat = has_home ? cat : NULL,
+                              .home_off = has_home ? b.home_off : NULL,
+                              .home_cat = has_home ? b.home_cat : NULL,
+                              .k = k,
+                              .threads = threads};
         /* eval runs its own threads; OpenBLAS's would only oversubscribe the cores */
         if (threads > 1) openblas_set_num_threads(1);
         rc = psrec_eval_run(&in, &res);

@@ -34,7 +34,8 @@ static int write_npy(const char *prefix, const uint64_t *ids, const float *V, si
     psrec_err rc = psrec_dfile_open_plain(&f, path, err);
     if (rc) return fail(path, rc, err);
     char hdr[256];
-    int len = snprintf(hdr + 10, sizeof hdr - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %d), }", n, d);
+    int len =
+        snprintf(hdr + 10, sizeof hdr - 10, "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %d), }", n, d);
     int pad = (64 - (10 + len + 1) % 64) % 64; /* header padded so the data starts 64-byte aligned */
     memset(hdr + 10 + len, ' ', (size_t)pad);
     hdr[10 + len + pad] = '\n';
@@ -110,7 +111,8 @@ int psrec_cmd_export(int argc, char **argv)
     size_t n = psrec_model_items(m, &ids, &V);
     int d = psrec_model_conf(m)->dim;
     int r = !strcmp(format, "npy") ? write_npy(out, ids, V, n, d) : write_w2v(out, ids, V, n, d);
-    if (!r) fprintf(stderr, "psrec export: %zu items x %d -> %s.%s\n", n, d, out, !strcmp(format, "npy") ? "npy" : "vec");
+    if (!r)
+        fprintf(stderr, "psrec export: %zu items x %d -> %s.%s\n", n, d, out, !strcmp(format, "npy") ? "npy" : "vec");
     psrec_model_destroy(&m);
     return r ? 1 : 0;
 }

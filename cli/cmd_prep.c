@@ -65,7 +65,9 @@ int psrec_cmd_prep(int argc, char **argv)
             inputs[n_in++] = optarg;
             break;
         case 'o': out = optarg; break;
-        case 's': if (psrec_cli_int("prep", "--shards", optarg, 1, MAX_OUT_SHARDS, &shards)) return 2; break;
+        case 's':
+            if (psrec_cli_int("prep", "--shards", optarg, 1, MAX_OUT_SHARDS, &shards)) return 2;
+            break;
         case 't': items = optarg; break;
         case 'k': topts.skip_bad = 1; break;
         case 'h': usage(stdout); return 0;
@@ -80,7 +82,8 @@ int psrec_cmd_prep(int argc, char **argv)
     psrec_schema_t schema = {0};
     psrec_err rc = psrec_mkdirs(out, err);
     if (!rc) rc = scan_schema(inputs, n_in, &schema, &topts, err);
-    if (!rc && schema.nslots == 0) rc = psrec_fail(err, PSREC_EPARSE, "no feature slot in the input (need e.g. hist=...)");
+    if (!rc && schema.nslots == 0)
+        rc = psrec_fail(err, PSREC_EPARSE, "no feature slot in the input (need e.g. hist=...)");
 
     psrec_shard_writer_t **w = calloc((size_t)shards, sizeof *w);
     psrec_freq_counter_t *fc = NULL;
@@ -123,8 +126,10 @@ int psrec_cmd_prep(int argc, char **argv)
         free(cats);
     }
     for (int s = 0; s < shards && w; s++) {
-        if (rc) psrec_shard_writer_abort(&w[s]);
-        else rc = psrec_shard_writer_commit(&w[s], &schema, err);
+        if (rc)
+            psrec_shard_writer_abort(&w[s]);
+        else
+            rc = psrec_shard_writer_commit(&w[s], &schema, err);
     }
     psrec_freq_t f = {0};
     if (!rc && (rc = psrec_freq_counter_result(fc, &f))) psrec_fail(err, rc, "out of memory");
@@ -133,7 +138,8 @@ int psrec_cmd_prep(int argc, char **argv)
     if (!rc) {
         fprintf(stderr, "psrec prep: %llu examples -> %d shard(s) in %s; %zu items in the catalogue; slots:",
                 (unsigned long long)n_ex, shards, out, f.n);
-        for (int s = 0; s < schema.nslots; s++) fprintf(stderr, " %s", schema.name[s]);
+        for (int s = 0; s < schema.nslots; s++)
+            fprintf(stderr, " %s", schema.name[s]);
         if (skipped) fprintf(stderr, "; %zu malformed line(s) skipped", skipped);
         fprintf(stderr, "\n");
     }

@@ -66,15 +66,17 @@ int psrec_cmd_recommend(int argc, char **argv)
 {
     const char *model_dir = NULL, *input = "-";
     int k = 10, keep_hist = 0, skip_bad = 0;
-    static const struct option opts[] = {{"model", 1, 0, 'm'},        {"input", 1, 0, 'i'},    {"k", 1, 0, 'k'},
-                                         {"keep-history", 0, 0, 'H'}, {"skip-bad", 0, 0, 's'}, {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'},    {"input", 1, 0, 'i'}, {"k", 1, 0, 'k'}, {"keep-history", 0, 0, 'H'},
+        {"skip-bad", 0, 0, 's'}, {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'm': model_dir = optarg; break;
         case 'i': input = optarg; break;
-        case 'k': if (psrec_cli_int("recommend", "--k", optarg, 1, 100000, &k)) return 2; break;
+        case 'k':
+            if (psrec_cli_int("recommend", "--k", optarg, 1, 100000, &k)) return 2;
+            break;
         case 'H': keep_hist = 1; break;
         case 's': skip_bad = 1; break;
         case 'h': usage(stdout); return 0;

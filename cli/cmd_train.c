@@ -9,42 +9,41 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: psrec train --data DIR [--model DIR] [options]\n"
-            "       psrec worker --coord ADDR --data DIR [--model DIR] [options]   (join a cluster)\n"
-            "  --data DIR          output of `psrec prep` (shards + freq.bin)\n"
-            "  --model DIR         where to save the model (default: no model saved)\n"
-            "  --metrics FILE      JSON-lines training metrics\n"
-            "  --threads W         worker threads (default 2)      --epochs E (default 5)\n"
-            "  --batch B           (default 256)                   --negatives S shared per batch (default 1024)\n"
-            "  --loss L            softmax | logistic | positives-only (default softmax)\n"
-            "  --full              exact full softmax (every item is a candidate; the reference)\n"
-            "  --sampler K         uniform | popularity | inbatch | mixed | hard | all (default uniform)\n"
-            "  --alpha A           popularity exponent (default 0.75)\n"
-            "  --hard-keep H       hard negatives kept from a uniform pool of S (default S/4)\n"
-            "  --temperature T     hard-negative sampling temperature (default 1)\n"
-            "  --neg-weight K      logistic loss: weight of the negatives term (default 5)\n"
-            "  --gravity L         gravity regularizer lambda (default 0 = off)\n"
-            "  --gravity-rows R    uniform item rows per step for the gravity estimate (default 256)\n"
-            "  --dim D             query/item embedding size (default 64)\n"
-            "  --emb-dim E         input embedding size per slot (default = dim)\n"
-            "  --hidden LIST       hidden layer widths, e.g. 128 or 256,128; 0 = linear (default 128)\n"
-            "  --tie               history slot uses the item output embeddings\n"
-            "  --opt O             item tables: sgd | adagrad | rowwise-adagrad | adam (default rowwise-adagrad)\n"
-            "  --lr X              item tables learning rate (default 0.1)\n"
-            "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
-            "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
-            "  --max-steps N       stop each worker after N steps\n"
-            "  --seed N            (default 1)   --quiet   --no-progress\n"
-            "parameters (embedded mode runs a coordinator and servers as threads of this process):\n"
-            "  --servers S         embedded parameter servers (default 1)\n"
-            "  --transport T       embedded: inproc (default) | tcp (loopback) | direct (no messaging)\n"
-            "  --compress / --no-compress   LZ4 on bulk frames (default: on over tcp, off inproc)\n"
-            "  --coord ADDR        join this coordinator instead (what `psrec worker` does)\n"
-            "  --job-id N          job id every message carries (default 1)\n"
-            "  --timeout MS        per-request deadline before a retry (default 10000)\n"
-            "  --max-staleness K   no worker more than K steps ahead of the slowest (default: async)\n"
-            "  --sync              same as --max-staleness 0\n");
+    fprintf(f, "usage: psrec train --data DIR [--model DIR] [options]\n"
+               "       psrec worker --coord ADDR --data DIR [--model DIR] [options]   (join a cluster)\n"
+               "  --data DIR          output of `psrec prep` (shards + freq.bin)\n"
+               "  --model DIR         where to save the model (default: no model saved)\n"
+               "  --metrics FILE      JSON-lines training metrics\n"
+               "  --threads W         worker threads (default 2)      --epochs E (default 5)\n"
+               "  --batch B           (default 256)                   --negatives S shared per batch (default 1024)\n"
+               "  --loss L            softmax | logistic | positives-only (default softmax)\n"
+               "  --full              exact full softmax (every item is a candidate; the reference)\n"
+               "  --sampler K         uniform | popularity | inbatch | mixed | hard | all (default uniform)\n"
+               "  --alpha A           popularity exponent (default 0.75)\n"
+               "  --hard-keep H       hard negatives kept from a uniform pool of S (default S/4)\n"
+               "  --temperature T     hard-negative sampling temperature (default 1)\n"
+               "  --neg-weight K      logistic loss: weight of the negatives term (default 5)\n"
+               "  --gravity L         gravity regularizer lambda (default 0 = off)\n"
+               "  --gravity-rows R    uniform item rows per step for the gravity estimate (default 256)\n"
+               "  --dim D             query/item embedding size (default 64)\n"
+               "  --emb-dim E         input embedding size per slot (default = dim)\n"
+               "  --hidden LIST       hidden layer widths, e.g. 128 or 256,128; 0 = linear (default 128)\n"
+               "  --tie               history slot uses the item output embeddings\n"
+               "  --opt O             item tables: sgd | adagrad | rowwise-adagrad | adam (default rowwise-adagrad)\n"
+               "  --lr X              item tables learning rate (default 0.1)\n"
+               "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
+               "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
+               "  --max-steps N       stop each worker after N steps\n"
+               "  --seed N            (default 1)   --quiet   --no-progress\n"
+               "parameters (embedded mode runs a coordinator and servers as threads of this process):\n"
+               "  --servers S         embedded parameter servers (default 1)\n"
+               "  --transport T       embedded: inproc (default) | tcp (loopback) | direct (no messaging)\n"
+               "  --compress / --no-compress   LZ4 on bulk frames (default: on over tcp, off inproc)\n"
+               "  --coord ADDR        join this coordinator instead (what `psrec worker` does)\n"
+               "  --job-id N          job id every message carries (default 1)\n"
+               "  --timeout MS        per-request deadline before a retry (default 10000)\n"
+               "  --max-staleness K   no worker more than K steps ahead of the slowest (default: async)\n"
+               "  --sync              same as --max-staleness 0\n");
 }
 
 void psrec_cli_train_usage(FILE *f)
@@ -59,18 +58,49 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
     psrec_train_conf_t c;
     psrec_train_defaults(&c);
     int emb_set = 0, full = 0, hard_keep_set = 0;
-    static const struct option opts[] = {
-        {"data", 1, 0, 'D'},      {"model", 1, 0, 'M'},        {"metrics", 1, 0, 'J'},      {"threads", 1, 0, 'w'},
-        {"epochs", 1, 0, 'e'},    {"batch", 1, 0, 'b'},        {"negatives", 1, 0, 'n'},    {"loss", 1, 0, 'L'},
-        {"full", 0, 0, 'F'},      {"sampler", 1, 0, 'S'},      {"alpha", 1, 0, 'a'},        {"hard-keep", 1, 0, 'k'},
-        {"temperature", 1, 0, 'T'}, {"neg-weight", 1, 0, 'g'}, {"gravity", 1, 0, 'G'},      {"gravity-rows", 1, 0, 'R'},
-        {"dim", 1, 0, 'd'},       {"emb-dim", 1, 0, 'E'},      {"hidden", 1, 0, 'H'},       {"tie", 0, 0, 't'},
-        {"opt", 1, 0, 'o'},       {"lr", 1, 0, 'l'},           {"dense-opt", 1, 0, 'O'},    {"dense-lr", 1, 0, 'r'},
-        {"init-scale", 1, 0, 'i'}, {"max-steps", 1, 0, 'x'},   {"seed", 1, 0, 's'},         {"quiet", 0, 0, 'q'},
-        {"no-progress", 0, 0, 'P'}, {"help", 0, 0, 'h'},       {"servers", 1, 0, 1001},     {"transport", 1, 0, 1002},
-        {"compress", 0, 0, 1003}, {"no-compress", 0, 0, 1004}, {"coord", 1, 0, 1005},       {"job-id", 1, 0, 1006},
-        {"timeout", 1, 0, 1007},  {"max-staleness", 1, 0, 1008}, {"sync", 0, 0, 1009},      {"bind", 1, 0, 1010},
-        {"workers", 1, 0, 1011},  {"advertise", 1, 0, 1012},   {0, 0, 0, 0}};
+    static const struct option opts[] = {{"data", 1, 0, 'D'},
+                                         {"model", 1, 0, 'M'},
+                                         {"metrics", 1, 0, 'J'},
+                                         {"threads", 1, 0, 'w'},
+                                         {"epochs", 1, 0, 'e'},
+                                         {"batch", 1, 0, 'b'},
+                                         {"negatives", 1, 0, 'n'},
+                                         {"loss", 1, 0, 'L'},
+                                         {"full", 0, 0, 'F'},
+                                         {"sampler", 1, 0, 'S'},
+                                         {"alpha", 1, 0, 'a'},
+                                         {"hard-keep", 1, 0, 'k'},
+                                         {"temperature", 1, 0, 'T'},
+                                         {"neg-weight", 1, 0, 'g'},
+                                         {"gravity", 1, 0, 'G'},
+                                         {"gravity-rows", 1, 0, 'R'},
+                                         {"dim", 1, 0, 'd'},
+                                         {"emb-dim", 1, 0, 'E'},
+                                         {"hidden", 1, 0, 'H'},
+                                         {"tie", 0, 0, 't'},
+                                         {"opt", 1, 0, 'o'},
+                                         {"lr", 1, 0, 'l'},
+                                         {"dense-opt", 1, 0, 'O'},
+                                         {"dense-lr", 1, 0, 'r'},
+                                         {"init-scale", 1, 0, 'i'},
+                                         {"max-steps", 1, 0, 'x'},
+                                         {"seed", 1, 0, 's'},
+                                         {"quiet", 0, 0, 'q'},
+                                         {"no-progress", 0, 0, 'P'},
+                                         {"help", 0, 0, 'h'},
+                                         {"servers", 1, 0, 1001},
+                                         {"transport", 1, 0, 1002},
+                                         {"compress", 0, 0, 1003},
+                                         {"no-compress", 0, 0, 1004},
+                                         {"coord", 1, 0, 1005},
+                                         {"job-id", 1, 0, 1006},
+                                         {"timeout", 1, 0, 1007},
+                                         {"max-staleness", 1, 0, 1008},
+                                         {"sync", 0, 0, 1009},
+                                         {"bind", 1, 0, 1010},
+                                         {"workers", 1, 0, 1011},
+                                         {"advertise", 1, 0, 1012},
+                                         {0, 0, 0, 0}};
     int o, iv;
     double dv;
     uint64_t uv;
@@ -79,10 +109,18 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
         case 'D': c.data_dir = optarg; break;
         case 'M': c.model_dir = optarg; break;
         case 'J': c.metrics_path = optarg; break;
-        case 'w': if (psrec_cli_int(cmd, "--threads", optarg, 1, 256, &c.threads)) return 2; break;
-        case 'e': if (psrec_cli_int(cmd, "--epochs", optarg, 1, 1000000, &c.epochs)) return 2; break;
-        case 'b': if (psrec_cli_int(cmd, "--batch", optarg, 1, 65536, &c.batch)) return 2; break;
-        case 'n': if (psrec_cli_int(cmd, "--negatives", optarg, 0, 1 << 24, &c.negatives)) return 2; break;
+        case 'w':
+            if (psrec_cli_int(cmd, "--threads", optarg, 1, 256, &c.threads)) return 2;
+            break;
+        case 'e':
+            if (psrec_cli_int(cmd, "--epochs", optarg, 1, 1000000, &c.epochs)) return 2;
+            break;
+        case 'b':
+            if (psrec_cli_int(cmd, "--batch", optarg, 1, 65536, &c.batch)) return 2;
+            break;
+        case 'n':
+            if (psrec_cli_int(cmd, "--negatives", optarg, 0, 1 << 24, &c.negatives)) return 2;
+            break;
         case 'L':
             if (psrec_loss_parse(optarg, &c.loss)) {
                 fprintf(stderr, "psrec %s: --loss: unknown loss '%s'\n", cmd, optarg);
@@ -96,14 +134,34 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 return 2;
             }
             break;
-        case 'a': if (psrec_cli_double(cmd, "--alpha", optarg, 0, 10, &c.alpha)) return 2; break;
-        case 'k': if (psrec_cli_int(cmd, "--hard-keep", optarg, 1, 1 << 24, &c.hard_keep)) return 2; hard_keep_set = 1; break;
-        case 'T': if (psrec_cli_double(cmd, "--temperature", optarg, 1e-3, 1e6, &c.temperature)) return 2; break;
-        case 'g': if (psrec_cli_double(cmd, "--neg-weight", optarg, 0, 1e6, &dv)) return 2; c.neg_weight = (float)dv; break;
-        case 'G': if (psrec_cli_double(cmd, "--gravity", optarg, 0, 1e9, &dv)) return 2; c.gravity = (float)dv; break;
-        case 'R': if (psrec_cli_int(cmd, "--gravity-rows", optarg, 1, 1 << 24, &c.gravity_rows)) return 2; break;
-        case 'd': if (psrec_cli_int(cmd, "--dim", optarg, 1, 4096, &c.dim)) return 2; break;
-        case 'E': if (psrec_cli_int(cmd, "--emb-dim", optarg, 1, 4096, &c.emb_dim)) return 2; emb_set = 1; break;
+        case 'a':
+            if (psrec_cli_double(cmd, "--alpha", optarg, 0, 10, &c.alpha)) return 2;
+            break;
+        case 'k':
+            if (psrec_cli_int(cmd, "--hard-keep", optarg, 1, 1 << 24, &c.hard_keep)) return 2;
+            hard_keep_set = 1;
+            break;
+        case 'T':
+            if (psrec_cli_double(cmd, "--temperature", optarg, 1e-3, 1e6, &c.temperature)) return 2;
+            break;
+        case 'g':
+            if (psrec_cli_double(cmd, "--neg-weight", optarg, 0, 1e6, &dv)) return 2;
+            c.neg_weight = (float)dv;
+            break;
+        case 'G':
+            if (psrec_cli_double(cmd, "--gravity", optarg, 0, 1e9, &dv)) return 2;
+            c.gravity = (float)dv;
+            break;
+        case 'R':
+            if (psrec_cli_int(cmd, "--gravity-rows", optarg, 1, 1 << 24, &c.gravity_rows)) return 2;
+            break;
+        case 'd':
+            if (psrec_cli_int(cmd, "--dim", optarg, 1, 4096, &c.dim)) return 2;
+            break;
+        case 'E':
+            if (psrec_cli_int(cmd, "--emb-dim", optarg, 1, 4096, &c.emb_dim)) return 2;
+            emb_set = 1;
+            break;
         case 'H':
             if (psrec_tower_parse_hidden(optarg, &c.tower)) {
                 fprintf(stderr, "psrec %s: --hidden: bad layer list '%s' (e.g. 128 or 256,128 or 0)\n", cmd, optarg);
@@ -117,24 +175,44 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 return 2;
             }
             break;
-        case 'l': if (psrec_cli_double(cmd, "--lr", optarg, 0, 1e6, &dv)) return 2; c.item_opt.lr = (float)dv; break;
+        case 'l':
+            if (psrec_cli_double(cmd, "--lr", optarg, 0, 1e6, &dv)) return 2;
+            c.item_opt.lr = (float)dv;
+            break;
         case 'O':
             if (psrec_opt_parse(optarg, &c.dense_opt.kind)) {
                 fprintf(stderr, "psrec %s: --dense-opt: unknown optimizer '%s'\n", cmd, optarg);
                 return 2;
             }
             break;
-        case 'r': if (psrec_cli_double(cmd, "--dense-lr", optarg, 0, 1e6, &dv)) return 2; c.dense_opt.lr = (float)dv; break;
-        case 'i': if (psrec_cli_double(cmd, "--init-scale", optarg, 0, 1e3, &dv)) return 2; c.init_scale = (float)dv; break;
-        case 'x': if (psrec_cli_u64(cmd, "--max-steps", optarg, &uv)) return 2; c.max_steps = uv; break;
-        case 's': if (psrec_cli_u64(cmd, "--seed", optarg, &uv)) return 2; c.seed = uv; break;
+        case 'r':
+            if (psrec_cli_double(cmd, "--dense-lr", optarg, 0, 1e6, &dv)) return 2;
+            c.dense_opt.lr = (float)dv;
+            break;
+        case 'i':
+            if (psrec_cli_double(cmd, "--init-scale", optarg, 0, 1e3, &dv)) return 2;
+            c.init_scale = (float)dv;
+            break;
+        case 'x':
+            if (psrec_cli_u64(cmd, "--max-steps", optarg, &uv)) return 2;
+            c.max_steps = uv;
+            break;
+        case 's':
+            if (psrec_cli_u64(cmd, "--seed", optarg, &uv)) return 2;
+            c.seed = uv;
+            break;
         case 'q': c.quiet = 1; break;
         case 'P': c.progress = 0; break;
-        case 1001: if (psrec_cli_int(cmd, "--servers", optarg, 1, 1024, &c.servers)) return 2; break;
+        case 1001:
+            if (psrec_cli_int(cmd, "--servers", optarg, 1, 1024, &c.servers)) return 2;
+            break;
         case 1002:
-            if (!strcmp(optarg, "inproc")) c.transport = PSREC_TRANSPORT_INPROC;
-            else if (!strcmp(optarg, "tcp")) c.transport = PSREC_TRANSPORT_TCP;
-            else if (!strcmp(optarg, "direct")) c.transport = PSREC_TRANSPORT_DIRECT;
+            if (!strcmp(optarg, "inproc"))
+                c.transport = PSREC_TRANSPORT_INPROC;
+            else if (!strcmp(optarg, "tcp"))
+                c.transport = PSREC_TRANSPORT_TCP;
+            else if (!strcmp(optarg, "direct"))
+                c.transport = PSREC_TRANSPORT_DIRECT;
             else {
                 fprintf(stderr, "psrec %s: --transport: want inproc, tcp or direct, not '%s'\n", cmd, optarg);
                 return 2;
@@ -143,20 +221,31 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
         case 1003: c.compress = 1; break;
         case 1004: c.compress = 0; break;
         case 1005: c.coord = optarg; break;
-        case 1006: if (psrec_cli_u64(cmd, "--job-id", optarg, &uv)) return 2; c.job_id = uv; break;
-        case 1007: if (psrec_cli_int(cmd, "--timeout", optarg, 1, 3600000, &c.timeout_ms)) return 2; break;
-        case 1008: if (psrec_cli_int(cmd, "--max-staleness", optarg, 0, 1 << 30, &c.max_staleness)) return 2; break;
+        case 1006:
+            if (psrec_cli_u64(cmd, "--job-id", optarg, &uv)) return 2;
+            c.job_id = uv;
+            break;
+        case 1007:
+            if (psrec_cli_int(cmd, "--timeout", optarg, 1, 3600000, &c.timeout_ms)) return 2;
+            break;
+        case 1008:
+            if (psrec_cli_int(cmd, "--max-staleness", optarg, 0, 1 << 30, &c.max_staleness)) return 2;
+            break;
         case 1009: c.max_staleness = 0; break;
         case 1010:
         case 1011:
         case 1012:
             if (!extra) {
-                fprintf(stderr, "psrec %s: --bind/--workers/--advertise belong to `psrec coord` and `psrec server`\n", cmd);
+                fprintf(stderr, "psrec %s: --bind/--workers/--advertise belong to `psrec coord` and `psrec server`\n",
+                        cmd);
                 return 2;
             }
-            if (o == 1010) extra->bind = optarg;
-            else if (o == 1012) extra->advertise = optarg;
-            else if (psrec_cli_int(cmd, "--workers", optarg, 1, 65536, &extra->workers)) return 2;
+            if (o == 1010)
+                extra->bind = optarg;
+            else if (o == 1012)
+                extra->advertise = optarg;
+            else if (psrec_cli_int(cmd, "--workers", optarg, 1, 65536, &extra->workers))
+                return 2;
             break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return 2;

@@ -32,7 +32,8 @@ static int reserve(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     size_t nc = *cap ? *cap : 64;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     void *q = realloc(*p, nc * elem);
     if (!q) return -1;
     *p = q;
@@ -74,7 +75,8 @@ static psrec_err reserve_ex(psrec_batch_t *b, size_t need)
 {
     if (need + 2 <= b->cap_ex) return PSREC_OK;
     size_t nc = b->cap_ex ? b->cap_ex * 2 : 64;
-    while (nc < need + 2) nc *= 2;
+    while (nc < need + 2)
+        nc *= 2;
     uint32_t *p;
     if (!(p = realloc(b->pos_off, nc * sizeof *p))) return PSREC_ENOMEM;
     b->pos_off = p;
@@ -87,7 +89,8 @@ static psrec_err reserve_ex(psrec_batch_t *b, size_t need)
     if (b->cap_ex == 0) {
         b->pos_off[0] = 0;
         b->home_off[0] = 0;
-        for (int s = 0; s < b->nslots; s++) b->slot_off[s][0] = 0;
+        for (int s = 0; s < b->nslots; s++)
+            b->slot_off[s][0] = 0;
     }
     b->cap_ex = nc;
     return PSREC_OK;
@@ -112,7 +115,8 @@ psrec_err psrec_batch_begin(psrec_batch_t *b)
     size_t n = b->n;
     b->pos_off[n + 1] = b->pos_off[n];
     b->home_off[n + 1] = b->home_off[n];
-    for (int s = 0; s < b->nslots; s++) b->slot_off[s][n + 1] = b->slot_off[s][n];
+    for (int s = 0; s < b->nslots; s++)
+        b->slot_off[s][n + 1] = b->slot_off[s][n];
     return PSREC_OK;
 }
 
@@ -153,9 +157,11 @@ void psrec_batch_end(psrec_batch_t *b)
 {
     size_t a = b->pos_off[b->n], e = b->pos_off[b->n + 1];
     double sum = 0;
-    for (size_t k = a; k < e; k++) sum += b->pos_w[k];
+    for (size_t k = a; k < e; k++)
+        sum += b->pos_w[k];
     if (sum > 0)
-        for (size_t k = a; k < e; k++) b->pos_w[k] = (float)(b->pos_w[k] / sum);
+        for (size_t k = a; k < e; k++)
+            b->pos_w[k] = (float)(b->pos_w[k] / sum);
     b->n++;
 }
 

@@ -34,8 +34,8 @@ int psrec_schema_add(psrec_schema_t *s, const char *name, size_t len);
 int psrec_schema_hist(const psrec_schema_t *s);
 
 typedef struct {
-    size_t n;       /* examples */
-    int nslots;     /* slots present in the CSR arrays (grows with the reader's schema) */
+    size_t n;   /* examples */
+    int nslots; /* slots present in the CSR arrays (grows with the reader's schema) */
     uint32_t *pos_off;
     uint64_t *pos_id;
     float *pos_w;

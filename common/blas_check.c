@@ -23,8 +23,8 @@ static int has_flag(const char *flags, const char *f)
 
 const char *psrec_blas_better_core(const char *detected, const char *cpu_flags)
 {
-    static const char *old[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom", "Katmai",
-                                "Coppermine", "Northwood", "Banias", "Athlon", "Opteron", "Barcelona", "unknown"};
+    static const char *old[] = {"Prescott",   "Core2",     "Penryn", "Dunnington", "Nehalem", "Atom",      "Katmai",
+                                "Coppermine", "Northwood", "Banias", "Athlon",     "Opteron", "Barcelona", "unknown"};
     int is_old = 0;
     for (size_t i = 0; detected && i < sizeof old / sizeof *old; i++)
         if (strcasecmp(detected, old[i]) == 0) is_old = 1;
@@ -48,8 +48,9 @@ void psrec_blas_fix(char **argv)
     fclose(f);
     const char *core = psrec_blas_better_core(openblas_get_corename(), flags);
     if (!core) return;
-    fprintf(stderr, "psrec: OpenBLAS detected '%s' but this CPU supports %s kernels; re-running with "
-                    "OPENBLAS_CORETYPE=%s (disable with PSREC_NO_BLAS_FIX=1)\n",
+    fprintf(stderr,
+            "psrec: OpenBLAS detected '%s' but this CPU supports %s kernels; re-running with "
+            "OPENBLAS_CORETYPE=%s (disable with PSREC_NO_BLAS_FIX=1)\n",
             openblas_get_corename(), core, core);
     setenv("OPENBLAS_CORETYPE", core, 1);
     setenv("PSREC_BLAS_FIXED", "1", 1);

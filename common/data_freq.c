@@ -93,7 +93,8 @@ psrec_err psrec_freq_counter_result(const psrec_freq_counter_t *c, psrec_freq_t 
     size_t n = psrec_idmap_size(c->m), it = 0, k = 0;
     pair_t *p = malloc((n ? n : 1) * sizeof *p);
     if (!p) return PSREC_ENOMEM;
-    while (k < n && psrec_idmap_next(c->m, &it, &p[k].id, &p[k].count)) k++;
+    while (k < n && psrec_idmap_next(c->m, &it, &p[k].id, &p[k].count))
+        k++;
     qsort(p, k, sizeof *p, cmp_pair);
     if (alloc_freq(f, k)) {
         free(p);
@@ -109,13 +110,15 @@ psrec_err psrec_freq_counter_result(const psrec_freq_counter_t *c, psrec_freq_t 
 
 static void put64(unsigned char *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static uint64_t get64(const unsigned char *p)
 {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 

@@ -13,7 +13,7 @@
 
 typedef struct {
     size_t n;
-    uint64_t *ids;    /* sorted ascending */
+    uint64_t *ids; /* sorted ascending */
     uint64_t *counts;
 } psrec_freq_t;
 
@@ -21,7 +21,8 @@ typedef struct psrec_freq_counter psrec_freq_counter_t;
 
 psrec_err psrec_freq_counter_new(psrec_freq_counter_t **c) PSREC_MUST_CHECK;
 void psrec_freq_counter_destroy(psrec_freq_counter_t **c);
-/* Counts positives of every example of b (+1 per occurrence), registers history ids (slot hist_slot, -1 = none) with +0. */
+/* Counts positives of every example of b (+1 per occurrence), registers history ids (slot hist_slot, -1 = none) with
+ * +0. */
 psrec_err psrec_freq_counter_add(psrec_freq_counter_t *c, const psrec_batch_t *b, int hist_slot) PSREC_MUST_CHECK;
 /* Registers an id with count +add (used for items files: every catalogue item, even unseen). */
 psrec_err psrec_freq_counter_touch(psrec_freq_counter_t *c, uint64_t id, uint64_t add) PSREC_MUST_CHECK;

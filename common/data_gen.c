@@ -159,8 +159,10 @@ static size_t gen_user(gen_t *g, uint64_t seed, uint64_t user, int test)
     uint32_t npos = 1 + (uint32_t)psrec_rng_below(&r, c->max_pos);
     for (uint32_t t = 0; t < nhist + npos; t++) {
         uint32_t cat;
-        if (!test && psrec_rng_uniform(&r) < c->leak_rate) cat = (uint32_t)psrec_rng_below(&r, C);
-        else cat = home[nh == 2 ? psrec_rng_below(&r, 2) : 0];
+        if (!test && psrec_rng_uniform(&r) < c->leak_rate)
+            cat = (uint32_t)psrec_rng_below(&r, C);
+        else
+            cat = home[nh == 2 ? psrec_rng_below(&r, 2) : 0];
         g->items[t] = draw_item(g, &r, cat);
         /* positives are items new to the user (what a recommender is asked for, and what eval can
          * measure once history items are excluded): redraw from the same category a bounded number of times */
@@ -270,9 +272,12 @@ static int parse_item_id(const char *s, size_t len, uint64_t *id)
     int dec = 1;
     for (size_t i = 0; i < len && dec; i++) {
         unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9) dec = 0;
-        else if (x > (UINT64_MAX - d) / 10) return -1; /* decimal but out of range */
-        else x = x * 10 + d;
+        if (d > 9)
+            dec = 0;
+        else if (x > (UINT64_MAX - d) / 10)
+            return -1; /* decimal but out of range */
+        else
+            x = x * 10 + d;
     }
     *id = dec ? x : psrec_hash_string_id(s, len);
     return 0;
@@ -319,7 +324,8 @@ psrec_err psrec_items_load(const char *path, uint64_t **ids_out, int32_t **cats_
     while (!rc && (got = getline(&line, &cap, fp)) >= 0) {
         lineno++;
         size_t len = (size_t)got;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
         if (len == 0 || line[0] == '#') continue;
         const char *tab = memchr(line, '\t', len);
         if (!tab) {

@@ -50,9 +50,12 @@ static int parse_id(const char *s, size_t len, uint64_t *id)
     int dec = 1;
     for (size_t i = 0; i < len && dec; i++) {
         unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9) dec = 0;
-        else if (x > (UINT64_MAX - d) / 10) return -1;
-        else x = x * 10 + d;
+        if (d > 9)
+            dec = 0;
+        else if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        else
+            x = x * 10 + d;
     }
     *id = dec ? x : psrec_hash_string_id(s, len);
     return 0;
@@ -101,10 +104,12 @@ static int split(int fmt, const char *line, size_t len, const char **f, size_t *
     for (;;) {
         size_t j = i;
         if (fmt == FMT_DCOLON) {
-            while (j < len && !(line[j] == ':' && j + 1 < len && line[j + 1] == ':')) j++;
+            while (j < len && !(line[j] == ':' && j + 1 < len && line[j + 1] == ':'))
+                j++;
         } else {
             char sep = fmt == FMT_TAB ? '\t' : ',';
-            while (j < len && line[j] != sep) j++;
+            while (j < len && line[j] != sep)
+                j++;
         }
         if (n < 8) {
             f[n] = line + i;
@@ -143,21 +148,29 @@ static psrec_err read_records(const char *path, psrec_import_conf_t *c, rec_t **
     while (!rc && (got = getline(&line, &cap, fp)) >= 0) {
         lineno++;
         size_t len = (size_t)got;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
         size_t k = 0;
-        while (k < len && (line[k] == ' ' || line[k] == '\t')) k++;
+        while (k < len && (line[k] == ' ' || line[k] == '\t'))
+            k++;
         if (k == len || line[k] == '#') continue;
         const char *f[8];
         size_t fl[8];
         if (fmt == FMT_UNKNOWN) {
             int dcolon = 0;
-            for (size_t q = 0; q + 1 < len && !dcolon; q++) dcolon = line[q] == ':' && line[q + 1] == ':';
-            if (dcolon) fmt = FMT_DCOLON;
-            else if (memchr(line, '\t', len)) fmt = FMT_TAB;
-            else if (memchr(line, ',', len)) fmt = FMT_CSV;
+            for (size_t q = 0; q + 1 < len && !dcolon; q++)
+                dcolon = line[q] == ':' && line[q + 1] == ':';
+            if (dcolon)
+                fmt = FMT_DCOLON;
+            else if (memchr(line, '\t', len))
+                fmt = FMT_TAB;
+            else if (memchr(line, ',', len))
+                fmt = FMT_CSV;
             else {
-                rc = bad(err, path, lineno, "unrecognised ratings format (want user::item::rating::time, "
-                                            "tab-separated or CSV)", line, len);
+                rc = bad(err, path, lineno,
+                         "unrecognised ratings format (want user::item::rating::time, "
+                         "tab-separated or CSV)",
+                         line, len);
                 break;
             }
             if (fmt == FMT_CSV) {
@@ -171,11 +184,16 @@ static psrec_err read_records(const char *path, psrec_import_conf_t *c, rec_t **
         uint64_t user = 0, item = 0;
         double rating = 0;
         int64_t ts = 0;
-        if (nf != 4) what = "expected 4 fields: user, item, rating, timestamp";
-        else if (parse_id(f[0], fl[0], &user)) what = "bad user id", tok = f[0], tl = fl[0];
-        else if (parse_id(f[1], fl[1], &item)) what = "bad item id", tok = f[1], tl = fl[1];
-        else if (parse_rating(f[2], fl[2], &rating)) what = "bad rating", tok = f[2], tl = fl[2];
-        else if (parse_ts(f[3], fl[3], &ts)) what = "bad timestamp", tok = f[3], tl = fl[3];
+        if (nf != 4)
+            what = "expected 4 fields: user, item, rating, timestamp";
+        else if (parse_id(f[0], fl[0], &user))
+            what = "bad user id", tok = f[0], tl = fl[0];
+        else if (parse_id(f[1], fl[1], &item))
+            what = "bad item id", tok = f[1], tl = fl[1];
+        else if (parse_rating(f[2], fl[2], &rating))
+            what = "bad rating", tok = f[2], tl = fl[2];
+        else if (parse_ts(f[3], fl[3], &ts))
+            what = "bad timestamp", tok = f[3], tl = fl[3];
         if (what) {
             if (c->skip_bad) {
                 c->skipped++;
@@ -256,7 +274,8 @@ psrec_err psrec_import_ratings(const char *path, const char *dir, psrec_import_c
     if (!rc) rc = out_open(&te, dir, "test.txt", err);
     for (size_t a = 0; a < n && !rc;) {
         size_t e = a + 1;
-        while (e < n && r[e].user == r[a].user) e++;
+        while (e < n && r[e].user == r[a].user)
+            e++;
         size_t m = e - a;
         c->n_users++;
         for (size_t t = 1; t + 1 < m && !rc; t++) { /* the first has no history, the last is the test */

@@ -17,10 +17,10 @@
 #include "common/err.h"
 
 typedef struct {
-    double min_rating;   /* default 0: every rating counts */
-    unsigned max_hist;   /* default 50 */
+    double min_rating; /* default 0: every rating counts */
+    unsigned max_hist; /* default 50 */
     int skip_bad;
-    size_t skipped;      /* out: malformed lines skipped */
+    size_t skipped;                  /* out: malformed lines skipped */
     size_t n_train, n_test, n_users; /* out */
 } psrec_import_conf_t;
 

@@ -71,12 +71,12 @@ struct psrec_shard_reader {
     index_t *index;
     uint64_t nblocks;
     totals_t tot;
-    uint64_t blk;     /* position: block */
-    uint32_t idx;     /* position: example within block */
-    uint64_t loaded;  /* block held in raw, or UINT64_MAX */
+    uint64_t blk;    /* position: block */
+    uint32_t idx;    /* position: example within block */
+    uint64_t loaded; /* block held in raw, or UINT64_MAX */
     unsigned char *raw, *comp;
     size_t raw_cap, comp_cap;
-    size_t cur;       /* byte cursor in raw, at example cur_idx */
+    size_t cur; /* byte cursor in raw, at example cur_idx */
     uint32_t cur_idx;
 };
 
@@ -84,12 +84,14 @@ struct psrec_shard_reader {
 
 static void put32(unsigned char *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static void put64(unsigned char *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static uint32_t get32(const unsigned char *p)
@@ -158,7 +160,8 @@ static int grow(unsigned char **p, size_t *cap, size_t need)
 {
     if (need <= *cap) return 0;
     size_t nc = *cap ? *cap : 4096;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     unsigned char *q = realloc(*p, nc);
     if (!q) return -1;
     *p = q;
@@ -196,8 +199,7 @@ static psrec_err flush_block(psrec_shard_writer_t *w, size_t upto, uint32_t nex,
 {
     if (nex == 0) return PSREC_OK;
     int bound = LZ4_compressBound((int)upto);
-    if (grow(&w->comp, &w->comp_cap, (size_t)bound))
-        return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", w->path);
+    if (grow(&w->comp, &w->comp_cap, (size_t)bound)) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", w->path);
     int clen = LZ4_compress_default((const char *)w->raw, (char *)w->comp, (int)upto, bound);
     if (clen <= 0) return psrec_fail(err, PSREC_EIO, "%s: LZ4 compression failed", w->path);
     if (w->nblocks == w->index_cap) {
@@ -230,13 +232,16 @@ static psrec_err flush_block(psrec_shard_writer_t *w, size_t upto, uint32_t nex,
 psrec_err psrec_shard_writer_add(psrec_shard_writer_t *w, const psrec_batch_t *b, size_t i, char *err)
 {
     if (w->failed) return psrec_fail(err, PSREC_EINVAL, "%s: writer failed earlier", w->path);
-    if (i >= b->n) return psrec_fail(err, PSREC_EINVAL, "%s: example %zu out of range (batch has %zu)", w->path, i, b->n);
+    if (i >= b->n)
+        return psrec_fail(err, PSREC_EINVAL, "%s: example %zu out of range (batch has %zu)", w->path, i, b->n);
     uint32_t pa = b->pos_off[i], pe = b->pos_off[i + 1], npos = pe - pa;
     int k = b->nslots;
-    while (k > 0 && b->slot_off[k - 1][i] == b->slot_off[k - 1][i + 1]) k--;
+    while (k > 0 && b->slot_off[k - 1][i] == b->slot_off[k - 1][i + 1])
+        k--;
     uint32_t ha = b->home_off[i], he = b->home_off[i + 1];
     size_t bound = 10 + (size_t)npos * 14 + 10 + 5 * (size_t)(he - ha) + 10;
-    for (int s = 0; s < k; s++) bound += 10 + 10 * (size_t)(b->slot_off[s][i + 1] - b->slot_off[s][i]);
+    for (int s = 0; s < k; s++)
+        bound += 10 + 10 * (size_t)(b->slot_off[s][i + 1] - b->slot_off[s][i]);
     if (grow(&w->raw, &w->raw_cap, w->raw_len + bound)) {
         w->failed = 1;
         return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", w->path);
@@ -247,7 +252,8 @@ psrec_err psrec_shard_writer_add(psrec_shard_writer_t *w, const psrec_batch_t *b
     for (uint32_t q = pa + 1; q < pe; q++)
         if (float_bits(b->pos_w[q]) != float_bits(b->pos_w[pa])) same = 0;
     p += put_var(p, (uint64_t)npos * 2 + (uint64_t)same);
-    for (uint32_t q = pa; q < pe; q++) p += put_var(p, b->pos_id[q]);
+    for (uint32_t q = pa; q < pe; q++)
+        p += put_var(p, b->pos_id[q]);
     for (uint32_t q = pa; q < pe; q++) {
         put32(p, float_bits(b->pos_w[q]));
         p += 4;
@@ -257,11 +263,13 @@ psrec_err psrec_shard_writer_add(psrec_shard_writer_t *w, const psrec_batch_t *b
     for (int s = 0; s < k; s++) {
         uint32_t a = b->slot_off[s][i], e = b->slot_off[s][i + 1];
         p += put_var(p, e - a);
-        for (uint32_t q = a; q < e; q++) p += put_var(p, b->slot_id[s][q]);
+        for (uint32_t q = a; q < e; q++)
+            p += put_var(p, b->slot_id[s][q]);
         w->tot.slot[s] += e - a;
     }
     p += put_var(p, he - ha);
-    for (uint32_t q = ha; q < he; q++) p += put_var(p, b->home_cat[q]);
+    for (uint32_t q = ha; q < he; q++)
+        p += put_var(p, b->home_cat[q]);
     size_t len = (size_t)(p - p0);
     if (len > MAX_RAW) {
         w->failed = 1;
@@ -291,14 +299,16 @@ psrec_err psrec_shard_writer_commit(psrec_shard_writer_t **pw, const psrec_schem
     psrec_shard_writer_t *w = *pw;
     psrec_err rc = PSREC_OK;
     unsigned char *foot = NULL;
-    if (w->failed) rc = psrec_fail(err, PSREC_EINVAL, "%s: writer failed earlier; not committed", w->path);
+    if (w->failed)
+        rc = psrec_fail(err, PSREC_EINVAL, "%s: writer failed earlier; not committed", w->path);
     else if (schema->nslots < w->max_slots || schema->nslots > PSREC_MAX_SLOTS)
         rc = psrec_fail(err, PSREC_EINVAL, "%s: examples use %d slots but the schema has %d", w->path, w->max_slots,
                         schema->nslots);
     for (int s = 0; !rc && s < schema->nslots; s++) {
         size_t nl = strnlen(schema->name[s], PSREC_SLOT_NAME_MAX);
         if (nl == 0 || nl == PSREC_SLOT_NAME_MAX || psrec_schema_find(schema, schema->name[s], nl) != s)
-            rc = psrec_fail(err, PSREC_EINVAL, "%s: schema slot %d has an empty, overlong or repeated name", w->path, s);
+            rc =
+                psrec_fail(err, PSREC_EINVAL, "%s: schema slot %d has an empty, overlong or repeated name", w->path, s);
     }
     if (!rc) {
         rc = flush_block(w, w->raw_len, w->nex, err);
@@ -320,7 +330,8 @@ psrec_err psrec_shard_writer_commit(psrec_shard_writer_t **pw, const psrec_schem
         put64(p + 16, w->tot.pos);
         put64(p + 24, w->tot.home);
         p += 32;
-        for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8) put64(p, w->tot.slot[s]);
+        for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8)
+            put64(p, w->tot.slot[s]);
         for (size_t k = 0; k < w->nblocks; k++, p += INDEX_ENTRY_SIZE) {
             put64(p, w->index[k].off);
             put32(p + 8, w->index[k].nex);
@@ -395,9 +406,9 @@ static psrec_err parse_footer(psrec_shard_reader_t *r, const unsigned char *f, s
     r->tot.pos = get64(p + 16);
     r->tot.home = get64(p + 24);
     p += 32;
-    for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8) r->tot.slot[s] = get64(p);
-    if (r->nblocks != (flen - FOOTER_FIXED - 8) / INDEX_ENTRY_SIZE ||
-        (flen - FOOTER_FIXED - 8) % INDEX_ENTRY_SIZE != 0)
+    for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8)
+        r->tot.slot[s] = get64(p);
+    if (r->nblocks != (flen - FOOTER_FIXED - 8) / INDEX_ENTRY_SIZE || (flen - FOOTER_FIXED - 8) % INDEX_ENTRY_SIZE != 0)
         return corrupt(r, err, "footer size does not match its block count");
     r->index = malloc((r->nblocks ? r->nblocks : 1) * sizeof *r->index);
     if (!r->index) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", r->path);
@@ -517,8 +528,8 @@ static psrec_err load_block(psrec_shard_reader_t *r, uint64_t k, char *err)
     const index_t *e = &r->index[k];
     r->loaded = UINT64_MAX;
     unsigned char h[BLOCK_HDR_SIZE];
-    if (read_at(r->fd, h, sizeof h, e->off)) return psrec_fail(err, PSREC_EIO, "%s: block %llu: read failed", r->path,
-                                                                (unsigned long long)k);
+    if (read_at(r->fd, h, sizeof h, e->off))
+        return psrec_fail(err, PSREC_EIO, "%s: block %llu: read failed", r->path, (unsigned long long)k);
     if (memcmp(h, BLOCK_MAGIC, 4) != 0 || get32(h + 4) != e->nex || get32(h + 8) != e->raw || get32(h + 12) != e->comp)
         return block_bad(r, k, "header does not match the index", err);
     /* sizes were checked against MAX_RAW / LZ4_compressBound at open, before any allocation */
@@ -565,8 +576,10 @@ static psrec_err decode(psrec_shard_reader_t *r, psrec_batch_t *b, char *err)
     if (nh > e->raw) d.bad = 1;
     for (uint64_t q = 0; q < nh && !d.bad && !rc; q++) {
         uint64_t c = get_var(&d);
-        if (c > UINT32_MAX) d.bad = 1;
-        else if (b && !d.bad && psrec_batch_add_home(b, (uint32_t)c)) rc = PSREC_ENOMEM;
+        if (c > UINT32_MAX)
+            d.bad = 1;
+        else if (b && !d.bad && psrec_batch_add_home(b, (uint32_t)c))
+            rc = PSREC_ENOMEM;
     }
     if (rc || d.bad) {
         if (b) psrec_batch_abort(b);

@@ -17,8 +17,8 @@
 #include "common/err.h"
 
 typedef struct {
-    uint64_t block;  /* index of the block */
-    uint32_t index;  /* example within the block */
+    uint64_t block; /* index of the block */
+    uint32_t index; /* example within the block */
 } psrec_shard_pos_t;
 
 typedef struct psrec_shard_writer psrec_shard_writer_t;

@@ -67,8 +67,10 @@ static int parse_dec(const char *s, size_t len, uint64_t max, uint64_t *v)
     for (size_t i = 0; i < len; i++) {
         unsigned d = (unsigned char)s[i] - '0';
         if (d > 9) return -1;
-        if (x > (max - d) / 10) over = 1;
-        else x = x * 10 + d;
+        if (x > (max - d) / 10)
+            over = 1;
+        else
+            x = x * 10 + d;
     }
     if (over) return 1;
     *v = x;
@@ -86,8 +88,8 @@ static psrec_err parse_id(const char *s, size_t len, uint64_t *id, const char *w
     return PSREC_OK;
 }
 
-static psrec_err parse_weight(const char *s, size_t len, float *w, const char *item, size_t item_len,
-                              const char *where, char *err)
+static psrec_err parse_weight(const char *s, size_t len, float *w, const char *item, size_t item_len, const char *where,
+                              char *err)
 {
     char buf[64];
     if (len == 0 || len >= sizeof buf) return bad(err, where, "bad weight", item, item_len);
@@ -149,7 +151,8 @@ static psrec_err parse_list(scratch_t *sc, int kind, int slot, const char *val, 
     size_t i = 0;
     for (;;) {
         size_t j = i;
-        while (j < len && val[j] != ',') j++;
+        while (j < len && val[j] != ',')
+            j++;
         const char *it = val + i;
         size_t il = j - i;
         if (il == 0) return bad(err, where, "empty id in list", val, len);
@@ -199,10 +202,12 @@ static psrec_err parse_fields(scratch_t *sc, const char *line, size_t len, psrec
     size_t i = 0;
     psrec_err rc;
     for (;;) {
-        while (i < len && is_space((unsigned char)line[i])) i++;
+        while (i < len && is_space((unsigned char)line[i]))
+            i++;
         if (i == len) break;
         size_t j = i;
-        while (j < len && !is_space((unsigned char)line[j])) j++;
+        while (j < len && !is_space((unsigned char)line[j]))
+            j++;
         const char *tok = line + i;
         size_t tl = j - i;
         i = j;
@@ -265,7 +270,8 @@ static psrec_err parse_fields(scratch_t *sc, const char *line, size_t len, psrec
 static int blank_or_comment(const char *line, size_t len)
 {
     size_t i = 0;
-    while (i < len && is_space((unsigned char)line[i])) i++;
+    while (i < len && is_space((unsigned char)line[i]))
+        i++;
     return i == len || line[i] == '#';
 }
 
@@ -315,8 +321,7 @@ psrec_err psrec_text_open(psrec_text_reader_t **out, const char *path, psrec_sch
             int e = errno;
             free(r->name);
             free(r);
-            return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path,
-                              strerror(e));
+            return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path, strerror(e));
         }
         r->own_fp = 1;
     }

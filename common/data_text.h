@@ -19,10 +19,10 @@
 #include "common/err.h"
 
 typedef struct {
-    int skip_bad;        /* count and skip malformed lines instead of failing */
-    int fixed_schema;    /* unknown slot names are errors (or ignored with ignore_unknown) instead of added */
-    int ignore_unknown;  /* with fixed_schema: silently drop unknown slots */
-    int require_pos;     /* a line without positives is malformed (training/eval data) */
+    int skip_bad;       /* count and skip malformed lines instead of failing */
+    int fixed_schema;   /* unknown slot names are errors (or ignored with ignore_unknown) instead of added */
+    int ignore_unknown; /* with fixed_schema: silently drop unknown slots */
+    int require_pos;    /* a line without positives is malformed (training/eval data) */
 } psrec_text_opts_t;
 
 typedef struct psrec_text_reader psrec_text_reader_t;

@@ -28,13 +28,15 @@ struct psrec_dfile {
 
 static void put_u64(unsigned char *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static uint64_t get_u64(const unsigned char *p)
 {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -148,8 +150,7 @@ static psrec_err open_checked(const char *path, FILE **fp, uint64_t *payload, ui
     *fp = fopen(path, "rb");
     if (!*fp) {
         int e = errno;
-        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path,
-                          strerror(e));
+        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(fileno(*fp), &st) != 0 || st.st_size < TRAILER_SIZE) {

@@ -8,22 +8,22 @@
 
 typedef enum {
     PSREC_OK = 0,
-    PSREC_ENOMEM,      /* allocation failed */
-    PSREC_EINVAL,      /* bad argument or option */
-    PSREC_EIO,         /* read/write/fsync/rename failed */
-    PSREC_EPARSE,      /* malformed text input (data line, config) */
-    PSREC_ECORRUPT,    /* checksum mismatch, truncated or inconsistent binary file */
-    PSREC_EMSGSIZE,    /* a declared length exceeds a limit */
-    PSREC_ENOTFOUND,   /* missing file, key or table */
-    PSREC_EFULL,       /* a capacity bound was reached */
-    PSREC_EEOF,        /* end of input (not an error for readers that loop) */
-    PSREC_EVERSION,    /* unknown format version */
-    PSREC_EUNSUPPORTED,/* valid but not supported in this build/mode */
-    PSREC_ETIMEDOUT,   /* a deadline passed */
-    PSREC_EPROTO,      /* protocol violation */
-    PSREC_ESTALE,      /* wrong server for a key, or a stale shard map / membership epoch */
-    PSREC_ENOTREADY,   /* the cluster is not complete yet (retry later) */
-    PSREC_EREFUSED,    /* refused by policy: other job, limits */
+    PSREC_ENOMEM,       /* allocation failed */
+    PSREC_EINVAL,       /* bad argument or option */
+    PSREC_EIO,          /* read/write/fsync/rename failed */
+    PSREC_EPARSE,       /* malformed text input (data line, config) */
+    PSREC_ECORRUPT,     /* checksum mismatch, truncated or inconsistent binary file */
+    PSREC_EMSGSIZE,     /* a declared length exceeds a limit */
+    PSREC_ENOTFOUND,    /* missing file, key or table */
+    PSREC_EFULL,        /* a capacity bound was reached */
+    PSREC_EEOF,         /* end of input (not an error for readers that loop) */
+    PSREC_EVERSION,     /* unknown format version */
+    PSREC_EUNSUPPORTED, /* valid but not supported in this build/mode */
+    PSREC_ETIMEDOUT,    /* a deadline passed */
+    PSREC_EPROTO,       /* protocol violation */
+    PSREC_ESTALE,       /* wrong server for a key, or a stale shard map / membership epoch */
+    PSREC_ENOTREADY,    /* the cluster is not complete yet (retry later) */
+    PSREC_EREFUSED,     /* refused by policy: other job, limits */
     PSREC_ERR_COUNT
 } psrec_err;
 
@@ -36,7 +36,6 @@ const char *psrec_errname(psrec_err e);
 
 /* Formats into buf (may be NULL) and returns code, so parsers can write
  * `return psrec_fail(buf, PSREC_EPARSE, "%s:%zu: ...", ...);`. */
-psrec_err psrec_fail(char *buf, psrec_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+psrec_err psrec_fail(char *buf, psrec_err code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

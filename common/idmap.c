@@ -36,7 +36,8 @@ psrec_err psrec_idmap_new(psrec_idmap_t **out, size_t expected)
     psrec_idmap_t *m = calloc(1, sizeof *m);
     if (!m) return PSREC_ENOMEM;
     size_t cap = 16;
-    while (cap < expected * 2) cap <<= 1;
+    while (cap < expected * 2)
+        cap <<= 1;
     m->slots = alloc_slots(cap);
     if (!m->slots) {
         free(m);
@@ -58,7 +59,8 @@ void psrec_idmap_destroy(psrec_idmap_t **m)
 static size_t find(const psrec_idmap_t *m, uint64_t key)
 {
     size_t mask = m->cap - 1, i = psrec_mix64(key) & mask;
-    while (m->slots[i].key != key && m->slots[i].key != EMPTY) i = (i + 1) & mask;
+    while (m->slots[i].key != key && m->slots[i].key != EMPTY)
+        i = (i + 1) & mask;
     return i;
 }
 

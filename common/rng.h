@@ -29,7 +29,8 @@ static inline uint64_t psrec_mix64(uint64_t x)
 static inline void psrec_rng_seed(psrec_rng_t *r, uint64_t seed, uint64_t stream)
 {
     uint64_t x = seed ^ psrec_mix64(stream + 0x632be59bd9b4e019ULL);
-    for (int i = 0; i < 4; i++) r->s[i] = psrec_splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = psrec_splitmix64(&x);
 }
 
 static inline uint64_t psrec_rng_u64(psrec_rng_t *r)

@@ -33,8 +33,7 @@ static psrec_err send_part(void *sock, const void *p, size_t n, int more, char *
 }
 
 psrec_err psrec_wire_send(void *sock, const psrec_wire_route_t *route, Psrec__Header *hdr,
-                          const psrec_wire_bulk_t *bulk, int nbulk, int compress, psrec_wire_stats_t *st,
-                          char *err)
+                          const psrec_wire_bulk_t *bulk, int nbulk, int compress, psrec_wire_stats_t *st, char *err)
 {
     if (nbulk < 0 || nbulk > PSREC_WIRE_MAX_BULK)
         return psrec_fail(err, PSREC_EMSGSIZE, "too many bulk frames (%d)", nbulk);
@@ -104,14 +103,16 @@ psrec_err psrec_wire_send(void *sock, const psrec_wire_route_t *route, Psrec__He
     }
     if (hb && hb != stackbuf) free(hb);
 out:
-    for (int i = 0; i < nbulk; i++) free(comp[i]);
+    for (int i = 0; i < nbulk; i++)
+        free(comp[i]);
     return rc;
 }
 
 void psrec_wire_msg_clear(psrec_wire_msg_t *m)
 {
     if (m->hdr) psrec__header__free_unpacked(m->hdr, NULL);
-    for (int i = 0; i < m->nbulk; i++) free(m->bulk[i]);
+    for (int i = 0; i < m->nbulk; i++)
+        free(m->bulk[i]);
     memset(m, 0, sizeof *m);
 }
 
@@ -225,8 +226,8 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
                 break;
             }
             if (f->raw_bytes / 255 > n) {
-                rc = psrec_fail(err, PSREC_ECORRUPT, "frame %zu: %zu LZ4 bytes cannot decompress to %llu bytes", i,
-                                n, (unsigned long long)f->raw_bytes);
+                rc = psrec_fail(err, PSREC_ECORRUPT, "frame %zu: %zu LZ4 bytes cannot decompress to %llu bytes", i, n,
+                                (unsigned long long)f->raw_bytes);
                 break;
             }
         }
@@ -266,15 +267,15 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
         st->msgs++;
         st->header_bytes += hlen;
         st->wire_bytes += wire_bulk;
-        for (int i = 0; i < m->nbulk; i++) st->raw_bytes += m->bulk_bytes[i];
+        for (int i = 0; i < m->nbulk; i++)
+            st->raw_bytes += m->bulk_bytes[i];
     }
     return PSREC_OK;
 }
 
 psrec_err psrec_wire_check_bulk(const psrec_wire_msg_t *m, int nbulk, const size_t *bytes, char *err)
 {
-    if (m->nbulk != nbulk)
-        return psrec_fail(err, PSREC_EPROTO, "%d bulk frames, expected %d", m->nbulk, nbulk);
+    if (m->nbulk != nbulk) return psrec_fail(err, PSREC_EPROTO, "%d bulk frames, expected %d", m->nbulk, nbulk);
     for (int i = 0; i < nbulk; i++)
         if (m->bulk_bytes[i] != bytes[i])
             return psrec_fail(err, PSREC_EPROTO, "bulk frame %d has %zu bytes, expected %zu", i, m->bulk_bytes[i],

@@ -21,14 +21,14 @@
 #include "proto/psrec.pb-c.h"
 
 #define PSREC_WIRE_VERSION 1
-#define PSREC_WIRE_MAX_HEADER (1u << 20)          /* bytes of the protobuf header frame */
-#define PSREC_WIRE_MAX_BULK 4                     /* bulk frames per message */
+#define PSREC_WIRE_MAX_HEADER (1u << 20)           /* bytes of the protobuf header frame */
+#define PSREC_WIRE_MAX_BULK 4                      /* bulk frames per message */
 #define PSREC_WIRE_MAX_FRAME_BYTES (1024ull << 20) /* one bulk frame, decompressed */
-#define PSREC_WIRE_MAX_KEYS (1u << 24)            /* keys per request */
-#define PSREC_WIRE_MAX_DIM 65536                  /* floats per row */
-#define PSREC_WIRE_LZ4_MIN 4096                   /* smaller frames are never compressed */
-#define PSREC_WIRE_NSLOTS 4096                    /* hash slots of the shard map */
-#define PSREC_WIRE_MAX_ROUTE 255                  /* ZeroMQ routing ids are at most 255 bytes */
+#define PSREC_WIRE_MAX_KEYS (1u << 24)             /* keys per request */
+#define PSREC_WIRE_MAX_DIM 65536                   /* floats per row */
+#define PSREC_WIRE_LZ4_MIN 4096                    /* smaller frames are never compressed */
+#define PSREC_WIRE_NSLOTS 4096                     /* hash slots of the shard map */
+#define PSREC_WIRE_MAX_ROUTE 255                   /* ZeroMQ routing ids are at most 255 bytes */
 
 /* The hash slot of a key: a full 64-bit mix, so dense ids 0..n-1 spread evenly over slots (not
  * ps-lite's contiguous ranges, which put them all on one server). */
@@ -43,8 +43,8 @@ typedef struct {
 } psrec_wire_route_t;
 
 typedef struct {
-    Psrec__Header *hdr;                  /* decoded header; NULL after a failed receive */
-    void *bulk[PSREC_WIRE_MAX_BULK];     /* decoded bulk frames (malloc'ed, 16-byte aligned) */
+    Psrec__Header *hdr;              /* decoded header; NULL after a failed receive */
+    void *bulk[PSREC_WIRE_MAX_BULK]; /* decoded bulk frames (malloc'ed, 16-byte aligned) */
     size_t bulk_bytes[PSREC_WIRE_MAX_BULK];
     int nbulk;
     /* After a failed receive whose header did decode: the rejected request's seq and job id, so the
@@ -91,7 +91,8 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
 void psrec_wire_msg_clear(psrec_wire_msg_t *msg);
 
 /* Checks that msg has exactly nbulk bulk frames of the given byte sizes: PSREC_EPROTO otherwise. */
-psrec_err psrec_wire_check_bulk(const psrec_wire_msg_t *msg, int nbulk, const size_t *bytes, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_wire_check_bulk(const psrec_wire_msg_t *msg, int nbulk, const size_t *bytes,
+                                char *err) PSREC_MUST_CHECK;
 
 /* Replies ERROR (code, text) to req (its seq, table and job id echoed); req may be NULL. */
 psrec_err psrec_wire_send_error(void *sock, const psrec_wire_route_t *route, const Psrec__Header *req, psrec_err code,

@@ -32,14 +32,14 @@
 #include "ps/store.h"
 
 typedef struct {
-    const char *bind;            /* "tcp://127.0.0.1:0", "inproc://coord", ... */
+    const char *bind; /* "tcp://127.0.0.1:0", "inproc://coord", ... */
     int n_servers, n_workers;
     uint64_t job_id;
     uint64_t seed;
     int ntables;
     const uint32_t *table_ids;
     const psrec_table_conf_t *tables;
-    int heartbeat_timeout_ms;    /* default 10000 */
+    int heartbeat_timeout_ms; /* default 10000 */
 } psrec_coord_conf_t;
 
 typedef struct psrec_coord psrec_coord_t;

@@ -83,7 +83,8 @@ void psrec_optim_reset_state(const psrec_optim_t *o, float *state, uint32_t dim)
     switch (o->kind) {
     case PSREC_OPT_SGD: break;
     case PSREC_OPT_ADAGRAD:
-        for (uint32_t i = 0; i < dim; i++) state[i] = o->init_acc;
+        for (uint32_t i = 0; i < dim; i++)
+            state[i] = o->init_acc;
         break;
     case PSREC_OPT_ROWWISE_ADAGRAD: state[0] = o->init_acc; break;
     case PSREC_OPT_ADAM: memset(state, 0, (2 * (size_t)dim + 1) * sizeof(float)); break;
@@ -101,13 +102,14 @@ VEC static void sgd(const psrec_optim_t *o, float *restrict w, const float *rest
 {
     const float lr = o->lr, l2 = o->l2;
     if (l2 == 0)
-        for (uint32_t i = 0; i < dim; i++) w[i] -= lr * g[i];
+        for (uint32_t i = 0; i < dim; i++)
+            w[i] -= lr * g[i];
     else
-        for (uint32_t i = 0; i < dim; i++) w[i] -= lr * (g[i] + l2 * w[i]);
+        for (uint32_t i = 0; i < dim; i++)
+            w[i] -= lr * (g[i] + l2 * w[i]);
 }
 
-static void adagrad(const psrec_optim_t *o, float *restrict w, float *restrict a, const float *restrict g,
-                    uint32_t dim)
+static void adagrad(const psrec_optim_t *o, float *restrict w, float *restrict a, const float *restrict g, uint32_t dim)
 {
     const float lr = o->lr, l2 = o->l2, eps = o->eps;
     uint32_t i = 0;
@@ -129,7 +131,7 @@ static void adagrad(const psrec_optim_t *o, float *restrict w, float *restrict a
 }
 
 VEC static void rowwise_adagrad(const psrec_optim_t *o, float *restrict w, float *restrict a, const float *restrict g,
-                            uint32_t dim)
+                                uint32_t dim)
 {
     const float l2 = o->l2;
     double q[4] = {0, 0, 0, 0}; /* four partial sums: no single dependency chain */
@@ -146,9 +148,11 @@ VEC static void rowwise_adagrad(const psrec_optim_t *o, float *restrict w, float
     a[0] += (float)((q[0] + q[1] + q[2] + q[3]) / dim);
     const float step = o->lr / (sqrtf(a[0]) + o->eps);
     if (l2 == 0)
-        for (i = 0; i < dim; i++) w[i] -= step * g[i];
+        for (i = 0; i < dim; i++)
+            w[i] -= step * g[i];
     else
-        for (i = 0; i < dim; i++) w[i] -= step * (g[i] + l2 * w[i]);
+        for (i = 0; i < dim; i++)
+            w[i] -= step * (g[i] + l2 * w[i]);
 }
 
 static void adam(const psrec_optim_t *o, float *restrict w, float *restrict st, const float *restrict g, uint32_t dim)

@@ -40,12 +40,12 @@
 #include "common/idmap.h"
 #include "worker/coord_client.h"
 
-#define POLL_MS 50              /* longest wait before the stop flag and heartbeats are looked at */
-#define BURST 64                /* requests served between two looks at them */
-#define DUMP_PAGE 65536         /* rows per DUMP_OK at most */
-#define MAX_DUMPS 4             /* dump snapshots kept at once */
-#define MAX_SENDERS (1u << 16)  /* senders with a duplicate-suppression window */
-#define HWM 1000                /* messages queued per peer */
+#define POLL_MS 50             /* longest wait before the stop flag and heartbeats are looked at */
+#define BURST 64               /* requests served between two looks at them */
+#define DUMP_PAGE 65536        /* rows per DUMP_OK at most */
+#define MAX_DUMPS 4            /* dump snapshots kept at once */
+#define MAX_SENDERS (1u << 16) /* senders with a duplicate-suppression window */
+#define HWM 1000               /* messages queued per peer */
 
 typedef struct {
     uint64_t epoch;
@@ -101,7 +101,7 @@ struct psrec_server {
     uint32_t rank;
     uint64_t epoch;
     uint64_t map_version;
-    uint32_t nslots;       /* 0: this server owns every slot */
+    uint32_t nslots; /* 0: this server owns every slot */
     uint32_t *slot_server;
     psrec_store_t *store;
     atomic_int stop;
@@ -113,7 +113,7 @@ struct psrec_server {
     uint64_t tick;
 
     gate_t gates[PSREC_STORE_MAX_TABLES][2]; /* PULL_OK, DUMP_OK */
-    float *out; /* pull/dump reply rows */
+    float *out;                              /* pull/dump reply rows */
     size_t out_cap;
 
     psrec_server_stats_t st; /* serve thread's own */
@@ -153,12 +153,13 @@ void psrec_table_conf_to_wire(uint32_t id, const psrec_table_conf_t *c, Psrec__T
 
 psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c, char *err)
 {
-    if (w->table >= PSREC_STORE_MAX_TABLES)
-        return psrec_fail(err, PSREC_EPROTO, "table id %u out of range", w->table);
+    if (w->table >= PSREC_STORE_MAX_TABLES) return psrec_fail(err, PSREC_EPROTO, "table id %u out of range", w->table);
     if (w->dim == 0 || w->dim > PSREC_WIRE_MAX_DIM)
         return psrec_fail(err, PSREC_EPROTO, "table %u: dim %u out of range", w->table, w->dim);
-    if (w->opt > PSREC_OPT_ADAM) return psrec_fail(err, PSREC_EPROTO, "table %u: unknown optimizer %u", w->table, w->opt);
-    if (w->init > PSREC_INIT_NORMAL) return psrec_fail(err, PSREC_EPROTO, "table %u: unknown init %u", w->table, w->init);
+    if (w->opt > PSREC_OPT_ADAM)
+        return psrec_fail(err, PSREC_EPROTO, "table %u: unknown optimizer %u", w->table, w->opt);
+    if (w->init > PSREC_INIT_NORMAL)
+        return psrec_fail(err, PSREC_EPROTO, "table %u: unknown init %u", w->table, w->init);
     memset(c, 0, sizeof *c);
     *id = w->table;
     c->dim = w->dim;
@@ -202,7 +203,8 @@ static psrec_err open_socket(psrec_server_t *s, const char *bind, char *err)
     if (!s->sock) return zfail(err, "zmq_socket");
     int zero = 0, hwm = HWM;
     int64_t maxmsg = (int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20);
-    if (zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) || zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+    if (zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) ||
+        zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
         zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
         zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))
         return zfail(err, "zmq_setsockopt");
@@ -235,8 +237,9 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
     s->epoch = reg->epoch;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
     if (!rc) rc = set_map(s, reg->shard_map, err);
-    if (!rc) rc = psrec_store_new(&s->store, reg->seed, 16) ? psrec_fail(err, PSREC_ENOMEM, "cannot create the store")
-                                                             : PSREC_OK;
+    if (!rc)
+        rc = psrec_store_new(&s->store, reg->seed, 16) ? psrec_fail(err, PSREC_ENOMEM, "cannot create the store")
+                                                       : PSREC_OK;
     for (size_t i = 0; !rc && i < reg->n_tables; i++) {
         uint32_t id;
         psrec_table_conf_t tc;
@@ -250,7 +253,8 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
     if (!s->hb_sock) return zfail(err, "zmq_socket");
     int zero = 0, hwm = 16;
     if (zmq_setsockopt(s->hb_sock, ZMQ_LINGER, &zero, sizeof zero) ||
-        zmq_setsockopt(s->hb_sock, ZMQ_SNDHWM, &hwm, sizeof hwm) || zmq_setsockopt(s->hb_sock, ZMQ_SNDTIMEO, &zero, sizeof zero))
+        zmq_setsockopt(s->hb_sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(s->hb_sock, ZMQ_SNDTIMEO, &zero, sizeof zero))
         return zfail(err, "zmq_setsockopt");
     if (zmq_connect(s->hb_sock, conf->coord))
         return psrec_fail(err, PSREC_EIO, "connect %s: %s", conf->coord, zmq_strerror(zmq_errno()));
@@ -280,7 +284,8 @@ psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_
     } else if (!rc) {
         s->rank = conf->rank;
         if (conf->shard_map) rc = set_map(s, conf->shard_map, err);
-        if (!rc && psrec_store_new(&s->store, conf->seed, 16)) rc = psrec_fail(err, PSREC_ENOMEM, "cannot create the store");
+        if (!rc && psrec_store_new(&s->store, conf->seed, 16))
+            rc = psrec_fail(err, PSREC_ENOMEM, "cannot create the store");
         if (!rc) rc = add_tables(s, conf->ntables, conf->table_ids, conf->tables, err);
     }
     if (rc) {
@@ -299,7 +304,8 @@ void psrec_server_destroy(psrec_server_t **ps)
     if (s->hb_sock) zmq_close(s->hb_sock);
     psrec_store_destroy(&s->store);
     psrec_idmap_destroy(&s->senders);
-    for (int i = 0; i < MAX_DUMPS; i++) free(s->dumps[i].keys);
+    for (int i = 0; i < MAX_DUMPS; i++)
+        free(s->dumps[i].keys);
     free(s->dd);
     free(s->slot_server);
     free(s->out);
@@ -348,7 +354,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 1024;
-    while (c < need) c *= 2;
+    while (c < need)
+        c *= 2;
     void *q = realloc(*p, c * elem);
     if (!q) return -1;
     *p = q;
@@ -384,10 +391,9 @@ static psrec_err check_owner(const psrec_server_t *s, const uint64_t *keys, size
     for (size_t i = 0; i < n; i++) {
         uint32_t slot = psrec_wire_slot(keys[i], s->nslots);
         if (s->slot_server[slot] != s->rank)
-            return psrec_fail(err, PSREC_ESTALE,
-                              "key %llu (slot %u) belongs to server %u, not %u (shard map version %llu)",
-                              (unsigned long long)keys[i], slot, s->slot_server[slot], s->rank,
-                              (unsigned long long)s->map_version);
+            return psrec_fail(
+                err, PSREC_ESTALE, "key %llu (slot %u) belongs to server %u, not %u (shard map version %llu)",
+                (unsigned long long)keys[i], slot, s->slot_server[slot], s->rank, (unsigned long long)s->map_version);
     }
     return PSREC_OK;
 }
@@ -425,8 +431,7 @@ static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out
     uint64_t idx = psrec_idmap_get(s->senders, who, &found);
     if (!found) {
         if (s->ndd >= MAX_SENDERS) return psrec_fail(err, PSREC_EFULL, "too many senders (%u)", MAX_SENDERS);
-        if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
-            psrec_idmap_put(s->senders, who, s->ndd))
+        if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) || psrec_idmap_put(s->senders, who, s->ndd))
             return psrec_fail(err, PSREC_ENOMEM, "out of memory");
         idx = s->ndd++;
         memset(&s->dd[idx], 0, sizeof s->dd[idx]);
@@ -496,8 +501,10 @@ static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t
               : psrec_store_set(s->store, h->table, keys, n, m->bulk[1]);
     if (rc) return psrec_fail(err, rc, "%s of %zu rows: %s", push ? "push" : "set", n, psrec_strerror(rc));
     mark(d, h->seq);
-    if (push) s->st.rows_pushed += n;
-    else s->st.rows_set += n;
+    if (push)
+        s->st.rows_pushed += n;
+    else
+        s->st.rows_set += n;
     return PSREC_OK;
 }
 
@@ -691,8 +698,7 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
             r.h.type = PSREC__TYPE__SHUTDOWN_OK;
             shutdown = 1;
             break;
-        default:
-            rc = psrec_fail(err, PSREC_EPROTO, "a server does not answer message type %d", (int)h->type);
+        default: rc = psrec_fail(err, PSREC_EPROTO, "a server does not answer message type %d", (int)h->type);
         }
     }
     psrec_err frc = rc ? send_error(s, route, h, rc, err, fatal) : send_reply(s, route, &r.h, r.bulk, r.nbulk, fatal);
@@ -777,7 +783,8 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
     psrec_err rc = PSREC_OK;
     if (s->hb_sock) heartbeat(s);
     while (!rc && !atomic_load(&s->stop)) {
-        zmq_pollitem_t it[2] = {{.socket = s->sock, .events = ZMQ_POLLIN}, {.socket = s->hb_sock, .events = ZMQ_POLLIN}};
+        zmq_pollitem_t it[2] = {{.socket = s->sock, .events = ZMQ_POLLIN},
+                                {.socket = s->hb_sock, .events = ZMQ_POLLIN}};
         int timeout = POLL_MS;
         if (s->hb_sock) {
             int64_t left = ms_until(&s->hb_next);

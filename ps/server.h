@@ -24,12 +24,12 @@
 #include "ps/store.h"
 
 typedef struct {
-    const char *bind;        /* "tcp://127.0.0.1:0" (ephemeral port), "inproc://srv0" */
-    const char *advertise;   /* endpoint peers should connect to (NULL: the resolved bind endpoint) */
-    const char *coord;       /* coordinator endpoint, or NULL for standalone */
+    const char *bind;      /* "tcp://127.0.0.1:0" (ephemeral port), "inproc://srv0" */
+    const char *advertise; /* endpoint peers should connect to (NULL: the resolved bind endpoint) */
+    const char *coord;     /* coordinator endpoint, or NULL for standalone */
     uint64_t job_id;
-    int heartbeat_ms;        /* default 500 */
-    int compress;            /* LZ4 on replies where it shrinks (default on: set -1 for off) */
+    int heartbeat_ms; /* default 500 */
+    int compress;     /* LZ4 on replies where it shrinks (default on: set -1 for off) */
     /* standalone only */
     int ntables;
     const uint32_t *table_ids;
@@ -65,6 +65,7 @@ psrec_store_t *psrec_server_store(psrec_server_t *s);
 
 /* Conversions between psrec_table_conf_t and the wire's TableConf. */
 void psrec_table_conf_to_wire(uint32_t id, const psrec_table_conf_t *c, Psrec__TableConf *w);
-psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c,
+                                     char *err) PSREC_MUST_CHECK;
 
 #endif

@@ -48,7 +48,7 @@
 
 #define MAX_LOCKS 1024
 #define MAX_DIM (1u << 20)
-#define CHUNK 4096 /* keys grouped by stripe per pass (uint16 counts) */
+#define CHUNK 4096       /* keys grouped by stripe per pass (uint16 counts) */
 #define PREFETCH_SLOT 16 /* keys ahead whose home slot is prefetched */
 #define PREFETCH_ROW 8   /* keys between a row's lookup (and prefetch) and its use */
 #define RING 16          /* row pointers in flight (power of two > PREFETCH_ROW) */
@@ -289,8 +289,10 @@ static slot_t *alloc_slots(uint32_t cap, size_t *map)
 
 static void free_slots(slot_t *p, size_t map)
 {
-    if (map) munmap(p, map);
-    else free(p);
+    if (map)
+        munmap(p, map);
+    else
+        free(p);
 }
 
 static psrec_err grow(stripe_t *st)
@@ -334,9 +336,11 @@ static void init_weights(const table_t *t, uint64_t key, float *w)
     psrec_rng_seed(&r, t->seed, key);
     const double sc = t->init_scale;
     if (t->init == PSREC_INIT_UNIFORM)
-        for (uint32_t i = 0; i < t->dim; i++) w[i] = (float)((2.0 * psrec_rng_uniform(&r) - 1.0) * sc);
+        for (uint32_t i = 0; i < t->dim; i++)
+            w[i] = (float)((2.0 * psrec_rng_uniform(&r) - 1.0) * sc);
     else
-        for (uint32_t i = 0; i < t->dim; i++) w[i] = (float)(psrec_rng_normal(&r) * sc);
+        for (uint32_t i = 0; i < t->dim; i++)
+            w[i] = (float)(psrec_rng_normal(&r) * sc);
 }
 
 /* The row of key in stripe st, created if absent (with the table's init unless op is OP_SET, whose
@@ -378,9 +382,11 @@ static void group(const table_t *t, const uint64_t *keys, size_t m, scratch_t *s
         sc->h[j] = h;
         sc->end[stripe_of(h, nl) + 1]++;
     }
-    for (uint32_t s = 1; s <= nl; s++) sc->end[s] += sc->end[s - 1];
+    for (uint32_t s = 1; s <= nl; s++)
+        sc->end[s] += sc->end[s - 1];
     /* end[s] is now the start of stripe s; placing advances it to the end of stripe s */
-    for (size_t j = 0; j < m; j++) sc->order[sc->end[stripe_of(sc->h[j], nl)]++] = (uint16_t)j;
+    for (size_t j = 0; j < m; j++)
+        sc->order[sc->end[stripe_of(sc->h[j], nl)]++] = (uint16_t)j;
 }
 
 /* Prefetches the cache lines of a row (at most 1 KiB of it). */
@@ -388,7 +394,8 @@ static inline void prefetch_row(const float *p, size_t bytes)
 {
     if (bytes > 1024) bytes = 1024;
     uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, e = (uintptr_t)p + bytes;
-    for (; a < e; a += 64) __builtin_prefetch((const void *)a, 1, 3);
+    for (; a < e; a += 64)
+        __builtin_prefetch((const void *)a, 1, 3);
 }
 
 /* Prefetches the home slot of the key at position k of the chunk's order (whatever its stripe). */
@@ -404,8 +411,8 @@ static inline void prefetch_slot(const table_t *t, const scratch_t *sc, uint32_t
  * pipeline: the home slot of key k + PREFETCH_SLOT is prefetched (through the whole chunk, whatever its
  * stripe), key k is looked up and its row prefetched, and the row of key k - PREFETCH_ROW is copied or
  * updated. */
-static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scratch_t *sc, uint32_t lo,
-                            uint32_t hi, uint32_t m, int op, const float *in, float *out, uint64_t *added)
+static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scratch_t *sc, uint32_t lo, uint32_t hi,
+                            uint32_t m, int op, const float *in, float *out, uint64_t *added)
 {
     const uint32_t dim = t->dim;
     const size_t rbytes = (size_t)(op == OP_PULL ? dim : t->stride) * sizeof(float);
@@ -482,12 +489,13 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
         size_t m = n - base < CHUNK ? n - base : CHUNK;
         group(t, keys + base, m, &sc);
         uint64_t a = 0;
-        for (uint32_t k = 0; k < PREFETCH_SLOT && k < m; k++) prefetch_slot(t, &sc, k);
+        for (uint32_t k = 0; k < PREFETCH_SLOT && k < m; k++)
+            prefetch_slot(t, &sc, k);
         for (uint32_t st = 0; st < t->nlocks && !rc; st++) {
             uint32_t lo = st ? sc.end[st - 1] : 0, hi = sc.end[st];
             if (lo < hi)
-                rc = run_stripe(t, &t->stripes[st], keys + base, &sc, lo, hi, (uint32_t)m, op, in ? in + base * dim : NULL,
-                                out ? out + base * dim : NULL, &a);
+                rc = run_stripe(t, &t->stripes[st], keys + base, &sc, lo, hi, (uint32_t)m, op,
+                                in ? in + base * dim : NULL, out ? out + base * dim : NULL, &a);
         }
         if (a) atomic_fetch_add_explicit(&t->rows, a, memory_order_relaxed);
         added += a;
@@ -526,7 +534,8 @@ psrec_err psrec_store_new(psrec_store_t **out, uint64_t seed, int nlocks)
     }
     s->seed = seed;
     s->nlocks = (uint32_t)nlocks;
-    for (int i = 0; i < PSREC_STORE_MAX_TABLES; i++) atomic_init(&s->tables[i], NULL);
+    for (int i = 0; i < PSREC_STORE_MAX_TABLES; i++)
+        atomic_init(&s->tables[i], NULL);
     *out = s;
     return PSREC_OK;
 }
@@ -538,10 +547,12 @@ static void table_free(table_t *t, uint32_t ninit)
         stripe_t *st = &t->stripes[i];
         pthread_mutex_destroy(&st->mu);
         free_slots(st->slots, st->slots_map);
-        for (uint32_t k = 0; k < st->nslabs && k < small_slabs(t); k++) free(st->slabs[k]);
+        for (uint32_t k = 0; k < st->nslabs && k < small_slabs(t); k++)
+            free(st->slabs[k]);
         free(st->slabs);
     }
-    for (uint32_t k = 0; k < t->arena.nsegs; k++) munmap(t->arena.segs[k].base, t->arena.segs[k].len);
+    for (uint32_t k = 0; k < t->arena.nsegs; k++)
+        munmap(t->arena.segs[k].base, t->arena.segs[k].len);
     free(t->arena.segs);
     pthread_mutex_destroy(&t->arena.mu);
     free(t->stripes);

@@ -39,12 +39,12 @@ static struct {
     psrec_err last_rc;
 } F;
 
-#define CHECK(c)                                                                                    \
-    do {                                                                                            \
-        if (!(c)) {                                                                                 \
-            fprintf(stderr, "fuzz_wire: check failed at line %d: %s\n", __LINE__, #c);             \
-            abort();                                                                                \
-        }                                                                                           \
+#define CHECK(c)                                                                                                       \
+    do {                                                                                                               \
+        if (!(c)) {                                                                                                    \
+            fprintf(stderr, "fuzz_wire: check failed at line %d: %s\n", __LINE__, #c);                                 \
+            abort();                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 psrec_err fuzz_wire_last_rc(void)
@@ -84,8 +84,10 @@ static void init(void)
     /* the known-good message: sequential ids (an LZ4 frame) and pseudo-random floats (a raw frame) */
     psrec_rng_t rng;
     psrec_rng_seed(&rng, 12345, 0);
-    for (int i = 0; i < GOOD_N; i++) F.keys[i] = 1000 + (uint64_t)i;
-    for (int i = 0; i < GOOD_N * GOOD_DIM; i++) F.vals[i] = (float)psrec_rng_normal(&rng);
+    for (int i = 0; i < GOOD_N; i++)
+        F.keys[i] = 1000 + (uint64_t)i;
+    for (int i = 0; i < GOOD_N * GOOD_DIM; i++)
+        F.vals[i] = (float)psrec_rng_normal(&rng);
     F.ready = 1;
 }
 
@@ -175,7 +177,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (f->codec == PSREC__CODEC__RAW)
                 CHECK(plen[1 + i] == f->raw_bytes && memcmp(m.bulk[i], part[1 + i], plen[1 + i]) == 0);
             const unsigned char *b = m.bulk[i];
-            for (size_t j = 0; j < m.bulk_bytes[i]; j++) sum += b[j]; /* every byte readable (ASan) */
+            for (size_t j = 0; j < m.bulk_bytes[i]; j++)
+                sum += b[j]; /* every byte readable (ASan) */
             raw += f->raw_bytes;
         }
         CHECK(st.msgs == 1 && st.raw_bytes == raw && st.header_bytes == plen[0]);
@@ -185,7 +188,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!is_malformed_code(rc)) fprintf(stderr, "fuzz_wire: unexpected %s: %s\n", psrec_errname(rc), err);
         CHECK(is_malformed_code(rc));
         CHECK(m.hdr == NULL && m.nbulk == 0 && st.msgs == 0);
-        for (int i = 0; i < PSREC_WIRE_MAX_BULK; i++) CHECK(m.bulk[i] == NULL);
+        for (int i = 0; i < PSREC_WIRE_MAX_BULK; i++)
+            CHECK(m.bulk[i] == NULL);
         /* the receiver answers ERROR, as a server does; the sender gets exactly that */
         CHECK(psrec_wire_send_error(to, to_router ? &r : NULL, NULL, rc, err) == PSREC_OK);
         psrec_wire_msg_t e;

@@ -46,7 +46,8 @@ typedef struct {
 
 static void parts_free(parts_t *p)
 {
-    for (int i = 0; i < p->n; i++) free(p->data[i]);
+    for (int i = 0; i < p->n; i++)
+        free(p->data[i]);
     p->n = 0;
 }
 
@@ -55,8 +56,10 @@ static void parts_set(parts_t *p, int i, const void *d, size_t n)
     unsigned char *b = malloc(n + 1);
     if (!b) die("out of memory");
     if (n) memcpy(b, d, n);
-    if (i < p->n) free(p->data[i]);
-    else p->n = i + 1;
+    if (i < p->n)
+        free(p->data[i]);
+    else
+        p->n = i + 1;
     p->data[i] = b;
     p->len[i] = n;
 }
@@ -125,7 +128,8 @@ static void capture(capture_t *c, Psrec__Header *h, const psrec_wire_bulk_t *b, 
 static char *rand_str(psrec_rng_t *r, char *buf, size_t max)
 {
     size_t n = (size_t)psrec_rng_below(r, max);
-    for (size_t i = 0; i < n; i++) buf[i] = (char)('a' + psrec_rng_below(r, 26));
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)('a' + psrec_rng_below(r, 26));
     buf[n] = 0;
     return buf;
 }
@@ -151,7 +155,8 @@ static void gen_valid(psrec_rng_t *r, capture_t *c, parts_t *p)
     char *addrs[2] = {"tcp://127.0.0.1:5000", "tcp://127.0.0.1:5001"};
     if (psrec_rng_below(r, 8) == 0) {
         psrec__shard_map__init(&sm);
-        for (int i = 0; i < 8; i++) slots[i] = (uint32_t)psrec_rng_below(r, 2);
+        for (int i = 0; i < 8; i++)
+            slots[i] = (uint32_t)psrec_rng_below(r, 2);
         sm.version = 1 + psrec_rng_below(r, 9);
         sm.nslots = 8;
         sm.slot_server = slots;
@@ -200,7 +205,8 @@ static void gen_valid(psrec_rng_t *r, capture_t *c, parts_t *p)
         }
         default: /* a few random bytes */
             n = (size_t)psrec_rng_below(r, 65);
-            for (size_t j = 0; j < n; j++) buf[i][j] = (unsigned char)psrec_rng_u64(r);
+            for (size_t j = 0; j < n; j++)
+                buf[i][j] = (unsigned char)psrec_rng_u64(r);
             break;
         }
         b[i] = (psrec_wire_bulk_t){buf[i], n};
@@ -256,14 +262,18 @@ static psrec_err mutate_semantic(psrec_rng_t *r, parts_t *p)
         break;
     case 2: /* a raw frame declared one byte longer or shorter */
         if (!nb || fr[i].codec != PSREC__CODEC__RAW) break;
-        if (fr[i].raw_bytes && psrec_rng_below(r, 2)) fr[i].raw_bytes--;
-        else fr[i].raw_bytes++;
+        if (fr[i].raw_bytes && psrec_rng_below(r, 2))
+            fr[i].raw_bytes--;
+        else
+            fr[i].raw_bytes++;
         want = PSREC_EPROTO;
         break;
     case 3: /* an LZ4 frame declared one byte longer or shorter */
         if (!nb || fr[i].codec != PSREC__CODEC__LZ4) break;
-        if (psrec_rng_below(r, 2)) fr[i].raw_bytes--;
-        else fr[i].raw_bytes++;
+        if (psrec_rng_below(r, 2))
+            fr[i].raw_bytes--;
+        else
+            fr[i].raw_bytes++;
         want = PSREC_ECORRUPT;
         break;
     case 4: /* unknown codec */
@@ -277,8 +287,10 @@ static psrec_err mutate_semantic(psrec_rng_t *r, parts_t *p)
         want = PSREC_EMSGSIZE;
         break;
     case 6: /* count or dim over its limit */
-        if (psrec_rng_below(r, 2)) h->count = (uint64_t)PSREC_WIRE_MAX_KEYS + 1 + psrec_rng_below(r, 1000);
-        else h->dim = PSREC_WIRE_MAX_DIM + 1 + (uint32_t)psrec_rng_below(r, 1000);
+        if (psrec_rng_below(r, 2))
+            h->count = (uint64_t)PSREC_WIRE_MAX_KEYS + 1 + psrec_rng_below(r, 1000);
+        else
+            h->dim = PSREC_WIRE_MAX_DIM + 1 + (uint32_t)psrec_rng_below(r, 1000);
         want = PSREC_EMSGSIZE;
         break;
     case 7: /* the last bulk frame not sent */
@@ -333,9 +345,7 @@ static size_t mutate_bytes(psrec_rng_t *r, unsigned char *in, size_t n, size_t c
                 n -= len;
             }
             break;
-        case 4: /* truncate */
-            n = at;
-            break;
+        case 4: /* truncate */ n = at; break;
         default: /* interesting values: 0x00, 0xff, 0x7f, 0x80 */
             if (n) in[at] = (unsigned char[]){0x00, 0xff, 0x7f, 0x80}[psrec_rng_below(r, 4)];
             break;
@@ -355,8 +365,8 @@ static void write_file(const char *dir, const char *name, const unsigned char *d
     printf("%s: %zu bytes\n", path, n);
 }
 
-static void seed(capture_t *c, const char *dir, const char *name, Psrec__Header *h, const psrec_wire_bulk_t *b,
-                 int nb, int compress, int to_dealer)
+static void seed(capture_t *c, const char *dir, const char *name, Psrec__Header *h, const psrec_wire_bulk_t *b, int nb,
+                 int compress, int to_dealer)
 {
     parts_t p = {0};
     capture(c, h, b, nb, compress, &p);
@@ -375,7 +385,8 @@ static int write_seeds(const char *dir)
     uint64_t keys[8] = {3, 17, 42, 1000, 1001, 77777, 1ull << 40, UINT64_MAX};
     static float zeros[8 * 128];
     float vals[4 * 8];
-    for (int i = 0; i < 32; i++) vals[i] = 0.125f * (float)(i - 16);
+    for (int i = 0; i < 32; i++)
+        vals[i] = 0.125f * (float)(i - 16);
 
     psrec_wire_header_init(&h, PSREC__TYPE__PULL);
     h.seq = 1;
@@ -441,9 +452,9 @@ static int write_seeds(const char *dir)
 
     /* malformed on purpose, one seed per check of psrec_wire_recv, so the fuzzer starts on each side of
      * every branch */
-    static const char *lies[] = {"bad_version", "bad_missing_frame", "bad_extra_frame", "bad_raw_size",
-                                 "bad_lz4_size", "bad_codec", "bad_frame_over_limit", "bad_count_over_limit",
-                                 "bad_dim_over_limit", "bad_too_many_frames"};
+    static const char *lies[] = {
+        "bad_version", "bad_missing_frame",    "bad_extra_frame",      "bad_raw_size",       "bad_lz4_size",
+        "bad_codec",   "bad_frame_over_limit", "bad_count_over_limit", "bad_dim_over_limit", "bad_too_many_frames"};
     for (int k = 0; k < (int)(sizeof lies / sizeof *lies); k++) {
         parts_t p = {0};
         psrec_wire_header_init(&h, PSREC__TYPE__PUSH);
@@ -545,9 +556,10 @@ int main(int argc, char **argv)
         unsigned kind = (unsigned)psrec_rng_below(&r, 10);
         size_t n;
         psrec_err want = PSREC_ERR_COUNT; /* unknown */
-        if (kind == 0) { /* pure noise */
+        if (kind == 0) {                  /* pure noise */
             n = (size_t)psrec_rng_below(&r, 400);
-            for (size_t j = 0; j < n; j++) in[j] = (unsigned char)psrec_rng_u64(&r);
+            for (size_t j = 0; j < n; j++)
+                in[j] = (unsigned char)psrec_rng_u64(&r);
         } else {
             gen_valid(&r, &c, &p);
             if (kind <= 2) {
@@ -564,8 +576,10 @@ int main(int argc, char **argv)
         psrec_err got = fuzz_wire_last_rc();
         by_rc[got]++;
         if (want != PSREC_ERR_COUNT) {
-            if (want == PSREC_OK) valid++;
-            else semantic++;
+            if (want == PSREC_OK)
+                valid++;
+            else
+                semantic++;
             if (got != want) {
                 fprintf(stderr, "fuzz_wire_replay: input %ld (kind %u): got %s, want %s\n", it, kind,
                         psrec_errname(got), psrec_errname(want));

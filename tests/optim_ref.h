@@ -44,9 +44,11 @@ static inline void ref_step(ref_row_t *r, const psrec_opt_t *o, const float *gf)
     double eps = o->eps != 0 ? o->eps : 1e-8, b1 = o->beta1 != 0 ? o->beta1 : 0.9,
            b2 = o->beta2 != 0 ? o->beta2 : 0.999, lr = o->lr;
     double *g = malloc((size_t)d * sizeof(double));
-    for (int i = 0; i < d; i++) g[i] = (double)gf[i] + (double)o->l2 * r->w[i];
+    for (int i = 0; i < d; i++)
+        g[i] = (double)gf[i] + (double)o->l2 * r->w[i];
     if (o->kind == PSREC_OPT_SGD) {
-        for (int i = 0; i < d; i++) r->w[i] -= lr * g[i];
+        for (int i = 0; i < d; i++)
+            r->w[i] -= lr * g[i];
     } else if (o->kind == PSREC_OPT_ADAGRAD) {
         for (int i = 0; i < d; i++) {
             r->a[i] += g[i] * g[i];
@@ -54,9 +56,11 @@ static inline void ref_step(ref_row_t *r, const psrec_opt_t *o, const float *gf)
         }
     } else if (o->kind == PSREC_OPT_ROWWISE_ADAGRAD) {
         double n2 = 0;
-        for (int i = 0; i < d; i++) n2 += g[i] * g[i];
+        for (int i = 0; i < d; i++)
+            n2 += g[i] * g[i];
         r->a[0] += n2 / d;
-        for (int i = 0; i < d; i++) r->w[i] -= lr * g[i] / (sqrt(r->a[0]) + eps);
+        for (int i = 0; i < d; i++)
+            r->w[i] -= lr * g[i] / (sqrt(r->a[0]) + eps);
     } else {
         r->t++;
         double lrt = lr * sqrt(1 - pow(b2, (double)r->t)) / (1 - pow(b1, (double)r->t));

@@ -16,7 +16,8 @@ static void test_build_and_normalise(void **state)
         assert_int_equal(psrec_batch_begin(&b), PSREC_OK);
         assert_int_equal(psrec_batch_add_pos(&b, (uint64_t)i, 1.0f), PSREC_OK);
         assert_int_equal(psrec_batch_add_pos(&b, (uint64_t)i + 1, 3.0f), PSREC_OK);
-        for (int k = 0; k < i % 5; k++) assert_int_equal(psrec_batch_add_slot(&b, 1, (uint64_t)k), PSREC_OK);
+        for (int k = 0; k < i % 5; k++)
+            assert_int_equal(psrec_batch_add_slot(&b, 1, (uint64_t)k), PSREC_OK);
         if (i % 7 == 0) assert_int_equal(psrec_batch_add_home(&b, 3), PSREC_OK);
         psrec_batch_end(&b);
     }

@@ -36,16 +36,28 @@ static int teardown(void **state)
 static void test_pipeline(void **state)
 {
     static char out[1 << 16];
-    assert_int_equal(run(out, sizeof out, "%s gen --out %s/data --items 600 --categories 6 --train-users 3000 "
-                                          "--test-users 300 --seed 3", bin, dir), 0);
-    assert_int_equal(run(out, sizeof out, "%s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/shards "
-                                          "--shards 2", bin, dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s gen --out %s/data --items 600 --categories 6 --train-users 3000 "
+                         "--test-users 300 --seed 3",
+                         bin, dir),
+                     0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/shards "
+                         "--shards 2",
+                         bin, dir, dir, dir),
+                     0);
     assert_non_null(strstr(out, "3000 examples"));
-    assert_int_equal(run(out, sizeof out, "%s train --data %s/shards --model %s/model --metrics %s/m.jsonl --epochs 3 "
-                                          "--negatives 256 --dim 16 --hidden 32 --quiet", bin, dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s train --data %s/shards --model %s/model --metrics %s/m.jsonl --epochs 3 "
+                         "--negatives 256 --dim 16 --hidden 32 --quiet",
+                         bin, dir, dir, dir),
+                     0);
     assert_true(json_num(out, "examples") == 9000);
-    assert_int_equal(run(out, sizeof out, "%s eval --model %s/model --test %s/data/test.txt --items %s/data/items.tsv "
-                                          "--json", bin, dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s eval --model %s/model --test %s/data/test.txt --items %s/data/items.tsv "
+                         "--json",
+                         bin, dir, dir, dir),
+                     0);
     double recall = json_num(out, "recall");
     /* 6 planted categories of 100 items: a random ranking gets Recall@10 ~ 0.017 */
     assert_true(recall > 0.05);
@@ -55,8 +67,11 @@ static void test_pipeline(void **state)
     assert_int_equal(run(out, sizeof out, "grep -c '\"loss\"' %s/m.jsonl", dir), 0);
     assert_true(atoi(out) >= 1);
     /* recommend: one line per query, k items each, history left out */
-    assert_int_equal(run(out, sizeof out, "printf 'hist=1,7,13 region=1\\nhist=2\\n' | %s recommend --model %s/model "
-                                          "--k 5", bin, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "printf 'hist=1,7,13 region=1\\nhist=2\\n' | %s recommend --model %s/model "
+                         "--k 5",
+                         bin, dir),
+                     0);
     int lines = 0, items = 0;
     for (char *p = out; *p; p++) {
         if (*p == '\n') lines++;
@@ -74,12 +89,16 @@ static void test_pipeline(void **state)
     assert_int_equal(atoi(out), 600);
     assert_int_equal(atol(strchr(out, '\n') + 1), 128 + 600 * 16 * 4);
     assert_int_equal(run(out, sizeof out, "%s export --model %s/model --out %s/emb --format w2v && head -1 %s/emb.vec",
-                         bin, dir, dir, dir), 0);
+                         bin, dir, dir, dir),
+                     0);
     assert_non_null(strstr(out, "600 16"));
 
     /* a corrupt model is refused by eval, recommend and export, with the file named */
-    assert_int_equal(run(out, sizeof out, "cp -r %s/model %s/bad && printf 'X' | dd of=%s/bad/table-0.bin bs=1 seek=100 "
-                                          "conv=notrunc", dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "cp -r %s/model %s/bad && printf 'X' | dd of=%s/bad/table-0.bin bs=1 seek=100 "
+                         "conv=notrunc",
+                         dir, dir, dir),
+                     0);
     assert_int_equal(run(out, sizeof out, "%s eval --model %s/bad --test %s/data/test.txt", bin, dir, dir), 1);
     assert_non_null(strstr(out, "table-0.bin"));
     assert_non_null(strstr(out, "checksum"));
@@ -90,8 +109,8 @@ static void test_pipeline(void **state)
 static void test_bad_input(void **state)
 {
     static char out[1 << 14];
-    assert_int_equal(run(out, sizeof out, "printf 'pos=1 hist=2,3\\npos=1:abc hist=4\\npos=2 hist=5\\n' > %s/bad.txt", dir),
-                     0);
+    assert_int_equal(
+        run(out, sizeof out, "printf 'pos=1 hist=2,3\\npos=1:abc hist=4\\npos=2 hist=5\\n' > %s/bad.txt", dir), 0);
     assert_int_equal(run(out, sizeof out, "%s prep --in %s/bad.txt --out %s/badshards", bin, dir, dir), 1);
     assert_non_null(strstr(out, "bad.txt:2:"));
     /* --skip-bad counts and skips it */
@@ -112,10 +131,11 @@ static void test_bad_input(void **state)
 static double train_eval(const char *name, const char *opts, double *fold_ratio)
 {
     static char out[1 << 14];
-    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/%s --quiet --seed 5 %s", bin, dir, dir, name,
-                         opts), 0);
+    assert_int_equal(
+        run(out, sizeof out, "%s train --data %s/s2 --model %s/%s --quiet --seed 5 %s", bin, dir, dir, name, opts), 0);
     assert_int_equal(run(out, sizeof out, "%s eval --model %s/%s --test %s/d2/test.txt --items %s/d2/items.tsv --json",
-                         bin, dir, name, dir, dir), 0);
+                         bin, dir, name, dir, dir),
+                     0);
     if (fold_ratio) *fold_ratio = json_num(out, "fold_ratio");
     return json_num(out, "recall");
 }
@@ -123,10 +143,12 @@ static double train_eval(const char *name, const char *opts, double *fold_ratio)
 static void make_small_data(void)
 {
     static char out[1 << 14];
-    assert_int_equal(run(out, sizeof out, "test -d %s/s2 || (%s gen --out %s/d2 --items 1000 --categories 10 "
-                                          "--train-users 8000 --test-users 1000 --seed 11 && %s prep --in "
-                                          "%s/d2/train.txt --items %s/d2/items.tsv --out %s/s2 --shards 2)",
-                         dir, bin, dir, bin, dir, dir, dir), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "test -d %s/s2 || (%s gen --out %s/d2 --items 1000 --categories 10 "
+                         "--train-users 8000 --test-users 1000 --seed 11 && %s prep --in "
+                         "%s/d2/train.txt --items %s/d2/items.tsv --out %s/s2 --shards 2)",
+                         dir, bin, dir, bin, dir, dir, dir),
+                     0);
 }
 
 /* What the foundation must show (issue: "What it must show"): sampled softmax with uniform negatives
@@ -152,11 +174,16 @@ static void test_every_sampler_and_loss_learns(void **state)
 {
     make_small_data();
     const char *variants[] = {
-        "--sampler popularity --negatives 128",  "--sampler inbatch",
-        "--sampler mixed --negatives 64",        "--sampler hard --negatives 256 --hard-keep 64",
-        "--loss logistic --negatives 128 --epochs 6", "--negatives 128 --gravity 0.1",
-        "--negatives 128 --tie --hidden 0",      "--negatives 128 --opt adagrad --lr 0.05",
-        "--negatives 128 --opt adam --lr 0.005", "--negatives 128 --opt sgd --lr 2",
+        "--sampler popularity --negatives 128",
+        "--sampler inbatch",
+        "--sampler mixed --negatives 64",
+        "--sampler hard --negatives 256 --hard-keep 64",
+        "--loss logistic --negatives 128 --epochs 6",
+        "--negatives 128 --gravity 0.1",
+        "--negatives 128 --tie --hidden 0",
+        "--negatives 128 --opt adagrad --lr 0.05",
+        "--negatives 128 --opt adam --lr 0.005",
+        "--negatives 128 --opt sgd --lr 2",
     };
     for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) {
         char opts[256];
@@ -174,13 +201,22 @@ static void test_single_worker_is_deterministic(void **state)
     static char out[1 << 14];
     make_small_data();
     for (int i = 0; i < 2; i++)
-        assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/det%d --threads 1 --epochs 1 --dim 8 "
-                                              "--negatives 64 --quiet --seed 3 --sync", bin, dir, dir, i), 0);
-    assert_int_equal(run(out, sizeof out, "cmp %s/det0/table-0.bin %s/det1/table-0.bin && cmp %s/det0/table-2.bin "
-                                          "%s/det1/table-2.bin", dir, dir, dir, dir), 0);
-    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/det2 --threads 1 --epochs 1 --dim 8 "
-                                          "--negatives 64 --quiet --seed 4 --sync && cmp -s %s/det0/table-0.bin "
-                                          "%s/det2/table-0.bin", bin, dir, dir, dir, dir), 1);
+        assert_int_equal(run(out, sizeof out,
+                             "%s train --data %s/s2 --model %s/det%d --threads 1 --epochs 1 --dim 8 "
+                             "--negatives 64 --quiet --seed 3 --sync",
+                             bin, dir, dir, i),
+                         0);
+    assert_int_equal(run(out, sizeof out,
+                         "cmp %s/det0/table-0.bin %s/det1/table-0.bin && cmp %s/det0/table-2.bin "
+                         "%s/det1/table-2.bin",
+                         dir, dir, dir, dir),
+                     0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s train --data %s/s2 --model %s/det2 --threads 1 --epochs 1 --dim 8 "
+                         "--negatives 64 --quiet --seed 4 --sync && cmp -s %s/det0/table-0.bin "
+                         "%s/det2/table-0.bin",
+                         bin, dir, dir, dir, dir),
+                     1);
 }
 
 int main(void)

@@ -33,11 +33,12 @@ static int setup(void **state)
     strcpy(dir, "/tmp/psrec-cluster-XXXXXX");
     if (!mkdtemp(dir)) return -1;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "%s gen --out %s/data --items 1000 --categories 10 --train-users 8000 --test-users 1000 --seed 21 "
-             "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s1 --shards 1 "
-             "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 2>/dev/null",
-             bin, dir, bin, dir, dir, dir, bin, dir, dir, dir);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s gen --out %s/data --items 1000 --categories 10 --train-users 8000 --test-users 1000 --seed 21 "
+        "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s1 --shards 1 "
+        "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 2>/dev/null",
+        bin, dir, bin, dir, dir, dir, bin, dir, dir, dir);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -54,7 +55,8 @@ static int teardown(void **state)
 static double recall_of(const char *model)
 {
     static char out[8192];
-    assert_int_equal(run(out, sizeof out, "%s eval --model %s/%s --test %s/data/test.txt --json", bin, dir, model, dir), 0);
+    assert_int_equal(run(out, sizeof out, "%s eval --model %s/%s --test %s/data/test.txt --json", bin, dir, model, dir),
+                     0);
     return json_num(out, "recall");
 }
 
@@ -77,14 +79,17 @@ static void test_one_worker_equivalence(void **state)
     static char out[8192];
     const char *modes[] = {"direct", "inproc", "tcp"};
     for (int i = 0; i < 3; i++)
-        assert_int_equal(run(out, sizeof out, "%s train --data %s/s1 --model %s/eq-%s --threads 1 --servers 1 --sync "
-                                              "--epochs 2 --dim 16 --negatives 128 --seed 9 --quiet --transport %s",
-                             bin, dir, dir, modes[i], modes[i]), 0);
+        assert_int_equal(run(out, sizeof out,
+                             "%s train --data %s/s1 --model %s/eq-%s --threads 1 --servers 1 --sync "
+                             "--epochs 2 --dim 16 --negatives 128 --seed 9 --quiet --transport %s",
+                             bin, dir, dir, modes[i], modes[i]),
+                         0);
     for (int i = 1; i < 3; i++)
         for (int t = 0; t < 3; t++) {
             int table = t == 0 ? 0 : t == 1 ? 1 : 2;
-            assert_int_equal(run(out, sizeof out, "cmp %s/eq-direct/table-%d.bin %s/eq-%s/table-%d.bin", dir, table, dir,
-                                 modes[i], table), 0);
+            assert_int_equal(run(out, sizeof out, "cmp %s/eq-direct/table-%d.bin %s/eq-%s/table-%d.bin", dir, table,
+                                 dir, modes[i], table),
+                             0);
         }
     double r = recall_of("eq-direct");
     assert_true(r > 0.1);
@@ -96,18 +101,21 @@ static void test_run_sh_two_by_two(void **state)
 {
     static char out[1 << 16];
     const char *opts = "--epochs 5 --dim 32 --negatives 256 --seed 4";
-    assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/emb --threads 2 --quiet %s", bin, dir, dir,
-                         opts), 0);
+    assert_int_equal(
+        run(out, sizeof out, "%s train --data %s/s2 --model %s/emb --threads 2 --quiet %s", bin, dir, dir, opts), 0);
     int port = free_port();
-    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
-                                          "-- --data %s/s2 --model %s/dist %s",
-                         src, bin, port, dir, dir, dir, opts), 0);
+    assert_int_equal(run(out, sizeof out,
+                         "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
+                         "-- --data %s/s2 --model %s/dist %s",
+                         src, bin, port, dir, dir, dir, opts),
+                     0);
     double re = recall_of("emb"), rd = recall_of("dist");
     print_message("Recall@10 embedded %.4f, 2x2 processes %.4f\n", re, rd);
     assert_true(re > 0.1);
     assert_true(rd >= 0.95 * re); /* reaches it within 5% (being better is fine) */
     /* the logs: one per process, each worker trained half of the data 5 times */
-    assert_int_equal(run(out, sizeof out, "grep -h 'examples in' %s/logs22/worker-0.log %s/logs22/worker-1.log", dir, dir), 0);
+    assert_int_equal(
+        run(out, sizeof out, "grep -h 'examples in' %s/logs22/worker-0.log %s/logs22/worker-1.log", dir, dir), 0);
     assert_non_null(strstr(out, "20000 examples"));
     /* rows per server: dense ids 0..999 spread by hash slots, no server above 1.2x the mean */
     assert_int_equal(run(out, sizeof out, "cat %s/logs22/server-0.log %s/logs22/server-1.log", dir, dir), 0);
@@ -129,9 +137,11 @@ static void test_bounded_staleness(void **state)
 {
     static char out[8192];
     for (int k = 0; k <= 2; k += 2) {
-        assert_int_equal(run(out, sizeof out, "%s train --data %s/s2 --model %s/stale%d --threads 2 --servers 2 "
-                                              "--max-staleness %d --epochs 2 --dim 16 --negatives 128 --quiet",
-                             bin, dir, dir, k, k), 0);
+        assert_int_equal(run(out, sizeof out,
+                             "%s train --data %s/s2 --model %s/stale%d --threads 2 --servers 2 "
+                             "--max-staleness %d --epochs 2 --dim 16 --negatives 128 --quiet",
+                             bin, dir, dir, k, k),
+                         0);
         assert_true(json_num(out, "examples") == 16000);
         char name[32];
         snprintf(name, sizeof name, "stale%d", k);
@@ -145,8 +155,10 @@ static void test_slots_balance_dense_ids(void **state)
     for (uint32_t S = 2; S <= 8; S++) {
         uint64_t count[8] = {0};
         const uint64_t n = 1000000;
-        for (uint64_t k = 0; k < n; k++) count[psrec_wire_slot(k, PSREC_WIRE_NSLOTS) % S]++;
-        for (uint32_t s = 0; s < S; s++) assert_true(count[s] <= 1.2 * n / S && count[s] >= 0.8 * n / S);
+        for (uint64_t k = 0; k < n; k++)
+            count[psrec_wire_slot(k, PSREC_WIRE_NSLOTS) % S]++;
+        for (uint32_t s = 0; s < S; s++)
+            assert_true(count[s] <= 1.2 * n / S && count[s] >= 0.8 * n / S);
     }
 }
 
@@ -175,8 +187,9 @@ static void test_status_and_interrupt(void **state)
         char path[300];
         snprintf(path, sizeof path, "%s/int.out", dir);
         if (!freopen(path, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
-        execl("/bin/bash", "bash", script, "--bin", bin, "--servers", "2", "--workers", "2", "--port", portarg, "--logs",
-              logs, "--", "--data", data, "--epochs", "100000", "--dim", "8", "--negatives", "64", (char *)NULL);
+        execl("/bin/bash", "bash", script, "--bin", bin, "--servers", "2", "--workers", "2", "--port", portarg,
+              "--logs", logs, "--", "--data", data, "--epochs", "100000", "--dim", "8", "--negatives", "64",
+              (char *)NULL);
         _exit(127);
     }
     /* status answers once the coordinator is up and every member registered (bounded retries, each
@@ -216,17 +229,20 @@ static void test_run_sh_errors(void **state)
     assert_int_equal(listen(fd, 1), 0);
     socklen_t len = sizeof a;
     assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --port %d -- --data %s/s1", src, bin,
-                         ntohs(a.sin_port), dir), 2);
+    assert_int_equal(
+        run(out, sizeof out, "%s/launch/run.sh --bin %s --port %d -- --data %s/s1", src, bin, ntohs(a.sin_port), dir),
+        2);
     assert_non_null(strstr(out, "already in use"));
     close(fd);
     /* a missing binary */
     assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin /nonexistent/psrec -- --data %s/s1", src, dir), 2);
     assert_non_null(strstr(out, "not found"));
     /* a role that fails: the coordinator cannot read the data */
-    assert_int_equal(run(out, sizeof out, "%s/launch/run.sh --bin %s --port %d --logs %s/logs-bad -- --data %s/none "
-                                          "--timeout 500",
-                         src, bin, free_port(), dir, dir), 1);
+    assert_int_equal(run(out, sizeof out,
+                         "%s/launch/run.sh --bin %s --port %d --logs %s/logs-bad -- --data %s/none "
+                         "--timeout 500",
+                         src, bin, free_port(), dir, dir),
+                     1);
     assert_non_null(strstr(out, "failed"));
     assert_non_null(strstr(out, "run `psrec prep` first"));
 }
@@ -234,9 +250,9 @@ static void test_run_sh_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_one_worker_equivalence), cmocka_unit_test(test_run_sh_two_by_two),
-        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness), cmocka_unit_test(test_status_and_interrupt),
-        cmocka_unit_test(test_run_sh_errors),
+        cmocka_unit_test(test_one_worker_equivalence),  cmocka_unit_test(test_run_sh_two_by_two),
+        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness),
+        cmocka_unit_test(test_status_and_interrupt),    cmocka_unit_test(test_run_sh_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -72,7 +72,7 @@ static void test_counter(void **state)
         assert_int_equal(psrec_freq_counter_add(c, &b, 1), PSREC_OK);
     }
     assert_int_equal(psrec_freq_counter_add(c, &b, 2), PSREC_EINVAL);
-    assert_int_equal(psrec_freq_counter_touch(c, 5000, 0), PSREC_OK);  /* a catalogue item never seen */
+    assert_int_equal(psrec_freq_counter_touch(c, 5000, 0), PSREC_OK); /* a catalogue item never seen */
     assert_int_equal(psrec_freq_counter_touch(c, uid(40), 7), PSREC_OK);
     ref[40] += 7;
     seen[40] = 1;
@@ -80,9 +80,11 @@ static void test_counter(void **state)
     assert_int_equal(psrec_freq_counter_result(c, &f), PSREC_OK);
     /* expected: every seen id plus 5000, ascending, with its count */
     size_t want = 1;
-    for (int k = 0; k < UNIVERSE; k++) want += (size_t)seen[k];
+    for (int k = 0; k < UNIVERSE; k++)
+        want += (size_t)seen[k];
     assert_int_equal(f.n, want);
-    for (size_t i = 1; i < f.n; i++) assert_true(f.ids[i - 1] < f.ids[i]);
+    for (size_t i = 1; i < f.n; i++)
+        assert_true(f.ids[i - 1] < f.ids[i]);
     for (size_t i = 0; i < f.n; i++) {
         int k = -1;
         for (int j = 0; j < UNIVERSE; j++)
@@ -115,7 +117,8 @@ static void write_raw_durable(const char *path, const void *p, size_t len)
 
 static void le64(unsigned char *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 static void test_save_load(void **state)

@@ -119,7 +119,8 @@ static void test_deterministic_and_parses(void **state)
     gen(&c, "c", d3);
     c.seed = 1;
     const char *files[] = {"train.txt", "test.txt", "items.tsv"};
-    for (int k = 0; k < 3; k++) assert_true(same_file(path_in(d1, files[k]), path_in(d2, files[k])));
+    for (int k = 0; k < 3; k++)
+        assert_true(same_file(path_in(d1, files[k]), path_in(d2, files[k])));
     assert_false(same_file(path_in(d1, "train.txt"), path_in(d3, "train.txt")));
     assert_false(same_file(path_in(d1, "test.txt"), path_in(d3, "test.txt")));
     assert_false(same_file(path_in(d1, "train.txt"), path_in(d1, "test.txt")));
@@ -164,12 +165,15 @@ static void test_deterministic_and_parses(void **state)
             assert_true(nh >= c.min_hist && nh <= c.max_hist);
             assert_int_equal(b.slot_off[rs][i + 1] - b.slot_off[rs][i], 1);
             assert_true(b.slot_id[rs][b.slot_off[rs][i]] < c.n_categories);
-            for (uint32_t k = b.pos_off[i]; k < b.pos_off[i + 1]; k++) assert_true(b.pos_id[k] < c.n_items);
+            for (uint32_t k = b.pos_off[i]; k < b.pos_off[i + 1]; k++)
+                assert_true(b.pos_id[k] < c.n_items);
             for (uint32_t k = b.slot_off[hs][i]; k < b.slot_off[hs][i + 1]; k++)
                 assert_true(b.slot_id[hs][k] < c.n_items);
             uint32_t nhome = b.home_off[i + 1] - b.home_off[i];
-            if (t) assert_true(nhome == 1 || nhome == 2);
-            else assert_int_equal(nhome, 0);
+            if (t)
+                assert_true(nhome == 1 || nhome == 2);
+            else
+                assert_int_equal(nhome, 0);
         }
         psrec_batch_free(&b);
     }
@@ -198,7 +202,8 @@ static void test_test_users_stay_home(void **state)
             two++;
             assert_int_not_equal(b.home_cat[ha], b.home_cat[ha + 1]);
         }
-        for (uint32_t k = ha; k < he; k++) assert_true(b.home_cat[k] < c.n_categories);
+        for (uint32_t k = ha; k < he; k++)
+            assert_true(b.home_cat[k] < c.n_categories);
         if (b.slot_id[rs][b.slot_off[rs][i]] == b.home_cat[ha]) region_hit++;
         for (int part = 0; part < 2; part++) {
             const uint64_t *id = part ? b.slot_id[hs] : b.pos_id;
@@ -206,9 +211,11 @@ static void test_test_users_stay_home(void **state)
             for (uint32_t k = a; k < e; k++) {
                 uint32_t cat = (uint32_t)(id[k] % c.n_categories);
                 int ok = 0;
-                for (uint32_t q = ha; q < he; q++) ok |= b.home_cat[q] == cat;
-                if (!ok) fail_msg("test user %zu: item %llu (category %u) outside its homes", i,
-                                  (unsigned long long)id[k], cat);
+                for (uint32_t q = ha; q < he; q++)
+                    ok |= b.home_cat[q] == cat;
+                if (!ok)
+                    fail_msg("test user %zu: item %llu (category %u) outside its homes", i, (unsigned long long)id[k],
+                             cat);
                 items++;
             }
         }
@@ -249,7 +256,8 @@ static void test_train_leak_rate(void **state)
                 out += b.slot_id[hs][k] % c.n_categories != home;
         }
         double p = c.leak_rate * (1 - 1.0 / c.n_categories), f = (double)out / (double)all;
-        if (t == 0) assert_int_equal(out, 0);
+        if (t == 0)
+            assert_int_equal(out, 0);
         else if (fabs(f - p) > 5 * sqrt(p * (1 - p) / (double)all))
             fail_msg("leak share %.4f, expected %.4f (n = %zu)", f, p, all);
         psrec_batch_free(&b);
@@ -287,7 +295,8 @@ static void test_zipf(void **state)
         for (uint32_t cat = 0; cat < 4; cat++) {
             size_t nc = cat < 102 % 4 ? 102 / 4 + 1 : 102 / 4;
             double hsum = 0, chi = 0;
-            for (size_t k = 1; k <= nc; k++) hsum += pow((double)k, -c.zipf_s);
+            for (size_t k = 1; k <= nc; k++)
+                hsum += pow((double)k, -c.zipf_s);
             for (size_t k = 1; k <= nc; k++) {
                 double e = per_cat[cat] * pow((double)k, -c.zipf_s) / hsum;
                 double o = count[cat + (k - 1) * 4];

@@ -69,7 +69,8 @@ static void make_examples(psrec_batch_t *b, size_t n, uint64_t seed, size_t big)
         for (int s = 0; s < NSLOTS && !sparse; s++) {
             int c = (int)psrec_rng_below(&r, s == 0 ? 30 : 4);
             if (i == big && s == 0) c = 150000; /* ~1.5 MB raw: a block flushed on size */
-            for (int k = 0; k < c; k++) assert_int_equal(psrec_batch_add_slot(b, s, rand_id(&r)), PSREC_OK);
+            for (int k = 0; k < c; k++)
+                assert_int_equal(psrec_batch_add_slot(b, s, rand_id(&r)), PSREC_OK);
         }
         int nh = (int)psrec_rng_below(&r, 3);
         for (int k = 0; k < nh; k++)
@@ -104,7 +105,8 @@ static void write_shard(const char *path, const psrec_batch_t *b, int nslots)
     make_schema(&s, nslots);
     psrec_shard_writer_t *w;
     assert_int_equal(psrec_shard_writer_open(&w, path, err), PSREC_OK);
-    for (size_t i = 0; i < b->n; i++) assert_int_equal(psrec_shard_writer_add(w, b, i, err), PSREC_OK);
+    for (size_t i = 0; i < b->n; i++)
+        assert_int_equal(psrec_shard_writer_add(w, b, i, err), PSREC_OK);
     assert_int_equal(psrec_shard_writer_commit(&w, &s, err), PSREC_OK);
     assert_null(w);
 }
@@ -136,14 +138,16 @@ static void test_round_trip(void **state)
     psrec_schema_t want;
     make_schema(&want, NSLOTS);
     assert_int_equal(s->nslots, NSLOTS);
-    for (int k = 0; k < NSLOTS; k++) assert_string_equal(s->name[k], want.name[k]);
+    for (int k = 0; k < NSLOTS; k++)
+        assert_string_equal(s->name[k], want.name[k]);
     psrec_batch_init(&dst, 0);
     size_t got;
     assert_int_equal(psrec_shard_reader_next(r, &dst, 10, &got, err), PSREC_EINVAL); /* batch lacks slots */
     assert_int_equal(psrec_batch_set_nslots(&dst, NSLOTS), PSREC_OK);
     assert_int_equal(read_rest(r, &dst, 777, err), PSREC_OK);
     assert_int_equal(dst.n, src.n);
-    for (size_t i = 0; i < src.n; i++) assert_same_example(&src, i, &dst, i);
+    for (size_t i = 0; i < src.n; i++)
+        assert_same_example(&src, i, &dst, i);
     psrec_shard_pos_t end = psrec_shard_reader_tell(r);
     assert_true(end.block >= 4 && end.index == 0); /* 14000 examples: at least 4 blocks */
     psrec_shard_reader_close(&r);
@@ -274,7 +278,8 @@ static uint64_t rd64(const unsigned char *p)
 
 static void wr64(unsigned char *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
 }
 
 /* Opens and reads path completely: returns the first error, or OK with the examples in out. */
@@ -359,7 +364,8 @@ static void test_every_byte_flip(void **state)
         if (rc == PSREC_OK) {
             assert_true(at >= len - 8); /* only the trailer checksum may go unnoticed */
             assert_int_equal(out.n, src.n);
-            for (size_t i = 0; i < src.n; i++) assert_same_example(&src, i, &out, i);
+            for (size_t i = 0; i < src.n; i++)
+                assert_same_example(&src, i, &out, i);
         } else {
             if (rc != PSREC_ECORRUPT && rc != PSREC_EVERSION) fail_msg("byte %zu: %s (%s)", at, psrec_errname(rc), err);
             detected++;
@@ -434,7 +440,8 @@ static void test_writer_errors(void **state)
     assert_int_not_equal(access(path, F_OK), 0);
 
     assert_int_equal(psrec_shard_writer_open(&w, path, err), PSREC_OK);
-    for (size_t i = 0; i < src.n; i++) assert_int_equal(psrec_shard_writer_add(w, &src, i, err), PSREC_OK);
+    for (size_t i = 0; i < src.n; i++)
+        assert_int_equal(psrec_shard_writer_add(w, &src, i, err), PSREC_OK);
     psrec_schema_t s;
     make_schema(&s, 2); /* the examples use more slots than that */
     assert_int_equal(psrec_shard_writer_commit(&w, &s, err), PSREC_EINVAL);

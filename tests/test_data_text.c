@@ -60,7 +60,8 @@ static void test_basic_line(void **state)
     assert_float_equal(weight_of(&b, 0, 12), 2.0 / 3.0, 1e-6);
     assert_float_equal(weight_of(&b, 0, 57), 1.0 / 3.0, 1e-6);
     assert_int_equal(b.slot_off[h][1] - b.slot_off[h][0], 3);
-    for (int k = 0; k < 3; k++) assert_int_equal(b.slot_id[h][k], 3 + k);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(b.slot_id[h][k], 3 + k);
     assert_int_equal(b.slot_off[r][1], 1);
     assert_true(b.slot_id[r][0] == sid("fr"));
     assert_int_equal(b.home_off[1], 1);
@@ -97,8 +98,10 @@ static void test_id_rules(void **state)
     assert_int_equal(parse("pos=007,18446744073709551615,-5,+5,1e3,abc,0", &s, &OPTS0, &b, err), PSREC_OK);
     uint64_t want[] = {7, UINT64_MAX, sid("-5"), sid("+5"), sid("1e3"), sid("abc"), 0};
     assert_int_equal(b.pos_off[1], 7);
-    for (int k = 0; k < 7; k++) assert_true(b.pos_id[k] == want[k]);
-    for (int k = 2; k < 6; k++) assert_true(b.pos_id[k] & (1ULL << 63));
+    for (int k = 0; k < 7; k++)
+        assert_true(b.pos_id[k] == want[k]);
+    for (int k = 2; k < 6; k++)
+        assert_true(b.pos_id[k] & (1ULL << 63));
 
     assert_int_equal(parse("pos=18446744073709551616", &s, &OPTS0, &b, err), PSREC_EPARSE);
     assert_string_equal(err, "t.txt:7: id out of range (18446744073709551616)");
@@ -142,7 +145,8 @@ static void test_errors(void **state)
         {"pos=1 _home=-1", "category must be a decimal number (-1)"},
         {"pos=1 _home=4294967296", "category out of range (4294967296)"},
         {"pos=1 _foo=1", "unknown reserved field (_foo)"},
-        {"pos=1 abcdefghijabcdefghijabcdefghij12=1", "slot name too long (max 31 bytes) (abcdefghijabcdefghijabcdefghij12)"},
+        {"pos=1 abcdefghijabcdefghijabcdefghij12=1",
+         "slot name too long (max 31 bytes) (abcdefghijabcdefghijabcdefghij12)"},
         {"pos=1 zz=1 pos=2", "duplicate field (pos)"},
         {"pos=1 zz=1 hist=18446744073709551616", "id out of range (18446744073709551616)"},
     };
@@ -193,13 +197,15 @@ static void test_too_many_slots(void **state)
     psrec_batch_init(&b, 0);
     char err[PSREC_ERRBUF], line[1024];
     char *p = line + sprintf(line, "pos=1");
-    for (int k = 0; k < PSREC_MAX_SLOTS + 1; k++) p += sprintf(p, " s%d=%d", k, k);
+    for (int k = 0; k < PSREC_MAX_SLOTS + 1; k++)
+        p += sprintf(p, " s%d=%d", k, k);
     assert_int_equal(parse(line, &s, &OPTS0, &b, err), PSREC_EPARSE);
     assert_string_equal(err, "t.txt:7: too many slots (max 16) (s16)");
     assert_int_equal(s.nslots, 0);
     assert_int_equal(b.n, 0);
     p = line + sprintf(line, "pos=1");
-    for (int k = 0; k < PSREC_MAX_SLOTS; k++) p += sprintf(p, " s%d=%d", k, k);
+    for (int k = 0; k < PSREC_MAX_SLOTS; k++)
+        p += sprintf(p, " s%d=%d", k, k);
     assert_int_equal(parse(line, &s, &OPTS0, &b, err), PSREC_OK);
     assert_int_equal(s.nslots, PSREC_MAX_SLOTS);
     assert_int_equal(b.nslots, PSREC_MAX_SLOTS);
@@ -277,10 +283,19 @@ static void test_fixed_schema(void **state)
 static void test_fuzz(void **state)
 {
     (void)state;
-    static const char *atoms[] = {"pos", "hist", "_home", "region", "=", ",", ":", " ", "\t", "1", "0", "-1", "abc",
-                                  "nan", "inf", "1e-50", "2.5", "18446744073709551616", "", "\r", "#", "x_y", "s1",
-                                  "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14",
-                                  "s15", "s16", "99999999999999999999"};
+    static const char *atoms[] = {"pos",    "hist", "_home",
+                                  "region", "=",    ",",
+                                  ":",      " ",    "\t",
+                                  "1",      "0",    "-1",
+                                  "abc",    "nan",  "inf",
+                                  "1e-50",  "2.5",  "18446744073709551616",
+                                  "",       "\r",   "#",
+                                  "x_y",    "s1",   "s2",
+                                  "s3",     "s4",   "s5",
+                                  "s6",     "s7",   "s8",
+                                  "s9",     "s10",  "s11",
+                                  "s12",    "s13",  "s14",
+                                  "s15",    "s16",  "99999999999999999999"};
     const size_t natoms = sizeof atoms / sizeof atoms[0];
     psrec_schema_t s = {0};
     psrec_batch_t b;
@@ -370,15 +385,16 @@ static void test_reader(void **state)
     snprintf(path, sizeof path, "%s/a.txt", tmpdir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
-    fputs("# header comment\n\npos=1 hist=2\r\n", f);  /* lines 1-3 */
-    fputs("pos=2 hist=", f);                         /* line 4: a very long line */
+    fputs("# header comment\n\npos=1 hist=2\r\n", f); /* lines 1-3 */
+    fputs("pos=2 hist=", f);                          /* line 4: a very long line */
     const int LONG = 200000;
-    for (int k = 0; k < LONG; k++) fprintf(f, "%s%d", k ? "," : "", k);
+    for (int k = 0; k < LONG; k++)
+        fprintf(f, "%s%d", k ? "," : "", k);
     fputs("\n", f);
-    fputs("pos=3 hist=4 bad\n", f);   /* line 5: malformed */
-    fputs("pos=4 geo=x\n", f);        /* line 6: new slot */
-    fputs("pos=5:-1\n", f);           /* line 7: malformed */
-    fputs("pos=6", f);                /* line 8: no final newline */
+    fputs("pos=3 hist=4 bad\n", f); /* line 5: malformed */
+    fputs("pos=4 geo=x\n", f);      /* line 6: new slot */
+    fputs("pos=5:-1\n", f);         /* line 7: malformed */
+    fputs("pos=6", f);              /* line 8: no final newline */
     assert_int_equal(fclose(f), 0);
 
     psrec_schema_t s = {0};

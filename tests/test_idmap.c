@@ -22,7 +22,8 @@ static void test_against_reference(void **state)
     keys[5] = UINT64_MAX; /* the sentinel key is a valid key */
     psrec_idmap_t *m;
     assert_int_equal(psrec_idmap_new(&m, 4), PSREC_OK);
-    for (int i = 0; i < N; i++) assert_int_equal(psrec_idmap_put(m, keys[i], vals[i]), PSREC_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(psrec_idmap_put(m, keys[i], vals[i]), PSREC_OK);
     assert_int_equal(psrec_idmap_size(m), N);
     for (int i = 0; i < N; i++) {
         int found = 0;
@@ -44,7 +45,8 @@ static void test_against_reference(void **state)
         count++;
         sum += val;
     }
-    for (int i = 0; i < N; i++) ref += vals[i];
+    for (int i = 0; i < N; i++)
+        ref += vals[i];
     assert_int_equal(count, N);
     assert_int_equal(sum, ref);
     psrec_idmap_clear(m);

@@ -43,8 +43,8 @@ static void save_model(const char *mdir, psrec_model_conf_t *c, float *params_ou
     char err[PSREC_ERRBUF] = "";
     psrec_store_t *s;
     assert_int_equal(psrec_store_new(&s, 5, 4), PSREC_OK);
-    psrec_table_conf_t tout = {.dim = 4, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_NORMAL,
-                               .init_scale = 0.5f};
+    psrec_table_conf_t tout = {
+        .dim = 4, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_NORMAL, .init_scale = 0.5f};
     psrec_table_conf_t tin = tout;
     tin.dim = 3;
     psrec_table_conf_t td = {.dim = PSREC_DENSE_CHUNK, .opt = tout.opt, .init = PSREC_INIT_ZERO};
@@ -60,7 +60,8 @@ static void save_model(const char *mdir, psrec_model_conf_t *c, float *params_ou
     float p[PSREC_DENSE_CHUNK] = {0};
     assert_true(np <= PSREC_DENSE_CHUNK);
     psrec_tower_init_params(t, 3, p);
-    for (size_t i = 0; i < np; i++) p[i] += 0.05f; /* positive biases keep ReLUs alive */
+    for (size_t i = 0; i < np; i++)
+        p[i] += 0.05f; /* positive biases keep ReLUs alive */
     memcpy(params_out, p, sizeof p);
     uint64_t k0 = 0;
     assert_int_equal(psrec_table_set(cl, PSREC_TABLE_DENSE, &k0, 1, p), PSREC_OK);
@@ -95,15 +96,16 @@ static void test_roundtrip_and_embed(void **state)
     const uint64_t *ids;
     const float *V;
     assert_int_equal(psrec_model_items(m, &ids, &V), 5);
-    for (int i = 0; i < 5; i++) assert_int_equal(ids[i], 10 + i); /* sorted catalogue */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(ids[i], 10 + i); /* sorted catalogue */
     assert_int_equal(psrec_model_item_index(m, 13), 3);
     assert_int_equal(psrec_model_item_index(m, 99), -1);
 
     /* the same rows as a fresh store's deterministic init (seed 5) */
     psrec_store_t *s;
     assert_int_equal(psrec_store_new(&s, 5, 1), PSREC_OK);
-    psrec_table_conf_t tin = {.dim = 3, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_NORMAL,
-                              .init_scale = 0.5f};
+    psrec_table_conf_t tin = {
+        .dim = 3, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_NORMAL, .init_scale = 0.5f};
     assert_int_equal(psrec_store_add_table(s, PSREC_TABLE_ITEM_IN, &tin, err), PSREC_OK);
     assert_int_equal(psrec_store_add_table(s, PSREC_TABLE_SLOT0 + 1, &tin, err), PSREC_OK);
     float h10[3], h11[3], r200[3];
@@ -133,7 +135,8 @@ static void test_roundtrip_and_embed(void **state)
     psrec_tower_t *t;
     assert_int_equal(psrec_tower_new(&t, &c.tower), PSREC_OK);
     assert_int_equal(psrec_tower_forward(t, params, X, 1, ref), PSREC_OK);
-    for (int j = 0; j < 4; j++) assert_true(fabsf(U[j] - ref[j]) < 1e-5f);
+    for (int j = 0; j < 4; j++)
+        assert_true(fabsf(U[j] - ref[j]) < 1e-5f);
     psrec_tower_destroy(&t);
     psrec_batch_free(&b);
     psrec_model_destroy(&m);

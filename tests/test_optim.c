@@ -15,7 +15,8 @@
 
 static void random_vec(psrec_rng_t *r, float *v, int n, double scale)
 {
-    for (int i = 0; i < n; i++) v[i] = (float)((2 * psrec_rng_uniform(r) - 1) * scale);
+    for (int i = 0; i < n; i++)
+        v[i] = (float)((2 * psrec_rng_uniform(r) - 1) * scale);
 }
 
 /* STEPS updates of one row with random gradients; float store vs double reference after every step. */
@@ -37,7 +38,8 @@ static void check_kind(const psrec_opt_t *conf)
         psrec_optim_apply(&o, w, ns ? state : NULL, g, D);
         ref_step(&ref, conf, g);
         double ex = ref_max_excess(w, &ref, 2e-6, 2e-5);
-        if (ex > 0) fail_msg("%s l2=%g step %d: off by %g beyond tolerance", psrec_opt_name(conf->kind), conf->l2, step, ex);
+        if (ex > 0)
+            fail_msg("%s l2=%g step %d: off by %g beyond tolerance", psrec_opt_name(conf->kind), conf->l2, step, ex);
     }
     if (conf->kind == PSREC_OPT_ADAM) assert_int_equal(psrec_optim_adam_steps(state, D), STEPS);
     ref_row_free(&ref);
@@ -64,8 +66,8 @@ static void test_rowwise_adagrad(void **st)
 static void test_adam(void **st)
 {
     check_kind(&(psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.01f});
-    check_kind(&(psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.01f, .beta1 = 0.8f, .beta2 = 0.99f, .eps = 1e-6f,
-                              .l2 = 0.01f});
+    check_kind(
+        &(psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.01f, .beta1 = 0.8f, .beta2 = 0.99f, .eps = 1e-6f, .l2 = 0.01f});
 }
 
 /* Adam's first step with the row's own count is bias-corrected: |dw| = lr |g| / (|g| + eps / sqrt(1 - b2)) ~ lr
@@ -129,10 +131,14 @@ static void test_names(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sgd),          cmocka_unit_test(test_adagrad),
-        cmocka_unit_test(test_rowwise_adagrad), cmocka_unit_test(test_adam),
-        cmocka_unit_test(test_adam_first_step), cmocka_unit_test(test_state_and_defaults),
-        cmocka_unit_test(test_invalid),      cmocka_unit_test(test_names),
+        cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_adagrad),
+        cmocka_unit_test(test_rowwise_adagrad),
+        cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_adam_first_step),
+        cmocka_unit_test(test_state_and_defaults),
+        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,8 +34,8 @@ static psrec_table_conf_t tconf[2];
 
 static void init_tables(void)
 {
-    tconf[0] = (psrec_table_conf_t){.dim = 8, .opt = {.kind = PSREC_OPT_ADAGRAD, .lr = 0.05f}, .init = PSREC_INIT_NORMAL,
-                                    .init_scale = 0.1f};
+    tconf[0] = (psrec_table_conf_t){
+        .dim = 8, .opt = {.kind = PSREC_OPT_ADAGRAD, .lr = 0.05f}, .init = PSREC_INIT_NORMAL, .init_scale = 0.1f};
     tconf[1] = (psrec_table_conf_t){.dim = 3, .opt = {.kind = PSREC_OPT_ADAM, .lr = 0.01f}, .init = PSREC_INIT_ZERO};
 }
 
@@ -45,7 +45,8 @@ static psrec_store_t *ref_store(void)
     psrec_store_t *r;
     char err[PSREC_ERRBUF];
     assert_int_equal(psrec_store_new(&r, SEED, 8), PSREC_OK);
-    for (int i = 0; i < 2; i++) assert_int_equal(psrec_store_add_table(r, ids[i], &tconf[i], err), PSREC_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(psrec_store_add_table(r, ids[i], &tconf[i], err), PSREC_OK);
     return r;
 }
 
@@ -89,15 +90,24 @@ static void start_cluster(cluster_t *c, void *z, int n, int tcp, int compress, c
     c->map.nslots = PSREC_WIRE_NSLOTS;
     c->map.n_slot_server = PSREC_WIRE_NSLOTS;
     c->map.slot_server = c->slots;
-    for (uint32_t i = 0; i < PSREC_WIRE_NSLOTS; i++) c->slots[i] = (uint32_t)(psrec_mix64(i * 7 + 1) % (uint64_t)n);
+    for (uint32_t i = 0; i < PSREC_WIRE_NSLOTS; i++)
+        c->slots[i] = (uint32_t)(psrec_mix64(i * 7 + 1) % (uint64_t)n);
     c->map.n_server_addr = (size_t)n;
     c->map.server_addr = c->addr;
     for (int i = 0; i < n; i++) {
         srv_t *x = &c->srv[i];
-        if (tcp) snprintf(x->bind, sizeof x->bind, "tcp://127.0.0.1:0");
-        else snprintf(x->bind, sizeof x->bind, "inproc://%s-%d", tag, i);
-        psrec_server_conf_t sc = {.bind = x->bind, .job_id = JOB, .compress = compress ? 1 : -1, .ntables = 2,
-                                  .table_ids = ids, .tables = tconf, .seed = SEED, .rank = (uint32_t)i,
+        if (tcp)
+            snprintf(x->bind, sizeof x->bind, "tcp://127.0.0.1:0");
+        else
+            snprintf(x->bind, sizeof x->bind, "inproc://%s-%d", tag, i);
+        psrec_server_conf_t sc = {.bind = x->bind,
+                                  .job_id = JOB,
+                                  .compress = compress ? 1 : -1,
+                                  .ntables = 2,
+                                  .table_ids = ids,
+                                  .tables = tconf,
+                                  .seed = SEED,
+                                  .rank = (uint32_t)i,
                                   .shard_map = n > 1 ? &c->map : NULL}; /* one server: owns every slot */
         char err[PSREC_ERRBUF];
         psrec_err rc = psrec_server_new(&x->s, z, &sc, err);
@@ -109,7 +119,8 @@ static void start_cluster(cluster_t *c, void *z, int n, int tcp, int compress, c
 
 static void stop_cluster(cluster_t *c, psrec_server_stats_t *st)
 {
-    for (int i = 0; i < c->n; i++) psrec_server_stop(c->srv[i].s);
+    for (int i = 0; i < c->n; i++)
+        psrec_server_stop(c->srv[i].s);
     for (int i = 0; i < c->n; i++) {
         pthread_join(c->srv[i].th, NULL);
         if (c->srv[i].rc) fail_msg("server %d: %s", i, c->srv[i].err);
@@ -122,8 +133,10 @@ static void stop_cluster(cluster_t *c, psrec_server_stats_t *st)
 static psrec_remote_conf_t rconf(uint32_t rank, int timeout_ms, int compress)
 {
     init_tables();
-    psrec_remote_conf_t rc = {.job_id = JOB, .rank = rank, .timeout_ms = timeout_ms, .retries = 3, .compress = compress};
-    for (int i = 0; i < 2; i++) rc.table_dim[ids[i]] = tconf[i].dim;
+    psrec_remote_conf_t rc = {
+        .job_id = JOB, .rank = rank, .timeout_ms = timeout_ms, .retries = 3, .compress = compress};
+    for (int i = 0; i < 2; i++)
+        rc.table_dim[ids[i]] = tconf[i].dim;
     return rc;
 }
 
@@ -147,7 +160,8 @@ static void random_ops(psrec_remote_t *r, psrec_table_client_t *tc, psrec_store_
     psrec_rng_seed(&g, seed, 3);
     size_t cap = 70000;
     uint64_t *k = malloc(cap * sizeof *k);
-    float *v = malloc(cap * 8 * sizeof *v), *got = malloc(cap * 8 * sizeof *got), *want = malloc(cap * 8 * sizeof *want);
+    float *v = malloc(cap * 8 * sizeof *v), *got = malloc(cap * 8 * sizeof *got),
+          *want = malloc(cap * 8 * sizeof *want);
     char err[PSREC_ERRBUF];
     for (int round = 0; round < rounds; round++) {
         uint32_t ti = (uint32_t)psrec_rng_below(&g, 2), table = ids[ti], dim = tconf[ti].dim;
@@ -156,8 +170,10 @@ static void random_ops(psrec_remote_t *r, psrec_table_client_t *tc, psrec_store_
         int op = (int)psrec_rng_below(&g, 3);
         /* keys from a range small enough to revisit rows; pushes use unique keys (stride walk) */
         uint64_t base = psrec_rng_below(&g, 50000), stride = 1 + 2 * psrec_rng_below(&g, 5);
-        for (size_t i = 0; i < n; i++) k[i] = op == 0 ? psrec_rng_below(&g, 80000) : base + i * stride;
-        for (size_t i = 0; i < n * dim; i++) v[i] = (float)psrec_rng_normal(&g);
+        for (size_t i = 0; i < n; i++)
+            k[i] = op == 0 ? psrec_rng_below(&g, 80000) : base + i * stride;
+        for (size_t i = 0; i < n * dim; i++)
+            v[i] = (float)psrec_rng_normal(&g);
         int via_ops = tc && (round % 2);
         psrec_err rc;
         if (op == 0) {
@@ -218,7 +234,8 @@ static void check_dump(psrec_remote_t *r, psrec_store_t *ref)
         uint64_t *sk = malloc((n + 1) * sizeof *sk);
         memcpy(sk, k, n * sizeof *k);
         qsort(sk, n, sizeof *sk, cmp_u64);
-        for (size_t i = 1; i < n; i++) assert_true(sk[i] != sk[i - 1]); /* each row once */
+        for (size_t i = 1; i < n; i++)
+            assert_true(sk[i] != sk[i - 1]); /* each row once */
         rows_t rr = {malloc((rn + 1) * sizeof(uint64_t)), malloc((rn + 1) * dim * sizeof(float)), 0, dim};
         psrec_store_foreach(ref, table, collect, &rr);
         qsort(rr.k, rr.n, sizeof *rr.k, cmp_u64);
@@ -255,7 +272,8 @@ static void compare(void *z, int nservers, int tcp, int compress, const char *ta
     check_dump(r, ref);
     /* every server holds only its own rows, and together all of them */
     uint64_t total = 0;
-    for (int i = 0; i < nservers; i++) total += psrec_store_rows(psrec_server_store(c.srv[i].s), ids[0]);
+    for (int i = 0; i < nservers; i++)
+        total += psrec_store_rows(psrec_server_store(c.srv[i].s), ids[0]);
     assert_int_equal(total, psrec_store_rows(ref, ids[0]));
     psrec_wire_stats_t sent, recv;
     psrec_remote_stats(r, &sent, &recv);
@@ -303,10 +321,12 @@ static void test_errors(void **st)
     char err[PSREC_ERRBUF];
     uint64_t k[200];
     float v[200 * 8];
-    for (int i = 0; i < 200; i++) k[i] = (uint64_t)i * 11;
+    for (int i = 0; i < 200; i++)
+        k[i] = (uint64_t)i * 11;
     /* a client whose map sends everything to server 2: the other servers' keys are refused */
     uint32_t wrong[PSREC_WIRE_NSLOTS];
-    for (int i = 0; i < PSREC_WIRE_NSLOTS; i++) wrong[i] = 2;
+    for (int i = 0; i < PSREC_WIRE_NSLOTS; i++)
+        wrong[i] = 2;
     Psrec__ShardMap wm = c.map;
     wm.slot_server = wrong;
     psrec_remote_conf_t rc = rconf(2, 5000, 1);
@@ -327,8 +347,8 @@ static void test_errors(void **st)
     assert_int_equal(psrec_table_client_new_remote(&tc, r), PSREC_OK);
     assert_int_equal(psrec_table_pull(tc, 7, k, 10, v), PSREC_ENOTFOUND);
     assert_non_null(strstr(psrec_remote_last_error(r), "table 7"));
-    assert_int_equal(psrec_table_push(tc, 9, k, 10, v), PSREC_ENOTFOUND);     /* not in the client conf */
-    assert_int_equal(psrec_table_push(tc, 1000, k, 10, v), PSREC_ENOTFOUND);  /* out of any range */
+    assert_int_equal(psrec_table_push(tc, 9, k, 10, v), PSREC_ENOTFOUND);    /* not in the client conf */
+    assert_int_equal(psrec_table_push(tc, 1000, k, 10, v), PSREC_ENOTFOUND); /* out of any range */
     /* after failures, the client still works (late replies of failed calls are dropped) */
     psrec_store_t *ref = ref_store();
     float want[200 * 8];
@@ -373,7 +393,8 @@ static void test_timeout(void **st)
     assert_int_equal(zmq_bind(dead, "inproc://rc-dead"), 0);
     char *addrs[2] = {c.addr[0], "inproc://rc-dead"};
     uint32_t slots[PSREC_WIRE_NSLOTS];
-    for (int i = 0; i < PSREC_WIRE_NSLOTS; i++) slots[i] = (uint32_t)(i % 2);
+    for (int i = 0; i < PSREC_WIRE_NSLOTS; i++)
+        slots[i] = (uint32_t)(i % 2);
     Psrec__ShardMap m = c.map;
     m.n_server_addr = 2;
     m.server_addr = addrs;
@@ -412,7 +433,8 @@ static void test_timeout(void **st)
     rc.retries = 2;
     r = mk_remote(z, &m, &rc);
     uint64_t both[64];
-    for (int i = 0; i < 64; i++) both[i] = (uint64_t)i;
+    for (int i = 0; i < 64; i++)
+        both[i] = (uint64_t)i;
     float vb[64 * 8];
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(psrec_remote_pull(r, 0, both, 64, vb, 8, err), PSREC_ETIMEDOUT);
@@ -423,7 +445,8 @@ static void test_timeout(void **st)
     psrec_server_stats_t ss;
     psrec_server_get_stats(c.srv[0].s, &ss);
     uint64_t live = 0;
-    for (int i = 0; i < 64; i++) live += slots[psrec_wire_slot(both[i], PSREC_WIRE_NSLOTS)] == 0;
+    for (int i = 0; i < 64; i++)
+        live += slots[psrec_wire_slot(both[i], PSREC_WIRE_NSLOTS)] == 0;
     assert_true(live > 0 && live < 64);
     assert_int_equal(ss.rows_pulled, live);
     psrec_remote_destroy(&r);
@@ -438,8 +461,8 @@ typedef struct {
     void *zctx;
     const char *front, *back;
     atomic_int stop;
-    int drop_every;  /* drop reply number i when i % drop_every == 1 */
-    int dup_every;   /* send reply number i twice when i % dup_every == 2 */
+    int drop_every; /* drop reply number i when i % drop_every == 1 */
+    int dup_every;  /* send reply number i twice when i % dup_every == 2 */
     int replies, dropped, duplicated;
     pthread_t th;
     atomic_int ready;
@@ -478,15 +501,19 @@ static void *proxy_main(void *arg)
                 first = 1;
             } else {
                 p->replies++;
-                if (p->drop_every && p->replies % p->drop_every == 1) copies = 0, p->dropped++;
-                else if (p->dup_every && p->replies % p->dup_every == 2) copies = 2, p->duplicated++;
+                if (p->drop_every && p->replies % p->drop_every == 1)
+                    copies = 0, p->dropped++;
+                else if (p->dup_every && p->replies % p->dup_every == 2)
+                    copies = 2, p->duplicated++;
             }
             for (int c = 0; c < copies; c++) {
                 if (side == 1) zmq_send(f, id, idlen, ZMQ_SNDMORE);
                 for (int i = first; i < n; i++)
-                    zmq_send(side ? f : b, zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]), i + 1 < n ? ZMQ_SNDMORE : 0);
+                    zmq_send(side ? f : b, zmq_msg_data(&parts[i]), zmq_msg_size(&parts[i]),
+                             i + 1 < n ? ZMQ_SNDMORE : 0);
             }
-            for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
+            for (int i = 0; i < n; i++)
+                zmq_msg_close(&parts[i]);
         }
     }
     zmq_close(f);
@@ -503,7 +530,8 @@ static void test_lost_replies(void **st)
     atomic_init(&p.stop, 0);
     atomic_init(&p.ready, 0);
     assert_int_equal(pthread_create(&p.th, NULL, proxy_main, &p), 0);
-    while (!atomic_load(&p.ready)) zmq_poll(NULL, 0, 1); /* inproc connect needs the bind first */
+    while (!atomic_load(&p.ready))
+        zmq_poll(NULL, 0, 1); /* inproc connect needs the bind first */
     char *paddr = "inproc://rc-proxy";
     Psrec__ShardMap m = c.map;
     m.server_addr = &paddr;
@@ -551,8 +579,14 @@ static void test_with_coordinator(void **st)
 {
     void *z = zmq_ctx_new();
     init_tables();
-    psrec_coord_conf_t cc = {.bind = "inproc://rc-coord", .n_servers = 2, .n_workers = 1, .job_id = JOB, .seed = SEED,
-                             .ntables = 2, .table_ids = ids, .tables = tconf};
+    psrec_coord_conf_t cc = {.bind = "inproc://rc-coord",
+                             .n_servers = 2,
+                             .n_workers = 1,
+                             .job_id = JOB,
+                             .seed = SEED,
+                             .ntables = 2,
+                             .table_ids = ids,
+                             .tables = tconf};
     psrec_coord_t *co;
     char err[PSREC_ERRBUF];
     if (psrec_coord_new(&co, z, &cc, err)) fail_msg("coord: %s", err);
@@ -565,8 +599,8 @@ static void test_with_coordinator(void **st)
     for (int i = 0; i < 2; i++) {
         s[i].zctx = z;
         snprintf(s[i].bind, sizeof s[i].bind, "inproc://rc-cs%d", i);
-        s[i].conf = (psrec_server_conf_t){.bind = s[i].bind, .coord = "inproc://rc-coord", .job_id = JOB,
-                                          .heartbeat_ms = 20};
+        s[i].conf =
+            (psrec_server_conf_t){.bind = s[i].bind, .coord = "inproc://rc-coord", .job_id = JOB, .heartbeat_ms = 20};
         atomic_init(&s[i].created, 0);
         assert_int_equal(pthread_create(&s[i].th, NULL, srv_create_run, &s[i]), 0);
     }
@@ -577,9 +611,10 @@ static void test_with_coordinator(void **st)
     if (psrec_coord_client_register(w, PSREC__ROLE__WORKER, NULL, UINT32_MAX, &reg, err)) fail_msg("register: %s", err);
     assert_non_null(reg->shard_map);
     assert_int_equal(reg->shard_map->n_server_addr, 2);
-    psrec_remote_conf_t rc = {.job_id = JOB, .rank = reg->rank, .epoch = reg->epoch, .timeout_ms = 5000, .retries = 3,
-                              .compress = 1};
-    for (size_t i = 0; i < reg->n_tables; i++) rc.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
+    psrec_remote_conf_t rc = {
+        .job_id = JOB, .rank = reg->rank, .epoch = reg->epoch, .timeout_ms = 5000, .retries = 3, .compress = 1};
+    for (size_t i = 0; i < reg->n_tables; i++)
+        rc.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
     psrec_remote_t *r = mk_remote(z, reg->shard_map, &rc);
     psrec_table_client_t *tc;
     assert_int_equal(psrec_table_client_new_remote(&tc, r), PSREC_OK);
@@ -588,7 +623,8 @@ static void test_with_coordinator(void **st)
     check_dump(r, ref);
     /* the servers own disjoint halves: a key sent by hand to the other server is refused */
     uint64_t key = 0;
-    while (reg->shard_map->slot_server[psrec_wire_slot(key, reg->shard_map->nslots)] != 0) key++;
+    while (reg->shard_map->slot_server[psrec_wire_slot(key, reg->shard_map->nslots)] != 0)
+        key++;
     void *d = zmq_socket(z, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
@@ -643,12 +679,9 @@ static void test_with_coordinator(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_one_server_inproc),
-        cmocka_unit_test(test_three_servers_inproc),
-        cmocka_unit_test(test_two_servers_tcp),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_timeout),
-        cmocka_unit_test(test_lost_replies),
+        cmocka_unit_test(test_one_server_inproc), cmocka_unit_test(test_three_servers_inproc),
+        cmocka_unit_test(test_two_servers_tcp),   cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_timeout),           cmocka_unit_test(test_lost_replies),
         cmocka_unit_test(test_with_coordinator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

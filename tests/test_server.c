@@ -44,17 +44,17 @@ static psrec_table_conf_t tconf[2];
 
 static void init_tables(void)
 {
-    tconf[0] = (psrec_table_conf_t){.dim = DIM, .opt = {.kind = PSREC_OPT_ADAGRAD, .lr = 0.1f}, .init = PSREC_INIT_UNIFORM,
-                                    .init_scale = 0.5f};
-    tconf[1] = (psrec_table_conf_t){.dim = 3, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.5f}, .init = PSREC_INIT_ZERO,
-                                    .max_rows = 100};
+    tconf[0] = (psrec_table_conf_t){
+        .dim = DIM, .opt = {.kind = PSREC_OPT_ADAGRAD, .lr = 0.1f}, .init = PSREC_INIT_UNIFORM, .init_scale = 0.5f};
+    tconf[1] = (psrec_table_conf_t){
+        .dim = 3, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.5f}, .init = PSREC_INIT_ZERO, .max_rows = 100};
 }
 
 static psrec_server_conf_t base_conf(const char *bind)
 {
     init_tables();
-    return (psrec_server_conf_t){.bind = bind, .job_id = JOB, .ntables = 2, .table_ids = ids, .tables = tconf,
-                                 .seed = 1234};
+    return (psrec_server_conf_t){
+        .bind = bind, .job_id = JOB, .ntables = 2, .table_ids = ids, .tables = tconf, .seed = 1234};
 }
 
 static srv_t *start(void *zctx, const psrec_server_conf_t *c)
@@ -98,7 +98,8 @@ static psrec_store_t *ref_store(void)
     psrec_store_t *r;
     char err[PSREC_ERRBUF];
     assert_int_equal(psrec_store_new(&r, 1234, 4), PSREC_OK);
-    for (int i = 0; i < 2; i++) assert_int_equal(psrec_store_add_table(r, ids[i], &tconf[i], err), PSREC_OK);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(psrec_store_add_table(r, ids[i], &tconf[i], err), PSREC_OK);
     return r;
 }
 
@@ -189,7 +190,8 @@ static void keys_and_grads(psrec_rng_t *r, uint64_t *k, float *g, size_t n, uint
                 k[i] = psrec_rng_u64(r);
                 j = (size_t)-1;
             }
-        for (uint32_t j = 0; j < dim; j++) g[i * dim + j] = (float)(psrec_rng_uniform(r) - 0.5);
+        for (uint32_t j = 0; j < dim; j++)
+            g[i * dim + j] = (float)(psrec_rng_uniform(r) - 0.5);
     }
 }
 
@@ -215,8 +217,10 @@ static void test_pull_push_set(void **st)
         Psrec__Type t = round == 3 ? PSREC__TYPE__SET : PSREC__TYPE__PUSH;
         assert_int_equal(update(d, t, 0, DIM, k, N, g, 0, 0, 10 + round),
                          t == PSREC__TYPE__SET ? PSREC__TYPE__SET_OK : PSREC__TYPE__PUSH_OK);
-        if (t == PSREC__TYPE__SET) assert_int_equal(psrec_store_set(ref, 0, k, N, g), PSREC_OK);
-        else assert_int_equal(psrec_store_push(ref, 0, k, N, g), PSREC_OK);
+        if (t == PSREC__TYPE__SET)
+            assert_int_equal(psrec_store_set(ref, 0, k, N, g), PSREC_OK);
+        else
+            assert_int_equal(psrec_store_push(ref, 0, k, N, g), PSREC_OK);
         pull(d, 0, DIM, k, N, got);
         assert_int_equal(psrec_store_pull(ref, 0, k, N, want), PSREC_OK);
         assert_memory_equal(got, want, sizeof got);
@@ -224,9 +228,11 @@ static void test_pull_push_set(void **st)
     /* a zero-initialised table of another dim */
     uint64_t k3[90];
     float z3[90 * 3];
-    for (int i = 0; i < 90; i++) k3[i] = (uint64_t)i;
+    for (int i = 0; i < 90; i++)
+        k3[i] = (uint64_t)i;
     pull(d, 3, 3, k3, 90, z3);
-    for (int i = 0; i < 90 * 3; i++) assert_true(z3[i] == 0.0f);
+    for (int i = 0; i < 90 * 3; i++)
+        assert_true(z3[i] == 0.0f);
     psrec_server_stats_t ss;
     psrec_server_get_stats(x->s, &ss);
     assert_int_equal(ss.requests, 5 * 3 + 1);
@@ -248,7 +254,8 @@ static void test_compress_flag(void **st)
     enum { N = 4000 };
     uint64_t *k = malloc(N * sizeof *k);
     float *v = malloc(N * DIM * sizeof *v), *zero = calloc(N * DIM, sizeof *zero);
-    for (int i = 0; i < N; i++) k[i] = (uint64_t)i * 3;
+    for (int i = 0; i < N; i++)
+        k[i] = (uint64_t)i * 3;
     for (int on = 0; on < 2; on++) {
         psrec_server_conf_t c = base_conf(on ? "inproc://t-cf1" : "inproc://t-cf0");
         c.compress = on ? 0 : -1; /* 0 is the default: on */
@@ -263,8 +270,10 @@ static void test_compress_flag(void **st)
         join_srv_keep(x, &b);
         uint64_t raw = b.sent.raw_bytes - a.sent.raw_bytes, wire = b.sent.wire_bytes - a.sent.wire_bytes;
         assert_int_equal(raw, (uint64_t)N * DIM * sizeof(float));
-        if (on) assert_true(wire < raw / 20);
-        else assert_int_equal(wire, raw);
+        if (on)
+            assert_true(wire < raw / 20);
+        else
+            assert_int_equal(wire, raw);
         assert_int_equal(b.received.raw_bytes - a.received.raw_bytes, N * sizeof(uint64_t));
     }
     free(k);
@@ -339,7 +348,8 @@ static void test_errors(void **st)
     /* max_rows: table 3 holds 100 rows; a call that does not fit is refused whole with EFULL */
     uint64_t many[101];
     float vals[101 * 3];
-    for (int i = 0; i < 101; i++) many[i] = 5000 + (uint64_t)i, vals[i * 3] = vals[i * 3 + 1] = vals[i * 3 + 2] = 1.0f;
+    for (int i = 0; i < 101; i++)
+        many[i] = 5000 + (uint64_t)i, vals[i * 3] = vals[i * 3 + 1] = vals[i * 3 + 2] = 1.0f;
     hdr(&h, PSREC__TYPE__PUSH, 3, 101, 3, 115);
     psrec_wire_bulk_t fb[2] = {{many, sizeof many}, {vals, sizeof vals}};
     expect_error(d, &h, fb, 2, PSREC_EFULL), nerr++;
@@ -362,7 +372,8 @@ static void test_errors(void **st)
     /* ...and the next good request works */
     float got[4 * DIM], want[4 * DIM];
     pull(d, 0, DIM, k, 4, got);
-    for (int i = 0; i < 4; i++) psrec_store_init_row(psrec_server_store(x->s), 0, k[i], want + i * DIM);
+    for (int i = 0; i < 4; i++)
+        psrec_store_init_row(psrec_server_store(x->s), 0, k[i], want + i * DIM);
     assert_memory_equal(got, want, sizeof got);
     psrec_server_stats_t ss;
     psrec_server_get_stats(x->s, &ss);
@@ -381,7 +392,8 @@ static Psrec__ShardMap *make_map(uint32_t nservers, const char **addrs)
     m->nslots = PSREC_WIRE_NSLOTS;
     m->n_slot_server = PSREC_WIRE_NSLOTS;
     m->slot_server = calloc(PSREC_WIRE_NSLOTS, sizeof *m->slot_server);
-    for (uint32_t i = 0; i < PSREC_WIRE_NSLOTS; i++) m->slot_server[i] = (uint32_t)(psrec_mix64(i) % nservers);
+    for (uint32_t i = 0; i < PSREC_WIRE_NSLOTS; i++)
+        m->slot_server[i] = (uint32_t)(psrec_mix64(i) % nservers);
     m->n_server_addr = nservers;
     m->server_addr = (char **)addrs;
     return m;
@@ -414,7 +426,8 @@ static void test_ownership(void **st)
         if (owner == 0 && !foreign) foreign = key;
     }
     float v[9 * DIM], got[8 * DIM], want[8 * DIM];
-    for (int i = 0; i < 9 * DIM; i++) v[i] = 1.0f;
+    for (int i = 0; i < 9 * DIM; i++)
+        v[i] = 1.0f;
     Psrec__Header h;
     hdr(&h, PSREC__TYPE__PULL, 0, 1, DIM, 1);
     psrec_wire_bulk_t kb = {&foreign, sizeof foreign};
@@ -428,7 +441,8 @@ static void test_ownership(void **st)
     expect_error(d, &h, b2, 2, PSREC_ESTALE);
     assert_int_equal(psrec_store_rows(psrec_server_store(x->s), 0), 0);
     pull(d, 0, DIM, mine, 8, got);
-    for (int i = 0; i < 8; i++) psrec_store_init_row(psrec_server_store(x->s), 0, mine[i], want + i * DIM);
+    for (int i = 0; i < 8; i++)
+        psrec_store_init_row(psrec_server_store(x->s), 0, mine[i], want + i * DIM);
     assert_memory_equal(got, want, sizeof got);
     free_map(map);
     zmq_close(d);
@@ -446,20 +460,21 @@ static void test_duplicates(void **st)
     void *d = dealer(z, "inproc://t-dup");
     uint64_t k[3] = {11, 22, 33};
     float g[3 * DIM], got[3 * DIM], want[3 * DIM];
-    for (int i = 0; i < 3 * DIM; i++) g[i] = 0.25f + 0.01f * (float)i;
+    for (int i = 0; i < 3 * DIM; i++)
+        g[i] = 0.25f + 0.01f * (float)i;
     /* (rank, epoch, seq, applied?) in order */
     struct {
         uint32_t rank;
         uint64_t epoch, seq;
         int applied;
     } plan[] = {
-        {0, 1, 100, 1}, {0, 1, 100, 0},             /* the same seq twice */
-        {1, 1, 100, 1},                             /* another sender has its own window */
+        {0, 1, 100, 1}, {0, 1, 100, 0},                /* the same seq twice */
+        {1, 1, 100, 1},                                /* another sender has its own window */
         {0, 1, 98, 1},  {0, 1, 98, 0},  {0, 1, 99, 1}, /* late but new seqs inside the window */
-        {0, 1, 170, 1}, {0, 1, 106, 1},             /* 64 below the top: still in the window */
-        {0, 1, 106, 0}, {0, 1, 105, 0},             /* 65 below: too old, counted as a duplicate */
-        {0, 1, 100, 0},                             /* long gone */
-        {0, 2, 1, 1},   {0, 2, 1, 0},               /* a new epoch (restarted sender): fresh window */
+        {0, 1, 170, 1}, {0, 1, 106, 1},                /* 64 below the top: still in the window */
+        {0, 1, 106, 0}, {0, 1, 105, 0},                /* 65 below: too old, counted as a duplicate */
+        {0, 1, 100, 0},                                /* long gone */
+        {0, 2, 1, 1},   {0, 2, 1, 0},                  /* a new epoch (restarted sender): fresh window */
     };
     int n = (int)(sizeof plan / sizeof plan[0]), dups = 0;
     for (int i = 0; i < n; i++) {
@@ -467,8 +482,10 @@ static void test_duplicates(void **st)
         Psrec__Type rt = update(d, t, 0, DIM, k, 3, g, plan[i].rank, plan[i].epoch, plan[i].seq);
         assert_int_equal(rt, t == PSREC__TYPE__SET ? PSREC__TYPE__SET_OK : PSREC__TYPE__PUSH_OK);
         if (plan[i].applied) {
-            if (t == PSREC__TYPE__SET) assert_int_equal(psrec_store_set(ref, 0, k, 3, g), PSREC_OK);
-            else assert_int_equal(psrec_store_push(ref, 0, k, 3, g), PSREC_OK);
+            if (t == PSREC__TYPE__SET)
+                assert_int_equal(psrec_store_set(ref, 0, k, 3, g), PSREC_OK);
+            else
+                assert_int_equal(psrec_store_push(ref, 0, k, 3, g), PSREC_OK);
         } else {
             dups++;
         }
@@ -544,8 +561,10 @@ static void test_dump(void **st)
           *dv2 = malloc((size_t)(N + 1) * DIM * sizeof *dv2);
     psrec_rng_t r;
     psrec_rng_seed(&r, 9, 9);
-    for (size_t i = 0; i < N; i++) k[i] = psrec_rng_u64(&r); /* distinct with overwhelming probability */
-    for (size_t i = 0; i < (size_t)N * DIM; i++) v[i] = (float)psrec_rng_normal(&r);
+    for (size_t i = 0; i < N; i++)
+        k[i] = psrec_rng_u64(&r); /* distinct with overwhelming probability */
+    for (size_t i = 0; i < (size_t)N * DIM; i++)
+        v[i] = (float)psrec_rng_normal(&r);
     assert_int_equal(update(d, PSREC__TYPE__SET, 0, DIM, k, N, v, 0, 0, 1), PSREC__TYPE__SET_OK);
     /* the empty table: one page, no rows */
     int pages;
@@ -632,7 +651,8 @@ static void test_stats_and_shutdown(void **st)
     void *d = dealer(z, "inproc://t-stats");
     uint64_t k[50];
     float v[50 * DIM];
-    for (int i = 0; i < 50; i++) k[i] = (uint64_t)i * 1000003;
+    for (int i = 0; i < 50; i++)
+        k[i] = (uint64_t)i * 1000003;
     pull(d, 0, DIM, k, 50, v);
     pull(d, 0, DIM, k, 20, v);
     uint64_t k3[7] = {1, 2, 3, 4, 5, 6, 7};
@@ -682,7 +702,8 @@ static void test_stop_and_tcp(void **st)
     uint64_t k[3] = {5, 6, 7};
     float v[3 * DIM], want[3 * DIM];
     pull(d, 0, DIM, k, 3, v);
-    for (int i = 0; i < 3; i++) psrec_store_init_row(psrec_server_store(x->s), 0, k[i], want + i * DIM);
+    for (int i = 0; i < 3; i++)
+        psrec_store_init_row(psrec_server_store(x->s), 0, k[i], want + i * DIM);
     assert_memory_equal(v, want, sizeof v);
     zmq_close(d);
     join_srv(x, 1); /* psrec_server_stop from this thread ends run on the server's */
@@ -709,9 +730,17 @@ static void test_stop_and_tcp(void **st)
 
 static void test_table_conf_wire(void **st)
 {
-    psrec_table_conf_t a = {.dim = 48, .opt = {.kind = PSREC_OPT_ADAM, .lr = 0.01f, .eps = 1e-7f, .init_acc = 0.1f,
-                                               .beta1 = 0.8f, .beta2 = 0.99f, .l2 = 1e-5f},
-                            .init = PSREC_INIT_NORMAL, .init_scale = 0.02f, .max_rows = 123456789};
+    psrec_table_conf_t a = {.dim = 48,
+                            .opt = {.kind = PSREC_OPT_ADAM,
+                                    .lr = 0.01f,
+                                    .eps = 1e-7f,
+                                    .init_acc = 0.1f,
+                                    .beta1 = 0.8f,
+                                    .beta2 = 0.99f,
+                                    .l2 = 1e-5f},
+                            .init = PSREC_INIT_NORMAL,
+                            .init_scale = 0.02f,
+                            .max_rows = 123456789};
     Psrec__TableConf w;
     psrec_table_conf_to_wire(9, &a, &w);
     /* through the bytes */
@@ -740,7 +769,8 @@ static void test_table_conf_wire(void **st)
 
 static void send_frames(void *d, int n, void *const *p, const size_t *len)
 {
-    for (int i = 0; i < n; i++) assert_int_equal(zmq_send(d, p[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0), (int)len[i]);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(zmq_send(d, p[i], len[i], i + 1 < n ? ZMQ_SNDMORE : 0), (int)len[i]);
 }
 
 /* Packs h with the given frame declarations. */
@@ -791,7 +821,8 @@ static void test_hostile(void **st)
     uint64_t raw2[2] = {16 * 8, 16 * DIM * 4};
     size_t lpush = pack_decl(&h, 2, raw2, raw0, vpush);
     unsigned char keys16[16 * 8], vals16[16 * DIM * 4];
-    for (size_t i = 0; i < sizeof keys16; i++) keys16[i] = (unsigned char)psrec_rng_u64(&r);
+    for (size_t i = 0; i < sizeof keys16; i++)
+        keys16[i] = (unsigned char)psrec_rng_u64(&r);
     memset(vals16, 0x3f, sizeof vals16);
 
     int errors = 0, oks = 0, exact = 0;
@@ -805,7 +836,8 @@ static void test_hostile(void **st)
             nf = 1 + (int)psrec_rng_below(&r, 4);
             for (int f = 0; f < nf; f++) {
                 len[f] = (size_t)psrec_rng_below(&r, 300);
-                for (size_t b = 0; b < len[f]; b++) fr[f][b] = (unsigned char)psrec_rng_u64(&r);
+                for (size_t b = 0; b < len[f]; b++)
+                    fr[f][b] = (unsigned char)psrec_rng_u64(&r);
                 p[f] = fr[f];
             }
         } else if (kind == 1) { /* a truncated valid message: cut header, or a missing frame */
@@ -864,9 +896,7 @@ static void test_hostile(void **st)
                 h.count = PSREC_WIRE_MAX_KEYS + 1 + psrec_rng_below(&r, 1u << 30);
                 want_code = PSREC_EMSGSIZE;
                 break;
-            default: /* unknown codec */
-                codec[0] = 2 + (int)psrec_rng_below(&r, 100);
-                want_code = PSREC_EPROTO;
+            default: /* unknown codec */ codec[0] = 2 + (int)psrec_rng_below(&r, 100); want_code = PSREC_EPROTO;
             }
             len[0] = pack_decl(&h, ndecl, rawd, codec, buf);
             p[0] = buf;
@@ -876,8 +906,10 @@ static void test_hostile(void **st)
                 memcpy(fr[0], keys16, sizeof keys16);
                 int flips = 1 + (int)psrec_rng_below(&r, 3);
                 for (int f = 0; f < flips; f++) {
-                    if (psrec_rng_below(&r, 2)) buf[psrec_rng_below(&r, lpull)] = (unsigned char)psrec_rng_u64(&r);
-                    else fr[0][psrec_rng_below(&r, sizeof keys16)] ^= (unsigned char)(1 + psrec_rng_below(&r, 255));
+                    if (psrec_rng_below(&r, 2))
+                        buf[psrec_rng_below(&r, lpull)] = (unsigned char)psrec_rng_u64(&r);
+                    else
+                        fr[0][psrec_rng_below(&r, sizeof keys16)] ^= (unsigned char)(1 + psrec_rng_below(&r, 255));
                 }
                 Psrec__Header *u = psrec__header__unpack(NULL, lpull, buf);
                 int shut = u && (u->type == PSREC__TYPE__SHUTDOWN || u->type == PSREC__TYPE__PUSH ||

@@ -41,8 +41,8 @@ static int cmp_u64(const void *a, const void *b)
 static void test_deterministic_init(void **st)
 {
     enum { N = 3000, DIM = 16 };
-    psrec_table_conf_t cu = {.dim = DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_UNIFORM,
-                             .init_scale = 0.5f};
+    psrec_table_conf_t cu = {
+        .dim = DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .init = PSREC_INIT_UNIFORM, .init_scale = 0.5f};
     psrec_table_conf_t cn = cu;
     cn.init = PSREC_INIT_NORMAL;
     cn.opt.kind = PSREC_OPT_ADAM; /* init must not depend on the optimizer */
@@ -51,7 +51,8 @@ static void test_deterministic_init(void **st)
     uint64_t *keys = malloc(N * sizeof *keys);
     psrec_rng_t r;
     psrec_rng_seed(&r, 1, 2);
-    for (int i = 0; i < N; i++) keys[i] = i < 10 ? (uint64_t)i : psrec_rng_u64(&r);
+    for (int i = 0; i < N; i++)
+        keys[i] = i < 10 ? (uint64_t)i : psrec_rng_u64(&r);
     keys[10] = UINT64_MAX;
     float *va = malloc(N * DIM * sizeof(float)), *vb = malloc(N * DIM * sizeof(float)), one[DIM], ref[DIM];
     for (uint32_t table = 1; table <= 5; table += 4) {
@@ -89,7 +90,8 @@ static void test_deterministic_init(void **st)
     /* zero init */
     add(c, 2, (psrec_table_conf_t){.dim = DIM, .init = PSREC_INIT_ZERO});
     assert_int_equal(psrec_store_pull(c, 2, keys, 5, va), PSREC_OK);
-    for (int i = 0; i < 5 * DIM; i++) assert_true(va[i] == 0.0f);
+    for (int i = 0; i < 5 * DIM; i++)
+        assert_true(va[i] == 0.0f);
     free(keys), free(va), free(vb);
     psrec_store_destroy(&a), psrec_store_destroy(&b), psrec_store_destroy(&c);
     assert_null(a);
@@ -120,13 +122,15 @@ static void check_push(psrec_opt_t o)
         for (int k = 0; k < K; k++) {
             if ((k + t) % 3 == 0) continue;
             keys[n] = (uint64_t)k * 1000003;
-            for (int i = 0; i < DIM; i++) g[n * DIM + i] = (float)(2 * psrec_rng_uniform(&r) - 1);
+            for (int i = 0; i < DIM; i++)
+                g[n * DIM + i] = (float)(2 * psrec_rng_uniform(&r) - 1);
             ref_step(&ref[k], &o, &g[n * DIM]);
             n++;
         }
         assert_int_equal(psrec_store_push(s, 0, keys, n, g), PSREC_OK);
     }
-    for (int k = 0; k < K; k++) keys[k] = (uint64_t)k * 1000003;
+    for (int k = 0; k < K; k++)
+        keys[k] = (uint64_t)k * 1000003;
     assert_int_equal(psrec_store_pull(s, 0, keys, K, out), PSREC_OK);
     for (int k = 0; k < K; k++) {
         double ex = ref_max_excess(out + k * DIM, &ref[k], 2e-6, 2e-5);
@@ -198,8 +202,10 @@ static void test_max_rows(void **st)
     add(s, 0, (psrec_table_conf_t){.dim = DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 1}, .max_rows = 10});
     uint64_t keys[16];
     float g[16 * DIM], out[16 * DIM];
-    for (int i = 0; i < 16; i++) keys[i] = 100 + (uint64_t)i;
-    for (int i = 0; i < 16 * DIM; i++) g[i] = 1;
+    for (int i = 0; i < 16; i++)
+        keys[i] = 100 + (uint64_t)i;
+    for (int i = 0; i < 16 * DIM; i++)
+        g[i] = 1;
     assert_int_equal(psrec_store_push(s, 0, keys, 8, g), PSREC_OK); /* keys 100..107 = -1 */
     assert_int_equal(psrec_store_rows(s, 0), 8);
     /* 3 new keys + one existing: refused as a whole, nothing applied */
@@ -209,7 +215,8 @@ static void test_max_rows(void **st)
     assert_int_equal(psrec_store_set(s, 0, k4, 4, g), PSREC_EFULL);
     assert_int_equal(psrec_store_rows(s, 0), 8);
     assert_int_equal(psrec_store_pull(s, 0, keys, 8, out), PSREC_OK);
-    for (int i = 0; i < 8 * DIM; i++) assert_true(out[i] == -1.0f);
+    for (int i = 0; i < 8 * DIM; i++)
+        assert_true(out[i] == -1.0f);
     /* a repeated new key is counted twice by the up-front check */
     uint64_t rep[3] = {108, 108, 109};
     assert_int_equal(psrec_store_push(s, 0, rep, 3, g), PSREC_EFULL);
@@ -300,8 +307,10 @@ static void test_foreach(void **st)
     float *vals = malloc(N * 2 * sizeof(float));
     psrec_rng_t r;
     psrec_rng_seed(&r, 3, 3);
-    for (int i = 0; i < N; i++) keys[i] = i < 2 ? (uint64_t)i * UINT64_MAX : psrec_rng_u64(&r);
-    for (int i = 0; i < N; i++) vals[2 * i] = (float)(keys[i] % 1000003), vals[2 * i + 1] = -1;
+    for (int i = 0; i < N; i++)
+        keys[i] = i < 2 ? (uint64_t)i * UINT64_MAX : psrec_rng_u64(&r);
+    for (int i = 0; i < N; i++)
+        vals[2 * i] = (float)(keys[i] % 1000003), vals[2 * i + 1] = -1;
     assert_int_equal(psrec_store_set(s, 4, keys, N, vals), PSREC_OK);
     visit_t v = {.keys = got, .cap = N + 1, .s = s};
     psrec_store_foreach(s, 4, visit, &v);
@@ -328,7 +337,8 @@ static void test_growth_one_stripe(void **st)
     float *v = malloc((size_t)N * DIM * sizeof(float)), *out = malloc((size_t)N * DIM * sizeof(float));
     for (int i = 0; i < N; i++) {
         keys[i] = (uint64_t)i * 7919;
-        for (int j = 0; j < DIM; j++) v[(size_t)i * DIM + j] = (float)(i * DIM + j);
+        for (int j = 0; j < DIM; j++)
+            v[(size_t)i * DIM + j] = (float)(i * DIM + j);
     }
     for (int b = 0; b < N; b += 777) {
         size_t m = N - b < 777 ? (size_t)(N - b) : 777;
@@ -343,7 +353,8 @@ static void test_growth_one_stripe(void **st)
     }
     assert_int_equal(psrec_store_pull(s, 0, keys, N, out), PSREC_OK);
     for (int i = 0; i < N; i++)
-        for (int j = 0; j < DIM; j++) assert_true(out[(size_t)i * DIM + j] == (float)((N - 1 - i) * DIM + j));
+        for (int j = 0; j < DIM; j++)
+            assert_true(out[(size_t)i * DIM + j] == (float)((N - 1 - i) * DIM + j));
     free(keys), free(v), free(out);
     psrec_store_destroy(&s);
 }
@@ -394,7 +405,8 @@ static void test_concurrent_push(void **st)
     /* even keys exist beforehand (lost updates on existing rows), odd ones are created under contention */
     uint64_t keys[CT_KEYS];
     static float out[CT_KEYS * CT_DIM];
-    for (int k = 0; k < CT_KEYS / 2; k++) keys[k] = 2 * (uint64_t)k;
+    for (int k = 0; k < CT_KEYS / 2; k++)
+        keys[k] = 2 * (uint64_t)k;
     assert_int_equal(psrec_store_pull(s, 0, keys, CT_KEYS / 2, out), PSREC_OK);
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, CT_THREADS);
@@ -404,19 +416,23 @@ static void test_concurrent_push(void **st)
         args[i] = (ct_arg_t){.s = s, .bar = &bar, .id = i};
         assert_int_equal(pthread_create(&th[i], NULL, ct_worker, &args[i]), 0);
     }
-    for (int i = 0; i < CT_THREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < CT_THREADS; i++)
+        pthread_join(th[i], NULL);
     pthread_barrier_destroy(&bar);
-    for (int k = 0; k < CT_KEYS; k++) keys[k] = (uint64_t)k;
+    for (int k = 0; k < CT_KEYS; k++)
+        keys[k] = (uint64_t)k;
     assert_int_equal(psrec_store_pull(s, 0, keys, CT_KEYS, out), PSREC_OK);
     uint64_t touched = 0;
     for (int k = 0; k < CT_KEYS; k++) {
         uint32_t total = 0;
-        for (int i = 0; i < CT_THREADS; i++) total += args[i].count[k];
+        for (int i = 0; i < CT_THREADS; i++)
+            total += args[i].count[k];
         touched += total > 0;
         for (int j = 0; j < CT_DIM; j++)
             if (out[k * CT_DIM + j] != -(float)total) fail_msg("key %d: %g, want -%u", k, out[k * CT_DIM + j], total);
     }
-    for (int i = 0; i < CT_THREADS; i++) assert_int_equal(args[i].err, 0);
+    for (int i = 0; i < CT_THREADS; i++)
+        assert_int_equal(args[i].err, 0);
     assert_int_equal(psrec_store_rows(s, 0), CT_KEYS); /* the final pull creates untouched keys too */
     assert_true(touched > CT_KEYS * 9 / 10);
     free(args);
@@ -429,13 +445,17 @@ static double fill_and_measure(int nlocks, uint64_t nrows)
 {
     enum { DIM = 32, B = 8192 };
     psrec_store_t *s = mk(1, nlocks);
-    add(s, 0, (psrec_table_conf_t){.dim = DIM, .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
-                                   .init = PSREC_INIT_UNIFORM, .init_scale = 0.1f});
+    add(s, 0,
+        (psrec_table_conf_t){.dim = DIM,
+                             .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
+                             .init = PSREC_INIT_UNIFORM,
+                             .init_scale = 0.1f});
     uint64_t *keys = malloc(B * sizeof *keys);
     float *out = malloc((size_t)B * DIM * sizeof(float));
     for (uint64_t b = 0; b < nrows; b += B) {
         size_t m = nrows - b < B ? (size_t)(nrows - b) : B;
-        for (size_t i = 0; i < m; i++) keys[i] = b + i;
+        for (size_t i = 0; i < m; i++)
+            keys[i] = b + i;
         assert_int_equal(psrec_store_pull(s, 0, keys, m, out), PSREC_OK);
     }
     assert_int_equal(psrec_store_rows(s, 0), nrows);
@@ -462,10 +482,14 @@ static void test_bytes_per_row(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deterministic_init), cmocka_unit_test(test_push_optimizers),
-        cmocka_unit_test(test_repeat_and_set),     cmocka_unit_test(test_max_rows),
-        cmocka_unit_test(test_errors),             cmocka_unit_test(test_foreach),
-        cmocka_unit_test(test_growth_one_stripe),  cmocka_unit_test(test_concurrent_push),
+        cmocka_unit_test(test_deterministic_init),
+        cmocka_unit_test(test_push_optimizers),
+        cmocka_unit_test(test_repeat_and_set),
+        cmocka_unit_test(test_max_rows),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_foreach),
+        cmocka_unit_test(test_growth_one_stripe),
+        cmocka_unit_test(test_concurrent_push),
         cmocka_unit_test(test_bytes_per_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

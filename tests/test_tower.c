@@ -17,7 +17,8 @@ static double naive_loss(const psrec_tower_conf_t *c, const float *p, const floa
 {
     int in = c->n_in, nl = c->n_hidden + 1;
     double *h = malloc(sizeof(double) * B * 4096), *z = malloc(sizeof(double) * B * 4096);
-    for (int i = 0; i < B * in; i++) h[i] = X[i];
+    for (int i = 0; i < B * in; i++)
+        h[i] = X[i];
     size_t off = 0;
     for (int l = 0; l < nl; l++) {
         int o = l < c->n_hidden ? c->hidden[l] : c->out_dim;
@@ -25,7 +26,8 @@ static double naive_loss(const psrec_tower_conf_t *c, const float *p, const floa
         for (int r = 0; r < B; r++)
             for (int j = 0; j < o; j++) {
                 double s = b[j];
-                for (int k = 0; k < in; k++) s += (double)W[j * in + k] * h[r * in + k];
+                for (int k = 0; k < in; k++)
+                    s += (double)W[j * in + k] * h[r * in + k];
                 z[r * o + j] = (l < nl - 1 && s < 0) ? 0 : s;
             }
         off += (size_t)o * in + o;
@@ -54,13 +56,17 @@ static void check_conf(psrec_tower_conf_t c, int B)
     psrec_tower_init_params(t, 7, p);
     psrec_rng_t r;
     psrec_rng_seed(&r, 3, 0);
-    for (size_t i = 0; i < np; i++) p[i] += (float)(0.1 * psrec_rng_normal(&r)); /* non-zero biases too */
-    for (int i = 0; i < B * c.n_in; i++) X[i] = (float)psrec_rng_normal(&r);
-    for (int i = 0; i < B * c.out_dim; i++) coef[i] = (float)psrec_rng_normal(&r);
+    for (size_t i = 0; i < np; i++)
+        p[i] += (float)(0.1 * psrec_rng_normal(&r)); /* non-zero biases too */
+    for (int i = 0; i < B * c.n_in; i++)
+        X[i] = (float)psrec_rng_normal(&r);
+    for (int i = 0; i < B * c.out_dim; i++)
+        coef[i] = (float)psrec_rng_normal(&r);
 
     assert_int_equal(psrec_tower_forward(t, p, X, B, out), PSREC_OK);
     naive_loss(&c, p, X, B, coef, ref);
-    for (int i = 0; i < B * c.out_dim; i++) assert_true(fabs(out[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
+    for (int i = 0; i < B * c.out_dim; i++)
+        assert_true(fabs(out[i] - ref[i]) < 1e-4 * (1 + fabs(ref[i])));
 
     assert_int_equal(psrec_tower_backward(t, p, X, coef, B, dp, dX), PSREC_OK);
     const double h = 1e-3;

@@ -134,7 +134,8 @@ static void parts_add_hdr(parts_t *p, const Psrec__Header *h)
 
 static void parts_free(parts_t *p)
 {
-    for (int i = 0; i < p->n; i++) free(p->data[i]);
+    for (int i = 0; i < p->n; i++)
+        free(p->data[i]);
     memset(p, 0, sizeof *p);
 }
 
@@ -188,14 +189,16 @@ static void fill_random(void *p, size_t n, uint64_t seed)
     psrec_rng_t r;
     psrec_rng_seed(&r, seed, 7);
     unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) b[i] = (unsigned char)psrec_rng_u64(&r);
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)psrec_rng_u64(&r);
 }
 
 static void fill_normal_floats(float *f, size_t n, uint64_t seed)
 {
     psrec_rng_t r;
     psrec_rng_seed(&r, seed, 3);
-    for (size_t i = 0; i < n; i++) f[i] = (float)psrec_rng_normal(&r);
+    for (size_t i = 0; i < n; i++)
+        f[i] = (float)psrec_rng_normal(&r);
 }
 
 /* ---- a valid PUSH used after every malformed message to prove the socket is still in sync ------- */
@@ -205,8 +208,10 @@ static void send_probe(void *sock, const psrec_wire_route_t *route, uint64_t seq
     char err[PSREC_ERRBUF];
     uint64_t keys[8];
     float vals[8 * 4];
-    for (int i = 0; i < 8; i++) keys[i] = seq * 100 + (uint64_t)i;
-    for (int i = 0; i < 32; i++) vals[i] = (float)seq + 0.25f * (float)i;
+    for (int i = 0; i < 8; i++)
+        keys[i] = seq * 100 + (uint64_t)i;
+    for (int i = 0; i < 32; i++)
+        vals[i] = (float)seq + 0.25f * (float)i;
     Psrec__Header h;
     psrec_wire_header_init(&h, PSREC__TYPE__PUSH);
     h.seq = seq;
@@ -231,8 +236,10 @@ static void recv_probe(void *sock, int routed, uint64_t seq)
     assert_int_equal(m.bulk_bytes[1], 32 * sizeof(float));
     const uint64_t *k = m.bulk[0];
     const float *v = m.bulk[1];
-    for (int i = 0; i < 8; i++) assert_int_equal(k[i], seq * 100 + (uint64_t)i);
-    for (int i = 0; i < 32; i++) assert_true(v[i] == (float)seq + 0.25f * (float)i);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(k[i], seq * 100 + (uint64_t)i);
+    for (int i = 0; i < 32; i++)
+        assert_true(v[i] == (float)seq + 0.25f * (float)i);
     psrec_wire_msg_clear(&m);
 }
 
@@ -248,7 +255,8 @@ static void roundtrip_one(net_t *n, int to_router, size_t count, uint32_t dim, i
     assert_non_null(vals);
     psrec_rng_t r;
     psrec_rng_seed(&r, seed, 1);
-    for (size_t i = 0; i < count; i++) keys[i] = sequential ? 1000 + i : psrec_rng_u64(&r);
+    for (size_t i = 0; i < count; i++)
+        keys[i] = sequential ? 1000 + i : psrec_rng_u64(&r);
     fill_normal_floats(vals, count * dim, seed);
 
     Psrec__Header h;
@@ -266,8 +274,7 @@ static void roundtrip_one(net_t *n, int to_router, size_t count, uint32_t dim, i
                               {count ? vals : NULL, count * dim * sizeof *vals}};
     psrec_wire_stats_t st = {0}, rst = {0};
     void *from = to_router ? n->dealer : n->router, *to = to_router ? n->router : n->dealer;
-    assert_int_equal(psrec_wire_send(from, to_router ? NULL : &n->to_dealer, &h, b, 2, compress, &st, err),
-                     PSREC_OK);
+    assert_int_equal(psrec_wire_send(from, to_router ? NULL : &n->to_dealer, &h, b, 2, compress, &st, err), PSREC_OK);
     assert_null(h.frames); /* the caller's frames field is restored */
     assert_int_equal(h.n_frames, 0);
 
@@ -338,7 +345,8 @@ static void test_roundtrip_header_only(void **state)
     Psrec__ShardMap sm;
     psrec__shard_map__init(&sm);
     uint32_t slots[16];
-    for (int i = 0; i < 16; i++) slots[i] = (uint32_t)(i % 3);
+    for (int i = 0; i < 16; i++)
+        slots[i] = (uint32_t)(i % 3);
     char *addrs[3] = {"tcp://a:1", "tcp://b:2", "tcp://c:3"};
     sm.version = 42;
     sm.nslots = 16;
@@ -357,7 +365,8 @@ static void test_roundtrip_header_only(void **state)
     assert_non_null(m.hdr->shard_map);
     assert_int_equal(m.hdr->shard_map->version, 42);
     assert_int_equal(m.hdr->shard_map->n_slot_server, 16);
-    for (int i = 0; i < 16; i++) assert_int_equal(m.hdr->shard_map->slot_server[i], (uint32_t)(i % 3));
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(m.hdr->shard_map->slot_server[i], (uint32_t)(i % 3));
     assert_int_equal(m.hdr->shard_map->n_server_addr, 3);
     assert_string_equal(m.hdr->shard_map->server_addr[2], "tcp://c:3");
     assert_int_equal(psrec_wire_check_bulk(&m, 0, NULL, err), PSREC_OK);
@@ -379,7 +388,8 @@ static void test_lz4_policy(void **state)
         assert_non_null(buf[k]);
     }
     uint64_t *ids = buf[K_SEQ_IDS];
-    for (size_t i = 0; i < 8192; i++) ids[i] = 500000 + i;
+    for (size_t i = 0; i < 8192; i++)
+        ids[i] = 500000 + i;
     fill_normal_floats(buf[K_RANDOM_FLOATS], 64 * 64, 77);
     /* precondition, computed with LZ4 directly: random floats do not shrink by even 1/16 */
     {
@@ -401,7 +411,8 @@ static void test_lz4_policy(void **state)
         /* 5 kinds but at most 4 frames per message: two messages, frames 0-3 then frame 4 */
         for (int first = 0; first < K_NKIND; first += PSREC_WIRE_MAX_BULK) {
             int nb = K_NKIND - first < PSREC_WIRE_MAX_BULK ? K_NKIND - first : PSREC_WIRE_MAX_BULK;
-            for (int i = 0; i < nb; i++) b[i] = (psrec_wire_bulk_t){buf[first + i], bytes[first + i]};
+            for (int i = 0; i < nb; i++)
+                b[i] = (psrec_wire_bulk_t){buf[first + i], bytes[first + i]};
             psrec_wire_stats_t one = {0};
             assert_int_equal(psrec_wire_send(n->dealer, NULL, &h, b, nb, comp, &one, err), PSREC_OK);
             parts_t p;
@@ -422,9 +433,9 @@ static void test_lz4_policy(void **state)
                     assert_true(p.len[1 + i] < bytes[k]);
                     char *out = malloc(bytes[k]);
                     assert_non_null(out);
-                    assert_int_equal(LZ4_decompress_safe((const char *)p.data[1 + i], out, (int)p.len[1 + i],
-                                                         (int)bytes[k]),
-                                     (int)bytes[k]);
+                    assert_int_equal(
+                        LZ4_decompress_safe((const char *)p.data[1 + i], out, (int)p.len[1 + i], (int)bytes[k]),
+                        (int)bytes[k]);
                     assert_memory_equal(out, buf[k], bytes[k]);
                     free(out);
                 } else {
@@ -436,8 +447,10 @@ static void test_lz4_policy(void **state)
             assert_int_equal(one.header_bytes, p.len[0]);
             assert_int_equal(one.raw_bytes, raw);
             assert_int_equal(one.wire_bytes, wire);
-            if (comp) assert_true(wire < raw);
-            else assert_int_equal(wire, raw);
+            if (comp)
+                assert_true(wire < raw);
+            else
+                assert_int_equal(wire, raw);
             st.msgs += one.msgs;
             st.header_bytes += one.header_bytes;
             st.raw_bytes += one.raw_bytes;
@@ -466,7 +479,8 @@ static void test_lz4_policy(void **state)
         }
         assert_int_equal(st.msgs, 2);
     }
-    for (int k = 0; k < K_NKIND; k++) free(buf[k]);
+    for (int k = 0; k < K_NKIND; k++)
+        free(buf[k]);
 }
 
 /* Counters accumulate across messages and directions. */
@@ -475,7 +489,8 @@ static void test_stats_accumulate(void **state)
     net_t *n = *state;
     char err[PSREC_ERRBUF];
     uint64_t keys[1024];
-    for (int i = 0; i < 1024; i++) keys[i] = (uint64_t)i; /* 8 KiB, compressible */
+    for (int i = 0; i < 1024; i++)
+        keys[i] = (uint64_t)i; /* 8 KiB, compressible */
     float vals[100];
     fill_normal_floats(vals, 100, 5);
     psrec_wire_stats_t st = {0}, rst = {0};
@@ -495,9 +510,9 @@ static void test_stats_accumulate(void **state)
     assert_int_equal(rst.raw_bytes, st.raw_bytes);
     assert_int_equal(rst.wire_bytes, st.wire_bytes);
     assert_int_equal(rst.header_bytes, st.header_bytes);
-    assert_true(st.wire_bytes < st.raw_bytes);                      /* the ids shrank */
-    assert_true(st.wire_bytes > 5 * sizeof vals);                    /* the floats did not vanish */
-    assert_int_equal((st.wire_bytes - 5 * sizeof vals) % 5, 0);      /* identical messages */
+    assert_true(st.wire_bytes < st.raw_bytes);                  /* the ids shrank */
+    assert_true(st.wire_bytes > 5 * sizeof vals);               /* the floats did not vanish */
+    assert_int_equal((st.wire_bytes - 5 * sizeof vals) % 5, 0); /* identical messages */
 }
 
 /* The most compressible frame there is (all zeros, LZ4's ratio tends to 255) is still accepted: the
@@ -627,7 +642,8 @@ static void test_routing(void **state)
         /* and nothing else arrived there */
         assert_int_equal(psrec_wire_recv(d[i], NULL, &m, 0, NULL, err), PSREC_ETIMEDOUT);
     }
-    for (int i = 0; i < 3; i++) assert_int_equal(zmq_close(d[i]), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(zmq_close(d[i]), 0);
     assert_int_equal(zmq_close(router), 0);
     assert_int_equal(zmq_ctx_term(ctx), 0);
 }
@@ -676,7 +692,8 @@ static void test_tcp(void **state)
     float *vals = malloc(count * dim * sizeof *vals);
     assert_non_null(keys);
     assert_non_null(vals);
-    for (size_t i = 0; i < count; i++) keys[i] = 3 * i;
+    for (size_t i = 0; i < count; i++)
+        keys[i] = 3 * i;
     fill_normal_floats(vals, count * dim, 11);
     Psrec__Header h;
     psrec_wire_header_init(&h, PSREC__TYPE__PULL);
@@ -891,10 +908,10 @@ static psrec_err build_bad(int k, parts_t *p, const char **name)
         return PSREC_EPROTO;
     case 22:
         *name = "PSREC_WIRE_MAX_BULK + 1 frames declared and sent";
-        declare(&h, &d, PSREC_WIRE_MAX_BULK + 1, (uint64_t[]){8, 8, 8, 8, 8, 8, 8, 8},
-                (int[]){0, 0, 0, 0, 0, 0, 0, 0});
+        declare(&h, &d, PSREC_WIRE_MAX_BULK + 1, (uint64_t[]){8, 8, 8, 8, 8, 8, 8, 8}, (int[]){0, 0, 0, 0, 0, 0, 0, 0});
         parts_add_hdr(p, &h);
-        for (int i = 0; i < PSREC_WIRE_MAX_BULK + 1; i++) parts_add(p, junk, 8);
+        for (int i = 0; i < PSREC_WIRE_MAX_BULK + 1; i++)
+            parts_add(p, junk, 8);
         return PSREC_EMSGSIZE;
     case 23: { /* a valid protobuf header over the limit */
         *name = "header over PSREC_WIRE_MAX_HEADER";
@@ -930,8 +947,7 @@ static psrec_err build_bad(int k, parts_t *p, const char **name)
         parts_add_hdr(p, &h);
         parts_add(p, "", 0);
         return PSREC_ECORRUPT;
-    default:
-        return PSREC_OK;
+    default: return PSREC_OK;
     }
 }
 
@@ -962,8 +978,9 @@ static void run_bad_cases(net_t *n, int to_router)
         assert_true(strlen(err) > 0);
         assert_null(m.hdr); /* msg is left empty */
         assert_int_equal(m.nbulk, 0);
-        for (int i = 0; i < PSREC_WIRE_MAX_BULK; i++) assert_null(m.bulk[i]);
-        assert_int_equal(st.msgs, 0); /* failures are not counted as received messages */
+        for (int i = 0; i < PSREC_WIRE_MAX_BULK; i++)
+            assert_null(m.bulk[i]);
+        assert_int_equal(st.msgs, 0);               /* failures are not counted as received messages */
         if (to_router) assert_route(&r, DEALER_ID); /* route filled, so a server can reply */
         /* the socket is still in sync */
         send_probe(from, to_router ? NULL : &n->to_dealer, 5000 + (uint64_t)k);
@@ -1014,7 +1031,8 @@ static void test_send_limits(void **state)
     char err[PSREC_ERRBUF];
     uint64_t x[4] = {1, 2, 3, 4};
     psrec_wire_bulk_t b[PSREC_WIRE_MAX_BULK + 1];
-    for (int i = 0; i <= PSREC_WIRE_MAX_BULK; i++) b[i] = (psrec_wire_bulk_t){x, sizeof x};
+    for (int i = 0; i <= PSREC_WIRE_MAX_BULK; i++)
+        b[i] = (psrec_wire_bulk_t){x, sizeof x};
     Psrec__Header h;
     psrec_wire_header_init(&h, PSREC__TYPE__PUSH);
     psrec_wire_stats_t st = {0};
@@ -1085,8 +1103,7 @@ static void test_send_error(void **state)
     psrec_wire_route_t r;
     psrec_wire_msg_t req, m;
     assert_int_equal(psrec_wire_recv(n->router, &r, &req, WAIT_MS, NULL, err), PSREC_OK);
-    assert_int_equal(psrec_wire_send_error(n->router, &r, req.hdr, PSREC_ESTALE, "wrong server for key 5"),
-                     PSREC_OK);
+    assert_int_equal(psrec_wire_send_error(n->router, &r, req.hdr, PSREC_ESTALE, "wrong server for key 5"), PSREC_OK);
     psrec_wire_msg_clear(&req);
     assert_int_equal(psrec_wire_recv(n->dealer, NULL, &m, WAIT_MS, NULL, err), PSREC_OK);
     assert_int_equal(m.hdr->type, PSREC__TYPE__ERROR);

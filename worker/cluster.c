@@ -61,9 +61,13 @@ static void *server_main(void *arg)
     psrec_cluster_t *cl = r->cl;
     char err[PSREC_ERRBUF] = "", bind[128], who[32];
     snprintf(who, sizeof who, "server %d", r->index);
-    if (cl->conf.tcp) snprintf(bind, sizeof bind, "tcp://127.0.0.1:0");
-    else snprintf(bind, sizeof bind, "inproc://psrec-%ld-%p-server-%d", (long)getpid(), (void *)cl, r->index);
-    psrec_server_conf_t sc = {.bind = bind, .coord = psrec_coord_endpoint(cl->coord), .job_id = cl->conf.job_id,
+    if (cl->conf.tcp)
+        snprintf(bind, sizeof bind, "tcp://127.0.0.1:0");
+    else
+        snprintf(bind, sizeof bind, "inproc://psrec-%ld-%p-server-%d", (long)getpid(), (void *)cl, r->index);
+    psrec_server_conf_t sc = {.bind = bind,
+                              .coord = psrec_coord_endpoint(cl->coord),
+                              .job_id = cl->conf.job_id,
                               .compress = cl->conf.compress ? 1 : -1};
     psrec_server_t *s = NULL;
     psrec_err rc = psrec_server_new(&s, cl->zctx, &sc, err);
@@ -97,25 +101,34 @@ psrec_err psrec_cluster_start(psrec_cluster_t **out, void *zctx, const psrec_clu
     cl->zctx = zctx;
     pthread_mutex_init(&cl->mu, NULL);
     char bind[128];
-    if (conf->tcp) snprintf(bind, sizeof bind, "tcp://127.0.0.1:0");
-    else snprintf(bind, sizeof bind, "inproc://psrec-%ld-%p-coord", (long)getpid(), (void *)cl);
-    psrec_coord_conf_t cc = {.bind = bind, .n_servers = conf->servers, .n_workers = conf->workers,
-                             .job_id = conf->job_id, .seed = conf->seed, .ntables = conf->ntables,
-                             .table_ids = conf->table_ids, .tables = conf->tables};
+    if (conf->tcp)
+        snprintf(bind, sizeof bind, "tcp://127.0.0.1:0");
+    else
+        snprintf(bind, sizeof bind, "inproc://psrec-%ld-%p-coord", (long)getpid(), (void *)cl);
+    psrec_coord_conf_t cc = {.bind = bind,
+                             .n_servers = conf->servers,
+                             .n_workers = conf->workers,
+                             .job_id = conf->job_id,
+                             .seed = conf->seed,
+                             .ntables = conf->ntables,
+                             .table_ids = conf->table_ids,
+                             .tables = conf->tables};
     psrec_err rc = psrec_coord_new(&cl->coord, zctx, &cc, err);
     cl->srv = rc ? NULL : calloc((size_t)conf->servers, sizeof *cl->srv);
     if (!rc && !cl->srv) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
     if (!rc) {
         if (pthread_create(&cl->coord_thread, NULL, coord_main, cl) != 0)
             rc = psrec_fail(err, PSREC_ENOMEM, "cannot start the coordinator thread");
-        else cl->coord_started = 1;
+        else
+            cl->coord_started = 1;
     }
     for (int i = 0; !rc && i < conf->servers; i++) {
         cl->srv[i].cl = cl;
         cl->srv[i].index = i;
         if (pthread_create(&cl->srv[i].thread, NULL, server_main, &cl->srv[i]) != 0)
             rc = psrec_fail(err, PSREC_ENOMEM, "cannot start a server thread");
-        else cl->srv[i].started = 1;
+        else
+            cl->srv[i].started = 1;
     }
     if (rc) {
         psrec_cluster_stop(cl);

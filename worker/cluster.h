@@ -12,8 +12,8 @@
 
 typedef struct {
     int servers, workers;
-    int tcp;              /* 1: tcp://127.0.0.1 ephemeral ports; 0: inproc:// */
-    int compress;         /* servers compress replies with LZ4 where it shrinks */
+    int tcp;      /* 1: tcp://127.0.0.1 ephemeral ports; 0: inproc:// */
+    int compress; /* servers compress replies with LZ4 where it shrinks */
     uint64_t job_id, seed;
     int ntables;
     const uint32_t *table_ids;
@@ -24,7 +24,8 @@ typedef struct psrec_cluster psrec_cluster_t;
 
 /* Starts the coordinator and the servers (servers register in the background). zctx is shared with
  * the workers (inproc needs one context). */
-psrec_err psrec_cluster_start(psrec_cluster_t **cl, void *zctx, const psrec_cluster_conf_t *conf, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_cluster_start(psrec_cluster_t **cl, void *zctx, const psrec_cluster_conf_t *conf,
+                              char *err) PSREC_MUST_CHECK;
 const char *psrec_cluster_coord(const psrec_cluster_t *cl);
 /* Asks every role to stop now (error paths). */
 void psrec_cluster_stop(psrec_cluster_t *cl);

@@ -15,8 +15,8 @@
 typedef struct psrec_coord_client psrec_coord_client_t;
 
 /* Connects to the coordinator; nothing is sent yet. timeout_ms bounds every call (default 30000 if 0). */
-psrec_err psrec_coord_client_new(psrec_coord_client_t **c, void *zctx, const char *coord, uint64_t job_id, int timeout_ms,
-                                 char *err) PSREC_MUST_CHECK;
+psrec_err psrec_coord_client_new(psrec_coord_client_t **c, void *zctx, const char *coord, uint64_t job_id,
+                                 int timeout_ms, char *err) PSREC_MUST_CHECK;
 void psrec_coord_client_destroy(psrec_coord_client_t **c);
 
 /* Registers as role (PSREC__ROLE__SERVER/WORKER) with addr (servers) and wanted rank (UINT32_MAX =
@@ -25,9 +25,11 @@ void psrec_coord_client_destroy(psrec_coord_client_t **c);
 psrec_err psrec_coord_client_register(psrec_coord_client_t *c, Psrec__Role role, const char *addr, uint32_t want_rank,
                                       Psrec__Header **reply, char *err) PSREC_MUST_CHECK;
 /* Sends a heartbeat built by the caller (type and identity are filled here); *stop = job over. */
-psrec_err psrec_coord_client_heartbeat(psrec_coord_client_t *c, Psrec__Header *hb, int *stop, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_coord_client_heartbeat(psrec_coord_client_t *c, Psrec__Header *hb, int *stop,
+                                       char *err) PSREC_MUST_CHECK;
 /* Waits until `count` members reached barrier `name` (bounded by the timeout). */
-psrec_err psrec_coord_client_barrier(psrec_coord_client_t *c, const char *name, uint32_t count, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_coord_client_barrier(psrec_coord_client_t *c, const char *name, uint32_t count,
+                                     char *err) PSREC_MUST_CHECK;
 /* The cluster view (STATUS_OK header; caller frees). */
 psrec_err psrec_coord_client_status(psrec_coord_client_t *c, Psrec__Header **reply, char *err) PSREC_MUST_CHECK;
 /* Asks the coordinator to end the job. */

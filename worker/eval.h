@@ -50,8 +50,7 @@ psrec_err psrec_eval_run(const psrec_eval_in_t *in, psrec_eval_result_t *res) PS
 /* Top-k catalogue indexes and scores for each of Q queries, best first (ties: lower index first),
  * skipping excl(q). out_idx/out_score are Q x k; unused tail entries (N - |excl| < k) get index
  * UINT32_MAX and score -INFINITY. */
-psrec_err psrec_topk(const float *U, size_t Q, const float *V, size_t N, int d, int k,
-                     const uint32_t *excl_off, const uint32_t *excl_idx, uint32_t *out_idx,
-                     float *out_score) PSREC_MUST_CHECK;
+psrec_err psrec_topk(const float *U, size_t Q, const float *V, size_t N, int d, int k, const uint32_t *excl_off,
+                     const uint32_t *excl_idx, uint32_t *out_idx, float *out_score) PSREC_MUST_CHECK;
 
 #endif

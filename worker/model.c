@@ -136,7 +136,8 @@ static psrec_err sort_rows(uint64_t *keys, float *vals, size_t n, uint32_t dim)
         free(tmp);
         return PSREC_ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) ki[i] = (keyidx_t){keys[i], i};
+    for (size_t i = 0; i < n; i++)
+        ki[i] = (keyidx_t){keys[i], i};
     qsort(ki, n, sizeof *ki, cmp_keyidx);
     for (size_t i = 0; i < n; i++) {
         keys[i] = ki[i].key;
@@ -279,10 +280,14 @@ static psrec_err parse_conf(const char *path, const char *text, size_t len, psre
         if (!strcmp(k, "format")) {
             if (strcmp(v, CONF_FORMAT)) return psrec_fail(err, PSREC_EVERSION, "%s: unknown format '%s'", path, v);
             have_format = 1;
-        } else if (!strcmp(k, "dim")) c->dim = atoi(v);
-        else if (!strcmp(k, "emb_dim")) c->emb_dim = atoi(v);
-        else if (!strcmp(k, "tie")) c->tie = atoi(v);
-        else if (!strcmp(k, "seed")) c->seed = strtoull(v, NULL, 10);
+        } else if (!strcmp(k, "dim"))
+            c->dim = atoi(v);
+        else if (!strcmp(k, "emb_dim"))
+            c->emb_dim = atoi(v);
+        else if (!strcmp(k, "tie"))
+            c->tie = atoi(v);
+        else if (!strcmp(k, "seed"))
+            c->seed = strtoull(v, NULL, 10);
         else if (!strcmp(k, "hidden")) {
             if (psrec_tower_parse_hidden(v, &c->tower))
                 return psrec_fail(err, PSREC_EPARSE, "%s:%d: bad hidden '%s'", path, lineno, v);
@@ -297,15 +302,15 @@ static psrec_err parse_conf(const char *path, const char *text, size_t len, psre
             }
         }
     }
-    if (!have_format || c->dim <= 0 || c->dim > 65536 || c->emb_dim <= 0 || c->emb_dim > 65536 ||
-        c->schema.nslots == 0)
+    if (!have_format || c->dim <= 0 || c->dim > 65536 || c->emb_dim <= 0 || c->emb_dim > 65536 || c->schema.nslots == 0)
         return psrec_fail(err, PSREC_ECORRUPT, "%s: incomplete model configuration", path);
     c->tower.n_in = c->schema.nslots * c->emb_dim;
     c->tower.out_dim = c->dim;
     return PSREC_OK;
 }
 
-static psrec_err load_table(psrec_model_t *m, const char *dir, uint32_t table, uint32_t want_dim, int required, char *err)
+static psrec_err load_table(psrec_model_t *m, const char *dir, uint32_t table, uint32_t want_dim, int required,
+                            char *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/table-%u.bin", dir, table);
@@ -358,8 +363,10 @@ psrec_err psrec_model_load(psrec_model_t **out, const char *dir, char *err)
         for (size_t k = 0; !rc && k < nchunks; k++) {
             int found;
             uint64_t i = psrec_idmap_get(t->index, k, &found);
-            if (!found) rc = psrec_fail(err, PSREC_ECORRUPT, "%s: tower weights are incomplete", dir);
-            else memcpy(m->dense + k * PSREC_DENSE_CHUNK, t->vals + i * PSREC_DENSE_CHUNK, PSREC_DENSE_CHUNK * 4);
+            if (!found)
+                rc = psrec_fail(err, PSREC_ECORRUPT, "%s: tower weights are incomplete", dir);
+            else
+                memcpy(m->dense + k * PSREC_DENSE_CHUNK, t->vals + i * PSREC_DENSE_CHUNK, PSREC_DENSE_CHUNK * 4);
         }
     }
     if (rc) {
@@ -423,11 +430,13 @@ psrec_err psrec_model_embed(const psrec_model_t *m, const psrec_batch_t *b, floa
                 uint64_t r = psrec_idmap_get(t->index, b->slot_id[s][k], &found);
                 if (!found) continue;
                 const float *row = t->vals + r * t->dim;
-                for (int j = 0; j < e; j++) x[j] += row[j];
+                for (int j = 0; j < e; j++)
+                    x[j] += row[j];
                 cnt++;
             }
             if (cnt > 1)
-                for (int j = 0; j < e; j++) x[j] /= (float)cnt;
+                for (int j = 0; j < e; j++)
+                    x[j] /= (float)cnt;
         }
     }
     /* forward in chunks to bound the activation workspace */

@@ -24,9 +24,9 @@
 #include "worker/tower.h"
 
 typedef struct {
-    int dim;      /* d: query and item embedding size */
-    int emb_dim;  /* input embedding size per slot */
-    int tie;      /* history slot uses the item output table */
+    int dim;     /* d: query and item embedding size */
+    int emb_dim; /* input embedding size per slot */
+    int tie;     /* history slot uses the item output table */
     psrec_tower_conf_t tower;
     psrec_schema_t schema;
     uint64_t seed;

@@ -114,7 +114,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
+    while (c < need)
+        c *= 2;
     void *q = realloc(*p, c * elem);
     if (!q) return -1;
     *p = q;
@@ -130,8 +131,8 @@ static const char *type_name(Psrec__Type t)
 
 /* ---- lifetime ---- */
 
-psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardMap *map, const psrec_remote_conf_t *conf,
-                           char *err)
+psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardMap *map,
+                           const psrec_remote_conf_t *conf, char *err)
 {
     *out = NULL;
     if (!zctx || !map || !conf) return psrec_fail(err, PSREC_EINVAL, "remote client: missing context, map or conf");
@@ -143,7 +144,8 @@ psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardM
         if (map->slot_server[i] >= map->n_server_addr)
             return psrec_fail(err, PSREC_EINVAL, "remote client: slot %zu maps to server %u of %zu", i,
                               map->slot_server[i], map->n_server_addr);
-    if (conf->timeout_ms < 0 || conf->retries < 0) return psrec_fail(err, PSREC_EINVAL, "remote client: negative timeout");
+    if (conf->timeout_ms < 0 || conf->retries < 0)
+        return psrec_fail(err, PSREC_EINVAL, "remote client: negative timeout");
     psrec_remote_t *r = calloc(1, sizeof *r);
     if (!r) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     r->zctx = zctx;
@@ -262,8 +264,10 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
     if (r->conf.compress && nb > 0 && op->table < PSREC_STORE_MAX_TABLES)
         g = &r->gates[op->table][op->type == PSREC__TYPE__PULL ? 0 : op->type == PSREC__TYPE__PUSH ? 1 : 2];
     int compress = 0;
-    if (g && g->skip) g->skip--;
-    else compress = g != NULL;
+    if (g && g->skip)
+        g->skip--;
+    else
+        compress = g != NULL;
     uint64_t raw0 = r->sent.raw_bytes, wire0 = r->sent.wire_bytes;
     psrec_err rc = psrec_wire_send(r->socks[q->server], NULL, &h, b, nb, compress, &r->sent, e);
     if (!rc && compress) {
@@ -286,7 +290,8 @@ static psrec_err top_up(psrec_remote_t *r, const op_t *op, uint32_t s, char *err
 {
     sstate_t *x = &r->ss[s];
     while (x->inflight < WINDOW && x->next < x->end) {
-        while (x->oldest < x->next && r->reqs[x->oldest].state == 2) x->oldest++;
+        while (x->oldest < x->next && r->reqs[x->oldest].state == 2)
+            x->oldest++;
         /* seqs of one server's requests are consecutive: never run DEDUP_SPAN ahead of an unanswered one */
         if (x->oldest < x->next && r->reqs[x->next].seq - r->reqs[x->oldest].seq >= DEDUP_SPAN) break;
         req_t *q = &r->reqs[x->next++];
@@ -304,8 +309,8 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
     *again = 0;
     if (h->type == PSREC__TYPE__ERROR) {
         psrec_err code = h->error_code > 0 && h->error_code < PSREC_ERR_COUNT ? (psrec_err)h->error_code : PSREC_EPROTO;
-        return psrec_fail(err, code, "server %u (%s) refused %s: %s", q->server, r->addr[q->server], type_name(op->type),
-                          h->error_text && *h->error_text ? h->error_text : psrec_strerror(code));
+        return psrec_fail(err, code, "server %u (%s) refused %s: %s", q->server, r->addr[q->server],
+                          type_name(op->type), h->error_text && *h->error_text ? h->error_text : psrec_strerror(code));
     }
     if (h->type != op->want)
         return psrec_fail(err, PSREC_EPROTO, "server %u (%s) answered %s with %s", q->server, r->addr[q->server],
@@ -330,7 +335,8 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
             return psrec_fail(err, PSREC_EPROTO, "server %u (%s): malformed DUMP_OK", q->server, r->addr[q->server]);
         if (op->dn + n > op->dcap) {
             size_t cap = op->dcap ? op->dcap : 1024;
-            while (cap < op->dn + n) cap *= 2;
+            while (cap < op->dn + n)
+                cap *= 2;
             uint64_t *k = realloc(op->dkeys, cap * sizeof *k);
             if (k) op->dkeys = k;
             float *v = k ? realloc(op->dvals, cap * op->dim * sizeof *v) : NULL;
@@ -359,7 +365,8 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
 static psrec_err run(psrec_remote_t *r, op_t *op, size_t nreq, char *err)
 {
     psrec_err rc = PSREC_OK;
-    for (uint32_t s = 0; !rc && s < r->nservers; s++) rc = top_up(r, op, s, err);
+    for (uint32_t s = 0; !rc && s < r->nservers; s++)
+        rc = top_up(r, op, s, err);
     size_t done = 0;
     while (!rc && done < nreq) {
         /* poll every server with requests in flight, until the earliest deadline */
@@ -439,7 +446,8 @@ static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t 
         op->vals = vals;
         op->perm = NULL;
     } else {
-        if (grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) || grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
+        if (grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) ||
+            grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
             grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
             (vals && grow((void **)&r->gvals, &r->gvals_cap, n * dim, sizeof *r->gvals)))
             return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu keys", n);
@@ -464,7 +472,8 @@ static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t 
         op->perm = r->perm;
     }
     size_t total = 0;
-    for (uint32_t s = 0; s < r->nservers; s++) total += (r->cnt[s] + chunk - 1) / chunk;
+    for (uint32_t s = 0; s < r->nservers; s++)
+        total += (r->cnt[s] + chunk - 1) / chunk;
     if (grow((void **)&r->reqs, &r->reqs_cap, total, sizeof *r->reqs))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu requests", total);
     size_t k = 0, off = 0;
@@ -544,7 +553,8 @@ static psrec_err ops_call(psrec_remote_t *r, Psrec__Type type, uint32_t table, c
                           const float *vals, float *out)
 {
     uint32_t dim = table < PSREC_STORE_MAX_TABLES ? r->conf.table_dim[table] : 0;
-    if (!dim) return psrec_fail(r->last_err, PSREC_ENOTFOUND, "no table %u in the remote client's configuration", table);
+    if (!dim)
+        return psrec_fail(r->last_err, PSREC_ENOTFOUND, "no table %u in the remote client's configuration", table);
     switch (type) {
     case PSREC__TYPE__PULL: return psrec_remote_pull(r, table, keys, n, out, dim, r->last_err);
     case PSREC__TYPE__PUSH: return psrec_remote_push(r, table, keys, n, vals, dim, r->last_err);

@@ -23,11 +23,11 @@
 
 typedef struct {
     uint64_t job_id;
-    uint32_t rank;        /* this worker's rank (unique per worker thread/process) */
-    uint64_t epoch;       /* membership epoch from registration */
-    int timeout_ms;       /* per attempt (default 10000) */
-    int retries;          /* attempts before giving up (default 3) */
-    int compress;         /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
+    uint32_t rank;                              /* this worker's rank (unique per worker thread/process) */
+    uint64_t epoch;                             /* membership epoch from registration */
+    int timeout_ms;                             /* per attempt (default 10000) */
+    int retries;                                /* attempts before giving up (default 3) */
+    int compress;                               /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
     uint32_t table_dim[PSREC_STORE_MAX_TABLES]; /* row width of each table (0 = no such table), for the
                                                    table-client ops, which do not pass it */
 } psrec_remote_conf_t;

@@ -35,13 +35,13 @@ typedef enum {
 
 typedef struct {
     psrec_sampler_kind kind;
-    size_t n_items;          /* catalogue size N */
-    const uint64_t *items;   /* N catalogue keys (copied) */
-    const uint64_t *counts;  /* N training counts (POPULARITY; copied), or NULL */
-    double alpha;            /* POPULARITY exponent (0.75 as word2vec) */
-    size_t hash_size;        /* INBATCH/MIXED: size H of the frequency arrays (default 1<<20 if 0) */
-    double rate;             /* INBATCH/MIXED: moving-average rate (default 0.01 if 0) */
-    double temperature;      /* HARD: T (default 1 if 0) */
+    size_t n_items;         /* catalogue size N */
+    const uint64_t *items;  /* N catalogue keys (copied) */
+    const uint64_t *counts; /* N training counts (POPULARITY; copied), or NULL */
+    double alpha;           /* POPULARITY exponent (0.75 as word2vec) */
+    size_t hash_size;       /* INBATCH/MIXED: size H of the frequency arrays (default 1<<20 if 0) */
+    double rate;            /* INBATCH/MIXED: moving-average rate (default 0.01 if 0) */
+    double temperature;     /* HARD: T (default 1 if 0) */
 } psrec_sampler_conf_t;
 
 typedef struct psrec_sampler psrec_sampler_t;

@@ -56,7 +56,8 @@ psrec_err psrec_tower_new(psrec_tower_t **out, const psrec_tower_conf_t *conf)
 void psrec_tower_destroy(psrec_tower_t **t)
 {
     if (!t || !*t) return;
-    for (int l = 0; l <= PSREC_TOWER_MAX_HIDDEN; l++) free((*t)->act[l]);
+    for (int l = 0; l <= PSREC_TOWER_MAX_HIDDEN; l++)
+        free((*t)->act[l]);
     free((*t)->gbuf[0]);
     free((*t)->gbuf[1]);
     free(*t);
@@ -76,7 +77,8 @@ void psrec_tower_init_params(const psrec_tower_t *t, uint64_t seed, float *param
         /* He-uniform for ReLU layers; Glorot-like scale for the linear output layer */
         double lim = l < t->nlayers - 1 ? sqrt(6.0 / t->in[l]) : sqrt(3.0 / t->in[l]);
         size_t nw = (size_t)t->out[l] * t->in[l];
-        for (size_t i = 0; i < nw; i++) params[t->woff[l] + i] = (float)((2 * psrec_rng_uniform(&r) - 1) * lim);
+        for (size_t i = 0; i < nw; i++)
+            params[t->woff[l] + i] = (float)((2 * psrec_rng_uniform(&r) - 1) * lim);
         memset(params + t->boff[l], 0, sizeof(float) * t->out[l]);
     }
 }
@@ -108,12 +110,15 @@ psrec_err psrec_tower_forward(psrec_tower_t *t, const float *params, const float
         int in = t->in[l], o = t->out[l];
         float *z = t->act[l];
         const float *b = params + t->boff[l];
-        for (int i = 0; i < B; i++) memcpy(z + (size_t)i * o, b, sizeof(float) * o);
+        for (int i = 0; i < B; i++)
+            memcpy(z + (size_t)i * o, b, sizeof(float) * o);
         /* Z = H W^T + b */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, o, in, 1.0f, h, in, params + t->woff[l], in, 1.0f, z, o);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, o, in, 1.0f, h, in, params + t->woff[l], in, 1.0f, z,
+                    o);
         if (l < t->nlayers - 1) {
             size_t n = (size_t)B * o;
-            for (size_t i = 0; i < n; i++) z[i] = z[i] > 0 ? z[i] : 0;
+            for (size_t i = 0; i < n; i++)
+                z[i] = z[i] > 0 ? z[i] : 0;
         }
         h = z;
     }
@@ -138,11 +143,13 @@ psrec_err psrec_tower_backward(psrec_tower_t *t, const float *params, const floa
         }
         const float *h = l > 0 ? t->act[l - 1] : X;
         /* dW = dZ^T H ; db = sum_rows dZ */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, in, B, 1.0f, dz, o, h, in, 0.0f, dparams + t->woff[l], in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, in, B, 1.0f, dz, o, h, in, 0.0f, dparams + t->woff[l],
+                    in);
         float *db = dparams + t->boff[l];
         memset(db, 0, sizeof(float) * o);
         for (int i = 0; i < B; i++)
-            for (int j = 0; j < o; j++) db[j] += dz[(size_t)i * o + j];
+            for (int j = 0; j < o; j++)
+                db[j] += dz[(size_t)i * o + j];
         float *dh = l > 0 ? t->gbuf[cur ^ 1] : dX;
         if (dh) /* dH = dZ W */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, in, o, 1.0f, dz, o, params + t->woff[l], in, 0.0f,
@@ -162,8 +169,10 @@ int psrec_tower_parse_hidden(const char *s, psrec_tower_conf_t *conf)
         long v = strtol(p, &end, 10);
         if (end == p || v <= 0 || v > 65536 || conf->n_hidden >= PSREC_TOWER_MAX_HIDDEN) return -1;
         conf->hidden[conf->n_hidden++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
         p = end;
     }
     return 0;

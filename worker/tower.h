@@ -16,10 +16,10 @@
 #define PSREC_TOWER_MAX_HIDDEN 8
 
 typedef struct {
-    int n_in;                              /* input width: nslots * emb_dim */
-    int n_hidden;                          /* number of hidden layers (0 = one linear layer) */
-    int hidden[PSREC_TOWER_MAX_HIDDEN];    /* their widths */
-    int out_dim;                           /* d */
+    int n_in;                           /* input width: nslots * emb_dim */
+    int n_hidden;                       /* number of hidden layers (0 = one linear layer) */
+    int hidden[PSREC_TOWER_MAX_HIDDEN]; /* their widths */
+    int out_dim;                        /* d */
 } psrec_tower_conf_t;
 
 typedef struct psrec_tower psrec_tower_t;

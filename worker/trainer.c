@@ -155,11 +155,11 @@ typedef struct pusher {
 
 struct trainer {
     const psrec_train_conf_t *c;
-    psrec_store_t *store;          /* direct mode */
-    psrec_table_client_t *client;  /* direct mode: shared by the worker threads */
-    void *zctx;                    /* cluster modes */
-    const char *coord;             /* cluster modes: the coordinator endpoint */
-    int local_workers;             /* worker threads of this process */
+    psrec_store_t *store;         /* direct mode */
+    psrec_table_client_t *client; /* direct mode: shared by the worker threads */
+    void *zctx;                   /* cluster modes */
+    const char *coord;            /* cluster modes: the coordinator endpoint */
+    int local_workers;            /* worker threads of this process */
     psrec_sampler_t *sampler;
     psrec_freq_t freq;
     psrec_schema_t schema;
@@ -328,10 +328,12 @@ static void free_worker(worker_t *w)
         if (w->slot_group[s] == &w->g_slot[s]) group_free(&w->g_slot[s]);
         free(w->slot_idx[s]);
     }
-    void *ptrs[] = {w->params, w->dparams, w->X, w->dX, w->U, w->dU, w->Vpos, w->dVpos, w->Vneg, w->dVneg,
-                    w->Vr, w->dVr, w->pool, w->pscore, w->poolscore_b, w->pos_idx, w->neg_idx, w->grav_idx,
-                    w->pos_logE, w->neg_logE, w->pool_logE, w->neg_keys, w->pool_keys, w->grav_keys};
-    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++) free(ptrs[i]);
+    void *ptrs[] = {w->params,   w->dparams,  w->X,           w->dX,       w->U,         w->dU,
+                    w->Vpos,     w->dVpos,    w->Vneg,        w->dVneg,    w->Vr,        w->dVr,
+                    w->pool,     w->pscore,   w->poolscore_b, w->pos_idx,  w->neg_idx,   w->grav_idx,
+                    w->pos_logE, w->neg_logE, w->pool_logE,   w->neg_keys, w->pool_keys, w->grav_keys};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
+        free(ptrs[i]);
 }
 
 /* Scores a uniform pool against the batch and keeps `h` hard negatives (ALGORITHMS.md §3.5 b). The
@@ -348,9 +350,11 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
                 w->pscore, (int)got);
     for (size_t j = 0; j < got; j++) {
         float m = -INFINITY;
-        for (int b = 0; b < B; b++) m = fmaxf(m, w->pscore[(size_t)b * got + j]);
+        for (int b = 0; b < B; b++)
+            m = fmaxf(m, w->pscore[(size_t)b * got + j]);
         double s = 0;
-        for (int b = 0; b < B; b++) s += exp(w->pscore[(size_t)b * got + j] - m);
+        for (int b = 0; b < B; b++)
+            s += exp(w->pscore[(size_t)b * got + j] - m);
         w->poolscore_b[j] = (float)(m + log(s) - log((double)B));
     }
     size_t h = (size_t)c->hard_keep;
@@ -368,15 +372,18 @@ static void *pusher_main(void *arg)
     pusher_t *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->pending && !p->quit) pthread_cond_wait(&p->cv, &p->mu);
+        while (!p->pending && !p->quit)
+            pthread_cond_wait(&p->cv, &p->mu);
         if (!p->pending && p->quit) break;
         pthread_mutex_unlock(&p->mu);
         psrec_err rc = PSREC_OK;
-        for (int i = 0; !rc && i < p->ntab; i++) rc = psrec_table_push(p->client, p->table[i], p->keys[i], p->n[i], p->grads[i]);
+        for (int i = 0; !rc && i < p->ntab; i++)
+            rc = psrec_table_push(p->client, p->table[i], p->keys[i], p->n[i], p->grads[i]);
         pthread_mutex_lock(&p->mu);
         if (rc && !p->rc) {
             p->rc = rc;
-            snprintf(p->err, sizeof p->err, "push failed: %s: %s", psrec_strerror(rc), psrec_remote_last_error(p->remote));
+            snprintf(p->err, sizeof p->err, "push failed: %s: %s", psrec_strerror(rc),
+                     psrec_remote_last_error(p->remote));
         }
         p->pending = 0;
         pthread_cond_broadcast(&p->cv);
@@ -389,7 +396,8 @@ static void *pusher_main(void *arg)
 static psrec_err pusher_wait(pusher_t *p)
 {
     pthread_mutex_lock(&p->mu);
-    while (p->pending) pthread_cond_wait(&p->cv, &p->mu);
+    while (p->pending)
+        pthread_cond_wait(&p->cv, &p->mu);
     psrec_err rc = p->rc;
     pthread_mutex_unlock(&p->mu);
     return rc;
@@ -498,9 +506,11 @@ static psrec_err train_step(worker_t *w, double *loss_out)
             float *x = w->X + (size_t)i * nin + (size_t)s * e, inv = 1.0f / (float)(z - a);
             for (uint32_t k = a; k < z; k++) {
                 const float *row = g->rows + (size_t)w->slot_idx[s][k] * g->dim;
-                for (size_t j = 0; j < e; j++) x[j] += row[j];
+                for (size_t j = 0; j < e; j++)
+                    x[j] += row[j];
             }
-            for (size_t j = 0; j < e; j++) x[j] *= inv;
+            for (size_t j = 0; j < e; j++)
+                x[j] *= inv;
         }
     }
     if ((rc = psrec_tower_forward(w->tower, w->params, w->X, B, w->U))) return rc;
@@ -519,8 +529,8 @@ static psrec_err train_step(worker_t *w, double *loss_out)
         } else {
             size_t cap = (size_t)c->negatives + P + tr->freq.n * (c->sampler == PSREC_SAMPLER_ALL);
             if ((rc = ensure_caps(w, (size_t)B, P, cap))) return rc;
-            rc = psrec_sampler_draw(tr->sampler, &w->rng, (size_t)c->negatives, b->pos_id, P, w->neg_keys,
-                                    w->neg_logE, cap, &n_neg);
+            rc = psrec_sampler_draw(tr->sampler, &w->rng, (size_t)c->negatives, b->pos_id, P, w->neg_keys, w->neg_logE,
+                                    cap, &n_neg);
         }
         if (rc) return rc;
     }
@@ -539,14 +549,26 @@ static psrec_err train_step(worker_t *w, double *loss_out)
         if ((w->grav_idx[r] = group_add(&w->g_out, w->grav_keys[r])) < 0) return PSREC_ENOMEM;
     }
     if ((rc = group_pull_new(w->client, &w->g_out))) return rc;
-    for (size_t k = 0; k < P; k++) memcpy(w->Vpos + k * d, w->g_out.rows + w->pos_idx[k] * d, d * 4);
-    for (size_t j = 0; j < n_neg; j++) memcpy(w->Vneg + j * d, w->g_out.rows + w->neg_idx[j] * d, d * 4);
-    for (size_t r = 0; r < R; r++) memcpy(w->Vr + r * d, w->g_out.rows + w->grav_idx[r] * d, d * 4);
+    for (size_t k = 0; k < P; k++)
+        memcpy(w->Vpos + k * d, w->g_out.rows + w->pos_idx[k] * d, d * 4);
+    for (size_t j = 0; j < n_neg; j++)
+        memcpy(w->Vneg + j * d, w->g_out.rows + w->neg_idx[j] * d, d * 4);
+    for (size_t r = 0; r < R; r++)
+        memcpy(w->Vr + r * d, w->g_out.rows + w->grav_idx[r] * d, d * 4);
 
     /* 5. loss and gradients */
-    psrec_loss_in_t in = {.B = B, .d = (int)d, .U = w->U, .pos_off = b->pos_off, .pos_key = b->pos_id,
-                          .pos_w = b->pos_w, .pos_logE = w->pos_logE, .Vpos = w->Vpos, .S = (int)n_neg,
-                          .neg_key = w->neg_keys, .neg_logE = w->neg_logE, .Vneg = w->Vneg,
+    psrec_loss_in_t in = {.B = B,
+                          .d = (int)d,
+                          .U = w->U,
+                          .pos_off = b->pos_off,
+                          .pos_key = b->pos_id,
+                          .pos_w = b->pos_w,
+                          .pos_logE = w->pos_logE,
+                          .Vpos = w->Vpos,
+                          .S = (int)n_neg,
+                          .neg_key = w->neg_keys,
+                          .neg_logE = w->neg_logE,
+                          .Vneg = w->Vneg,
                           .neg_weight = c->neg_weight};
     psrec_loss_out_t out = {.dU = w->dU, .dVpos = w->dVpos, .dVneg = w->dVneg};
     double loss = 0;
@@ -564,17 +586,20 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     for (size_t k = 0; k < P; k++) {
         float *g = w->g_out.grads + w->pos_idx[k] * d;
         const float *src = w->dVpos + k * d;
-        for (size_t j = 0; j < d; j++) g[j] += src[j];
+        for (size_t j = 0; j < d; j++)
+            g[j] += src[j];
     }
     for (size_t k = 0; k < n_neg; k++) {
         float *g = w->g_out.grads + w->neg_idx[k] * d;
         const float *src = w->dVneg + k * d;
-        for (size_t j = 0; j < d; j++) g[j] += src[j];
+        for (size_t j = 0; j < d; j++)
+            g[j] += src[j];
     }
     for (size_t k = 0; k < R; k++) {
         float *g = w->g_out.grads + w->grav_idx[k] * d;
         const float *src = w->dVr + k * d;
-        for (size_t j = 0; j < d; j++) g[j] += src[j];
+        for (size_t j = 0; j < d; j++)
+            g[j] += src[j];
     }
     if ((rc = psrec_tower_backward(w->tower, w->params, w->X, w->dU, B, w->dparams, w->dX))) return rc;
     for (int s = 0; s < b->nslots; s++) {
@@ -586,7 +611,8 @@ static psrec_err train_step(worker_t *w, double *loss_out)
             float inv = 1.0f / (float)(z - a);
             for (uint32_t k = a; k < z; k++) {
                 float *gr = g->grads + (size_t)w->slot_idx[s][k] * g->dim;
-                for (size_t j = 0; j < e; j++) gr[j] += dx[j] * inv;
+                for (size_t j = 0; j < e; j++)
+                    gr[j] += dx[j] * inv;
             }
         }
     }
@@ -615,8 +641,12 @@ static psrec_err join_cluster(worker_t *w, char *err)
     if ((rc = psrec_coord_client_register(w->cc, PSREC__ROLE__WORKER, NULL, UINT32_MAX, &reg, err))) return rc;
     w->rank = reg->rank;
     w->nworkers = reg->n_workers ? reg->n_workers : (uint32_t)c->threads;
-    psrec_remote_conf_t rcf = {.job_id = c->job_id, .rank = reg->rank, .epoch = reg->epoch, .timeout_ms = c->timeout_ms,
-                               .retries = 3, .compress = c->compress};
+    psrec_remote_conf_t rcf = {.job_id = c->job_id,
+                               .rank = reg->rank,
+                               .epoch = reg->epoch,
+                               .timeout_ms = c->timeout_ms,
+                               .retries = 3,
+                               .compress = c->compress};
     for (size_t i = 0; i < reg->n_tables; i++)
         if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
@@ -719,11 +749,13 @@ static psrec_err worker_start(worker_t *w, char *err)
     if (w->nworkers > (uint32_t)tr->nshards)
         return psrec_fail(err, PSREC_EINVAL, "%u workers but only %d data shard(s): re-run prep with --shards %u",
                           w->nworkers, tr->nshards, w->nworkers);
-    for (int s = (int)w->rank; s < tr->nshards; s += (int)w->nworkers) w->shard_list[w->nshard_list++] = s;
+    for (int s = (int)w->rank; s < tr->nshards; s += (int)w->nworkers)
+        w->shard_list[w->nshard_list++] = s;
     rc = PSREC_OK;
     w->my_total = count_examples(tr, w->shard_list, w->nshard_list, err, &rc) * (uint64_t)c->epochs;
     if (rc) return rc;
-    if (c->max_steps && c->max_steps * (uint64_t)c->batch < w->my_total) w->my_total = c->max_steps * (uint64_t)c->batch;
+    if (c->max_steps && c->max_steps * (uint64_t)c->batch < w->my_total)
+        w->my_total = c->max_steps * (uint64_t)c->batch;
     pthread_mutex_lock(&tr->mu);
     tr->total_examples += w->my_total;
     pthread_mutex_unlock(&tr->mu);
@@ -843,10 +875,10 @@ int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema
     float scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->dim);
     float in_scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->emb_dim);
     ids[n] = PSREC_TABLE_ITEM_OUT;
-    tables[n++] = (psrec_table_conf_t){.dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
-                                       .init_scale = scale};
-    psrec_table_conf_t tin = {.dim = (uint32_t)c->emb_dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL,
-                              .init_scale = in_scale};
+    tables[n++] = (psrec_table_conf_t){
+        .dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL, .init_scale = scale};
+    psrec_table_conf_t tin = {
+        .dim = (uint32_t)c->emb_dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL, .init_scale = in_scale};
     if (!c->tie && hist >= 0) {
         ids[n] = PSREC_TABLE_ITEM_IN;
         tables[n++] = tin;
@@ -939,11 +971,16 @@ static psrec_err setup_common(trainer_t *tr, char *err)
     psrec_tower_destroy(&tw);
     tr->nchunks = (tr->nparams + PSREC_DENSE_CHUNK - 1) / PSREC_DENSE_CHUNK;
     if (!(tr->chunk_keys = malloc(tr->nchunks * 8))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
-    for (size_t k = 0; k < tr->nchunks; k++) tr->chunk_keys[k] = k;
+    for (size_t k = 0; k < tr->nchunks; k++)
+        tr->chunk_keys[k] = k;
 
     if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
-        psrec_sampler_conf_t sc = {.kind = c->sampler, .n_items = tr->freq.n, .items = tr->freq.ids,
-                                   .counts = tr->freq.counts, .alpha = c->alpha, .temperature = c->temperature};
+        psrec_sampler_conf_t sc = {.kind = c->sampler,
+                                   .n_items = tr->freq.n,
+                                   .items = tr->freq.ids,
+                                   .counts = tr->freq.counts,
+                                   .alpha = c->alpha,
+                                   .temperature = c->temperature};
         if ((rc = psrec_sampler_new(&tr->sampler, &sc, err))) return rc;
     }
     return PSREC_OK;
@@ -1013,7 +1050,8 @@ static void destroy_trainer(trainer_t *tr, worker_t *ws, int W)
     psrec_store_destroy(&tr->store);
     psrec_freq_free(&tr->freq);
     free(tr->chunk_keys);
-    for (int i = 0; i < tr->nshards; i++) free(tr->shard_path[i]);
+    for (int i = 0; i < tr->nshards; i++)
+        free(tr->shard_path[i]);
     pthread_mutex_destroy(&tr->mu);
     pthread_cond_destroy(&tr->cv);
     free(tr);
@@ -1039,7 +1077,8 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
     if (!rc && !c->coord && W > tr->nshards) {
         /* each worker owns whole shards; more threads than shards would read data twice */
         if (!c->quiet)
-            fprintf(stderr, "psrec train: %d shard(s) in %s, using %d worker thread(s) (re-run prep with --shards %d)\n",
+            fprintf(stderr,
+                    "psrec train: %d shard(s) in %s, using %d worker thread(s) (re-run prep with --shards %d)\n",
                     tr->nshards, c->data_dir, tr->nshards, W);
         W = tr->nshards;
     }
@@ -1053,9 +1092,15 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         uint32_t ids[PSREC_STORE_MAX_TABLES];
         psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
         int nt = psrec_train_tables(c, &tr->schema, ids, tabs);
-        psrec_cluster_conf_t clc = {.servers = c->servers, .workers = W, .tcp = c->transport == PSREC_TRANSPORT_TCP,
-                                    .compress = cc.compress, .job_id = c->job_id, .seed = c->seed, .ntables = nt,
-                                    .table_ids = ids, .tables = tabs};
+        psrec_cluster_conf_t clc = {.servers = c->servers,
+                                    .workers = W,
+                                    .tcp = c->transport == PSREC_TRANSPORT_TCP,
+                                    .compress = cc.compress,
+                                    .job_id = c->job_id,
+                                    .seed = c->seed,
+                                    .ntables = nt,
+                                    .table_ids = ids,
+                                    .tables = tabs};
         if (!(rc = psrec_cluster_start(&cluster, tr->zctx, &clc, err))) tr->coord = psrec_cluster_coord(cluster);
     }
     if (!rc && c->metrics_path && !(metrics = fopen(c->metrics_path, "w")))
@@ -1103,7 +1148,8 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         }
         if (tr->loss_n) last_loss = tr->loss_sum / tr->loss_n;
         pthread_mutex_unlock(&tr->mu);
-        for (int i = 0; i < started; i++) pthread_join(ws[i].thread, NULL);
+        for (int i = 0; i < started; i++)
+            pthread_join(ws[i].thread, NULL);
         print_progress(tr, t0, tr->done_examples, last_loss, metrics, 1);
         res->seconds = now_sec() - t0;
         res->examples = tr->done_examples;

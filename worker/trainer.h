@@ -36,34 +36,34 @@ typedef struct {
     const char *metrics_path; /* JSON lines (NULL: none) */
     int threads;              /* worker threads W */
     int epochs;
-    int batch;                /* B */
-    int negatives;            /* S shared negatives (pool size M for hard) */
-    int hard_keep;            /* HARD: h negatives kept from the pool (default S/4) */
+    int batch;     /* B */
+    int negatives; /* S shared negatives (pool size M for hard) */
+    int hard_keep; /* HARD: h negatives kept from the pool (default S/4) */
     psrec_sampler_kind sampler;
-    double alpha;             /* popularity exponent */
-    double temperature;       /* hard negatives T */
+    double alpha;       /* popularity exponent */
+    double temperature; /* hard negatives T */
     psrec_loss_kind loss;
-    float neg_weight;         /* logistic loss */
-    float gravity;            /* lambda (0 = off) */
-    int gravity_rows;         /* R uniform rows per step for the gravity estimate */
+    float neg_weight; /* logistic loss */
+    float gravity;    /* lambda (0 = off) */
+    int gravity_rows; /* R uniform rows per step for the gravity estimate */
     int dim, emb_dim;
     psrec_tower_conf_t tower; /* hidden layers (n_in/out_dim are derived) */
     int tie;
-    psrec_opt_t item_opt;     /* item/feature embedding tables */
-    psrec_opt_t dense_opt;    /* tower weights */
-    float init_scale;         /* N(0, init_scale^2) embedding init (0: 1/sqrt(dim)) */
+    psrec_opt_t item_opt;  /* item/feature embedding tables */
+    psrec_opt_t dense_opt; /* tower weights */
+    float init_scale;      /* N(0, init_scale^2) embedding init (0: 1/sqrt(dim)) */
     uint64_t seed;
-    uint64_t max_steps;       /* per worker; 0 = until epochs are done */
-    int progress;             /* print the progress line */
+    uint64_t max_steps; /* per worker; 0 = until epochs are done */
+    int progress;       /* print the progress line */
     int quiet;
     /* where the parameters live */
-    const char *coord;        /* join this coordinator (cluster mode); NULL = embedded */
-    int servers;              /* embedded: parameter server threads (default 1) */
-    int transport;            /* embedded: PSREC_TRANSPORT_* */
-    int compress;             /* LZ4 on bulk frames where it shrinks (default: on for tcp, off for inproc) */
+    const char *coord; /* join this coordinator (cluster mode); NULL = embedded */
+    int servers;       /* embedded: parameter server threads (default 1) */
+    int transport;     /* embedded: PSREC_TRANSPORT_* */
+    int compress;      /* LZ4 on bulk frames where it shrinks (default: on for tcp, off for inproc) */
     uint64_t job_id;
-    int timeout_ms;           /* per request attempt (default 10000) */
-    int max_staleness;        /* -1 = asynchronous (default); k >= 0 = bounded staleness */
+    int timeout_ms;    /* per request attempt (default 10000) */
+    int max_staleness; /* -1 = asynchronous (default); k >= 0 = bounded staleness */
 } psrec_train_conf_t;
 
 enum { PSREC_TRANSPORT_INPROC = 0, PSREC_TRANSPORT_TCP = 1, PSREC_TRANSPORT_DIRECT = 2 };
@@ -76,8 +76,8 @@ typedef struct {
     double final_loss; /* mean training loss over the last ~10% of steps */
     uint64_t rows_out; /* materialised item output rows (direct mode) */
     double bytes_per_row_out;
-    uint64_t wire_raw_bytes;  /* bulk bytes sent + received by this process's workers, before LZ4 */
-    uint64_t wire_bytes;      /* ... as they crossed the wire (plus headers) */
+    uint64_t wire_raw_bytes; /* bulk bytes sent + received by this process's workers, before LZ4 */
+    uint64_t wire_bytes;     /* ... as they crossed the wire (plus headers) */
 } psrec_train_result_t;
 
 void psrec_train_defaults(psrec_train_conf_t *c);
