@@ -114,12 +114,47 @@ static void test_open_fails_in_missing_dir(void **state)
     psrec_dfile_abort(NULL);
 }
 
+static void test_plain_files(void **state)
+{
+    char path[128], err[PSREC_ERRBUF];
+    snprintf(path, sizeof path, "%s/plain.txt", dir);
+    psrec_dfile_t *f;
+    assert_int_equal(psrec_dfile_open_plain(&f, path, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_write(f, "a b c\n", 6, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_finish(&f, PSREC_OK, err), PSREC_OK);
+    assert_null(f);
+    /* exactly the bytes written: no trailer for files other tools read */
+    FILE *fp = fopen(path, "rb");
+    char buf[64];
+    size_t n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    assert_int_equal(n, 6);
+    assert_memory_equal(buf, "a b c\n", 6);
+    /* a failed writer (finish with an error) leaves the old file untouched and no temporary behind */
+    assert_int_equal(psrec_dfile_open_plain(&f, path, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_write(f, "partial", 7, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_finish(&f, PSREC_EIO, err), PSREC_EIO);
+    assert_null(f);
+    fp = fopen(path, "rb");
+    n = fread(buf, 1, sizeof buf, fp);
+    fclose(fp);
+    assert_int_equal(n, 6);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -c tmp", dir);
+    FILE *p = popen(cmd, "r");
+    int count = -1;
+    assert_int_equal(fscanf(p, "%d", &count), 1);
+    pclose(p);
+    assert_int_equal(count, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_damage_refused),
         cmocka_unit_test(test_open_fails_in_missing_dir),
+        cmocka_unit_test(test_plain_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

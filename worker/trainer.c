@@ -1024,9 +1024,13 @@ static void print_progress(trainer_t *tr, double t0, uint64_t done, double loss,
     if (frac > 1) frac = 1;
     double eta = rate > 0 && frac < 1 ? (frac > 0 ? el / frac - el : 0) : 0;
     int eh = (int)(eta / 3600), em = (int)(eta / 60) % 60, es = (int)eta % 60;
-    if (c->progress && !c->quiet)
-        fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  lr: %.4f  ETA: %dh%02dm%02ds%s", 100 * frac,
-                rate, loss, c->item_opt.lr, eh, em, es, final ? "\n" : "");
+    /* on a terminal one line redrawn in place (fastText's style); in a log file a line every 10 s */
+    int tty = isatty(STDERR_FILENO);
+    if (c->progress && !c->quiet && (tty || final || el - tr->last_line >= 10)) {
+        tr->last_line = el;
+        fprintf(stderr, "%sProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  lr: %.4f  ETA: %dh%02dm%02ds%s",
+                tty ? "\r" : "", 100 * frac, rate, loss, c->item_opt.lr, eh, em, es, final || !tty ? "\n" : "");
+    }
     if (metrics) {
         fprintf(metrics,
                 "{\"elapsed\": %.3f, \"examples\": %llu, \"progress\": %.5f, \"examples_per_sec\": %.1f, "
