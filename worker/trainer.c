@@ -160,6 +160,7 @@ struct trainer {
     void *zctx;                   /* cluster modes */
     const char *coord;            /* cluster modes: the coordinator endpoint */
     int local_workers;            /* worker threads of this process */
+    double last_line;             /* when the last progress line went to a log file */
     psrec_sampler_t *sampler;
     psrec_freq_t freq;
     psrec_schema_t schema;
