@@ -35,7 +35,7 @@ static int setup(void **state)
     char cmd[1024];
     snprintf(
         cmd, sizeof cmd,
-        "%s gen --out %s/data --items 1000 --categories 10 --train-users 8000 --test-users 1000 --seed 21 "
+        "%s gen --out %s/data --items 1000 --categories 10 --train-users 8000 --test-users 4000 --seed 21 "
         "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s1 --shards 1 "
         "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 2>/dev/null",
         bin, dir, bin, dir, dir, dir, bin, dir, dir, dir);
@@ -96,21 +96,26 @@ static void test_one_worker_equivalence(void **state)
     assert_true(r == recall_of("eq-tcp"));
 }
 
-/* 2 servers x 2 worker processes over tcp through launch/run.sh against the embedded trainer. */
+/* 2 servers x 2 worker processes over tcp through launch/run.sh against the embedded trainer. Both
+ * are asynchronous (run-to-run spread about 2% on this data), so each side is the mean of two runs. */
 static void test_run_sh_two_by_two(void **state)
 {
     static char out[1 << 16];
     const char *opts = "--epochs 5 --dim 32 --negatives 256 --seed 4";
-    assert_int_equal(
-        run(out, sizeof out, "%s train --data %s/s2 --model %s/emb --threads 2 --quiet %s", bin, dir, dir, opts), 0);
-    int port = free_port();
-    assert_int_equal(run(out, sizeof out,
-                         "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
-                         "-- --data %s/s2 --model %s/dist %s",
-                         src, bin, port, dir, dir, dir, opts),
-                     0);
-    double re = recall_of("emb"), rd = recall_of("dist");
-    print_message("Recall@10 embedded %.4f, 2x2 processes %.4f\n", re, rd);
+    double re = 0, rd = 0;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(
+            run(out, sizeof out, "%s train --data %s/s2 --model %s/emb --threads 2 --quiet %s", bin, dir, dir, opts),
+            0);
+        re += recall_of("emb") / 2;
+        assert_int_equal(run(out, sizeof out,
+                             "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
+                             "-- --data %s/s2 --model %s/dist %s",
+                             src, bin, free_port(), dir, dir, dir, opts),
+                         0);
+        rd += recall_of("dist") / 2;
+    }
+    print_message("Recall@10 embedded %.4f, 2x2 processes %.4f (means of two runs)\n", re, rd);
     assert_true(re > 0.1);
     assert_true(rd >= 0.95 * re); /* reaches it within 5% (being better is fine) */
     /* the logs: one per process, each worker trained half of the data 5 times */
