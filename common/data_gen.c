@@ -13,6 +13,7 @@
  * Thread model: single-threaded; no shared state. */
 #include "common/data_gen.h"
 
+#include "common/data_text.h"
 #include "common/durable.h"
 #include "common/textfmt.h"
 
@@ -264,25 +265,6 @@ psrec_err psrec_gen_write(const psrec_gen_conf_t *c, const char *dir, char *err)
 
 /* ---- items file ---- */
 
-/* Same id rule as the text format: strictly decimal -> the number, otherwise XXH3 with the top bit. */
-static int parse_item_id(const char *s, size_t len, uint64_t *id)
-{
-    if (len == 0) return -1;
-    uint64_t x = 0;
-    int dec = 1;
-    for (size_t i = 0; i < len && dec; i++) {
-        unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9)
-            dec = 0;
-        else if (x > (UINT64_MAX - d) / 10)
-            return -1; /* decimal but out of range */
-        else
-            x = x * 10 + d;
-    }
-    *id = dec ? x : psrec_hash_string_id(s, len);
-    return 0;
-}
-
 static int parse_cat(const char *s, size_t len, int32_t *cat)
 {
     size_t i = 0;
@@ -346,7 +328,7 @@ psrec_err psrec_items_load(const char *path, uint64_t **ids_out, int32_t **cats_
             }
             ncap = nc;
         }
-        if (parse_item_id(line, il, &ids[n]) != 0)
+        if (psrec_text_id(line, il, &ids[n]) != 0)
             rc = psrec_fail(err, PSREC_EPARSE, "%s:%zu: bad item id (%.*s)", path, lineno, (int)(il > 64 ? 64 : il),
                             line);
         else if (parse_cat(tab + 1, len - il - 1, &cats[n]) != 0)

@@ -12,6 +12,7 @@
  * Thread model: single-threaded; no shared state. */
 #include "common/data_import.h"
 
+#include "common/data_text.h"
 #include "common/durable.h"
 #include "common/textfmt.h"
 
@@ -40,25 +41,6 @@ static psrec_err bad(char *err, const char *path, size_t line, const char *what,
     int show = len > TOKEN_SHOW ? TOKEN_SHOW : (int)len;
     return psrec_fail(err, PSREC_EPARSE, "%s:%zu: %s (%.*s%s)", path, line, what, show, tok,
                       len > TOKEN_SHOW ? "..." : "");
-}
-
-/* Id rule of the text format. Returns -1 on an empty or out-of-range decimal token. */
-static int parse_id(const char *s, size_t len, uint64_t *id)
-{
-    if (len == 0) return -1;
-    uint64_t x = 0;
-    int dec = 1;
-    for (size_t i = 0; i < len && dec; i++) {
-        unsigned d = (unsigned char)s[i] - '0';
-        if (d > 9)
-            dec = 0;
-        else if (x > (UINT64_MAX - d) / 10)
-            return -1;
-        else
-            x = x * 10 + d;
-    }
-    *id = dec ? x : psrec_hash_string_id(s, len);
-    return 0;
 }
 
 static int is_decimal(const char *s, size_t len)
@@ -186,9 +168,9 @@ static psrec_err read_records(const char *path, psrec_import_conf_t *c, rec_t **
         int64_t ts = 0;
         if (nf != 4)
             what = "expected 4 fields: user, item, rating, timestamp";
-        else if (parse_id(f[0], fl[0], &user))
+        else if (psrec_text_id(f[0], fl[0], &user))
             what = "bad user id", tok = f[0], tl = fl[0];
-        else if (parse_id(f[1], fl[1], &item))
+        else if (psrec_text_id(f[1], fl[1], &item))
             what = "bad item id", tok = f[1], tl = fl[1];
         else if (parse_rating(f[2], fl[2], &rating))
             what = "bad rating", tok = f[2], tl = fl[2];

@@ -82,10 +82,17 @@ static int parse_dec(const char *s, size_t len, uint64_t max, uint64_t *v)
 static psrec_err parse_id(const char *s, size_t len, uint64_t *id, const char *where, char *err)
 {
     if (len == 0) return bad(err, where, "empty id", s, len);
-    int r = parse_dec(s, len, UINT64_MAX, id);
-    if (r == 1) return bad(err, where, "id out of range", s, len);
-    if (r < 0) *id = psrec_hash_string_id(s, len);
+    if (psrec_text_id(s, len, id)) return bad(err, where, "id out of range", s, len);
     return PSREC_OK;
+}
+
+int psrec_text_id(const char *s, size_t len, uint64_t *id)
+{
+    if (len == 0) return -1;
+    int r = parse_dec(s, len, UINT64_MAX, id);
+    if (r == 1) return -1;
+    if (r < 0) *id = psrec_hash_string_id(s, len);
+    return 0;
 }
 
 static psrec_err parse_weight(const char *s, size_t len, float *w, const char *item, size_t item_len, const char *where,

@@ -38,6 +38,11 @@ void psrec_text_close(psrec_text_reader_t **r);
 psrec_err psrec_text_read(psrec_text_reader_t *r, psrec_batch_t *b, size_t max, size_t *got,
                           char *err) PSREC_MUST_CHECK;
 
+/* The id rule of the format, for every reader of ids (items files, ratings logs): a strictly decimal
+ * token is that number, any other token its XXH3 hash with the top bit set. Returns 0, or -1 for an
+ * empty token or a decimal one beyond uint64. */
+int psrec_text_id(const char *s, size_t len, uint64_t *id);
+
 size_t psrec_text_lines(const psrec_text_reader_t *r);   /* lines consumed so far */
 size_t psrec_text_skipped(const psrec_text_reader_t *r); /* malformed lines skipped (skip_bad) */
 
