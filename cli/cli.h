@@ -15,6 +15,7 @@ int psrec_cmd_worker(int argc, char **argv);
 int psrec_cmd_coord(int argc, char **argv);
 int psrec_cmd_server(int argc, char **argv);
 int psrec_cmd_status(int argc, char **argv);
+int psrec_cmd_wals(int argc, char **argv);
 
 /* Options of the cluster roles beyond the training options. */
 typedef struct {

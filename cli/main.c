@@ -21,6 +21,7 @@ static const struct {
     {"eval", psrec_cmd_eval, "full-ranking Recall/NDCG/MRR and folding metrics"},
     {"export", psrec_cmd_export, "write item embeddings as .npy + ids, or word2vec text"},
     {"recommend", psrec_cmd_recommend, "top-K items for query lines"},
+    {"wals", psrec_cmd_wals, "matrix-factorization baseline: weighted ALS (implicit feedback)"},
     {"coord", psrec_cmd_coord, "run a job's coordinator (membership, shard map, barriers, progress)"},
     {"server", psrec_cmd_server, "run a parameter server (one shard of every table)"},
     {"worker", psrec_cmd_worker, "run training worker(s) that join a coordinator"},

@@ -11,6 +11,7 @@
 
 #include "common/durable.h"
 #include "common/idmap.h"
+#include "worker/wals.h"
 
 #define TABLE_MAGIC "PSRECTB1"
 #define CONF_FORMAT "psrec-model-1"
@@ -254,9 +255,13 @@ struct psrec_model {
     mtable_t t[MAX_TABLES];
     float *dense; /* flattened tower params */
     size_t nparams;
+    int wals;                /* kind=wals: queries are folded in on V (ALGORITHMS.md §6), no tower */
+    psrec_wals_conf_t wconf; /* dim, w0, lambda, alpha of the WALS model */
+    double *G;               /* V^T V, computed at load (kind=wals) */
 };
 
-static psrec_err parse_conf(const char *path, const char *text, size_t len, psrec_model_conf_t *c, char *err)
+static psrec_err parse_conf(const char *path, const char *text, size_t len, psrec_model_conf_t *c, psrec_model_t *m,
+                            char *err)
 {
     memset(c, 0, sizeof *c);
     int have_format = 0;
@@ -291,7 +296,16 @@ static psrec_err parse_conf(const char *path, const char *text, size_t len, psre
         else if (!strcmp(k, "hidden")) {
             if (psrec_tower_parse_hidden(v, &c->tower))
                 return psrec_fail(err, PSREC_EPARSE, "%s:%d: bad hidden '%s'", path, lineno, v);
-        } else if (!strcmp(k, "slots")) {
+        } else if (!strcmp(k, "kind")) {
+            if (strcmp(v, "wals")) return psrec_fail(err, PSREC_EVERSION, "%s: unknown model kind '%s'", path, v);
+            m->wals = 1;
+        } else if (!strcmp(k, "w0"))
+            m->wconf.w0 = strtod(v, NULL);
+        else if (!strcmp(k, "lambda"))
+            m->wconf.lambda = strtod(v, NULL);
+        else if (!strcmp(k, "alpha"))
+            m->wconf.alpha = strtod(v, NULL);
+        else if (!strcmp(k, "slots")) {
             const char *q = v;
             while (*q) {
                 const char *comma = strchr(q, ',');
@@ -306,6 +320,12 @@ static psrec_err parse_conf(const char *path, const char *text, size_t len, psre
         return psrec_fail(err, PSREC_ECORRUPT, "%s: incomplete model configuration", path);
     c->tower.n_in = c->schema.nslots * c->emb_dim;
     c->tower.out_dim = c->dim;
+    if (m->wals) {
+        m->wconf.dim = c->dim;
+        m->wconf.sweeps = m->wconf.threads = 1;
+        if (psrec_wals_check(&m->wconf, NULL) || psrec_schema_hist(&c->schema) < 0)
+            return psrec_fail(err, PSREC_ECORRUPT, "%s: bad wals model configuration", path);
+    }
     return PSREC_OK;
 }
 
@@ -342,8 +362,17 @@ psrec_err psrec_model_load(psrec_model_t **out, const char *dir, char *err)
         free(text);
         return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     }
-    rc = parse_conf(path, text, len, &m->conf, err);
+    rc = parse_conf(path, text, len, &m->conf, m, err);
     free(text);
+    if (!rc && m->wals) { /* WALS: only V, and its Gram matrix for the fold-in */
+        rc = load_table(m, dir, PSREC_TABLE_ITEM_OUT, (uint32_t)m->conf.dim, 1, err);
+        size_t d = (size_t)m->conf.dim;
+        if (!rc && !(m->G = malloc(d * d * sizeof *m->G))) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        if (!rc) psrec_wals_gram(m->t[PSREC_TABLE_ITEM_OUT].vals, m->t[PSREC_TABLE_ITEM_OUT].n, m->conf.dim, m->G);
+        if (rc) psrec_model_destroy(&m);
+        *out = m;
+        return rc;
+    }
     psrec_tower_t *tw = NULL;
     if (!rc && (rc = psrec_tower_new(&tw, &m->conf.tower))) psrec_fail(err, rc, "%s: bad tower layout", path);
     if (!rc) m->nparams = psrec_tower_nparams(tw);
@@ -387,6 +416,7 @@ void psrec_model_destroy(psrec_model_t **pm)
         psrec_idmap_destroy(&m->t[i].index);
     }
     free(m->dense);
+    free(m->G);
     free(m);
     *pm = NULL;
 }
@@ -411,10 +441,46 @@ int64_t psrec_model_item_index(const psrec_model_t *m, uint64_t id)
     return found ? (int64_t)i : -1;
 }
 
+/* kind=wals: each query's hist items (weight 1) folded in on V. */
+static psrec_err embed_wals(const psrec_model_t *m, const psrec_batch_t *b, float *U)
+{
+    const mtable_t *t = &m->t[PSREC_TABLE_ITEM_OUT];
+    int hist = psrec_schema_hist(&m->conf.schema), d = m->conf.dim;
+    size_t maxn = 0;
+    if (hist < b->nslots)
+        for (size_t i = 0; i < b->n; i++)
+            if (b->slot_off[hist][i + 1] - b->slot_off[hist][i] > maxn)
+                maxn = b->slot_off[hist][i + 1] - b->slot_off[hist][i];
+    uint32_t *items = malloc(maxn * sizeof *items + 1);
+    float *w = malloc(maxn * sizeof *w + 1);
+    double *work = malloc(PSREC_WALS_WORK(d) * sizeof *work);
+    psrec_err rc = items && w && work ? PSREC_OK : PSREC_ENOMEM;
+    for (size_t k = 0; k < maxn && !rc; k++)
+        w[k] = 1.0f;
+    for (size_t i = 0; !rc && i < b->n; i++) {
+        size_t n = 0;
+        if (hist < b->nslots)
+            for (uint32_t k = b->slot_off[hist][i]; k < b->slot_off[hist][i + 1]; k++) {
+                int found;
+                uint64_t r = psrec_idmap_get(t->index, b->slot_id[hist][k], &found);
+                int dup = 0; /* a repeated id is one observation, as in training */
+                for (size_t q = 0; found && q < n && !dup; q++)
+                    dup = items[q] == (uint32_t)r;
+                if (found && !dup) items[n++] = (uint32_t)r;
+            }
+        rc = psrec_wals_fold_in(t->vals, m->G, items, w, n, &m->wconf, U + i * d, work);
+    }
+    free(items);
+    free(w);
+    free(work);
+    return rc;
+}
+
 psrec_err psrec_model_embed(const psrec_model_t *m, const psrec_batch_t *b, float *U)
 {
     const psrec_model_conf_t *c = &m->conf;
     if (b->n == 0) return PSREC_OK;
+    if (m->wals) return embed_wals(m, b, U);
     int e = c->emb_dim, nin = c->tower.n_in;
     float *X = calloc(b->n * (size_t)nin, sizeof(float));
     psrec_tower_t *tw = NULL;

@@ -1,0 +1,263 @@
+/* cmd_wals.c: `psrec wals`: the matrix-factorization baseline (ALGORITHMS.md §6). Reads a text
+ * training file (each line is one user; its positives and hist ids are its observed items, weight =
+ * the positive's weight rescaled to mean 1 over the line's positives, 1 for history ids; an item in
+ * both keeps the larger weight), runs WALS, and writes a model directory with kind=wals that eval,
+ * export and recommend load (queries are folded in on V from their hist slot).
+ * Thread model: main thread; psrec_wals_train uses --threads threads. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/data_text.h"
+#include "common/durable.h"
+#include "common/idmap.h"
+#include "worker/model.h"
+#include "worker/wals.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: psrec wals --train FILE --model DIR [options]\n"
+               "  --train FILE   text examples (one user per line; pos and hist ids are observations)\n"
+               "  --model DIR    where to write the model (kind=wals: queries folded in from hist)\n"
+               "  --dim D        embedding size (default 32)\n"
+               "  --w0 X         weight of every cell, i.e. unobserved weight (default 0.1)\n"
+               "  --lambda X     L2 regularization (default 0.1)\n"
+               "  --alpha X      confidence per unit of observation weight (default 1)\n"
+               "  --sweeps N     alternating sweeps (default 10)\n"
+               "  --threads N    (default 2)   --seed N (default 1)\n");
+}
+
+typedef struct {
+    size_t nu, nnz, cap_u, cap_idx, cap_w;
+    size_t *off;
+    uint32_t *idx;
+    float *w;
+    size_t ni, cap_ids, cap_sr, cap_sa;
+    uint64_t *ids; /* item index -> id */
+    psrec_idmap_t *map;
+    size_t *seen_row, *seen_at; /* per item: last row observing it, and where (dedupe) */
+} obs_t;
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap : 1024;
+    while (nc < need)
+        nc *= 2;
+    void *q = realloc(*p, nc * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = nc;
+    return 0;
+}
+
+static psrec_err observe(obs_t *o, uint64_t id, float w)
+{
+    int found;
+    uint64_t j = psrec_idmap_get(o->map, id, &found);
+    if (!found) {
+        if (grow((void **)&o->ids, &o->cap_ids, o->ni + 1, sizeof *o->ids) ||
+            grow((void **)&o->seen_row, &o->cap_sr, o->ni + 1, sizeof *o->seen_row) ||
+            grow((void **)&o->seen_at, &o->cap_sa, o->ni + 1, sizeof *o->seen_at))
+            return PSREC_ENOMEM;
+        j = o->ni++;
+        o->ids[j] = id;
+        o->seen_row[j] = SIZE_MAX;
+        if (psrec_idmap_put(o->map, id, j)) return PSREC_ENOMEM;
+    }
+    if (o->seen_row[j] == o->nu) { /* already observed by this user: keep the larger weight */
+        float *pw = &o->w[o->seen_at[j]];
+        if (w > *pw) *pw = w;
+        return PSREC_OK;
+    }
+    if (grow((void **)&o->idx, &o->cap_idx, o->nnz + 1, sizeof *o->idx) ||
+        grow((void **)&o->w, &o->cap_w, o->nnz + 1, sizeof *o->w))
+        return PSREC_ENOMEM;
+    o->seen_row[j] = o->nu;
+    o->seen_at[j] = o->nnz;
+    o->idx[o->nnz] = (uint32_t)j;
+    o->w[o->nnz++] = w;
+    return PSREC_OK;
+}
+
+static psrec_err read_obs(const char *path, obs_t *o, char *err)
+{
+    psrec_schema_t schema = {0};
+    psrec_text_opts_t opts = {0};
+    psrec_text_reader_t *r = NULL;
+    psrec_batch_t b;
+    psrec_batch_init(&b, 0);
+    psrec_err rc = psrec_idmap_new(&o->map, 1024);
+    if (rc) return psrec_fail(err, rc, "out of memory");
+    if ((rc = psrec_text_open(&r, path, &schema, &opts, err))) return rc;
+    for (;;) {
+        size_t got = 0;
+        psrec_batch_clear(&b);
+        if ((rc = psrec_text_read(r, &b, 4096, &got, err)) || got == 0) break;
+        int hist = psrec_schema_hist(&schema);
+        for (size_t i = 0; !rc && i < b.n; i++) {
+            if (grow((void **)&o->off, &o->cap_u, o->nu + 2, sizeof *o->off)) {
+                rc = PSREC_ENOMEM;
+                break;
+            }
+            o->off[o->nu] = o->nnz;
+            uint32_t np = b.pos_off[i + 1] - b.pos_off[i];
+            for (uint32_t k = b.pos_off[i]; !rc && k < b.pos_off[i + 1]; k++)
+                rc = observe(o, b.pos_id[k], b.pos_w[k] * (float)np);
+            if (hist >= 0 && hist < b.nslots)
+                for (uint32_t k = b.slot_off[hist][i]; !rc && k < b.slot_off[hist][i + 1]; k++)
+                    rc = observe(o, b.slot_id[hist][k], 1.0f);
+            o->nu++;
+            o->off[o->nu] = o->nnz;
+        }
+        if (rc) {
+            psrec_fail(err, rc, "out of memory reading %s", path);
+            break;
+        }
+    }
+    psrec_text_close(&r);
+    psrec_batch_free(&b);
+    if (!rc && (o->nu == 0 || o->ni == 0)) rc = psrec_fail(err, PSREC_EINVAL, "%s: no observations", path);
+    return rc;
+}
+
+typedef struct {
+    uint64_t id;
+    uint32_t j;
+} idj_t;
+
+static int cmp_idj(const void *a, const void *b)
+{
+    uint64_t x = ((const idj_t *)a)->id, y = ((const idj_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* Renumbers items so indexes follow ascending ids (the model's table order). */
+static psrec_err sort_items(obs_t *o)
+{
+    idj_t *p = malloc(o->ni * sizeof *p + 1);
+    uint32_t *rank = malloc(o->ni * sizeof *rank + 1);
+    if (!p || !rank) {
+        free(p);
+        free(rank);
+        return PSREC_ENOMEM;
+    }
+    for (size_t j = 0; j < o->ni; j++)
+        p[j] = (idj_t){o->ids[j], (uint32_t)j};
+    qsort(p, o->ni, sizeof *p, cmp_idj);
+    for (size_t j = 0; j < o->ni; j++) {
+        rank[p[j].j] = (uint32_t)j;
+        o->ids[j] = p[j].id;
+    }
+    for (size_t k = 0; k < o->nnz; k++)
+        o->idx[k] = rank[o->idx[k]];
+    free(p);
+    free(rank);
+    return PSREC_OK;
+}
+
+static psrec_err write_conf(const char *dir, const psrec_wals_conf_t *c, char *err)
+{
+    char text[1024], path[4096];
+    int n = snprintf(text, sizeof text,
+                     "format=psrec-model-1\ndim=%d\nemb_dim=%d\ntie=1\nseed=%" PRIu64
+                     "\nhidden=0\nslots=" PSREC_HIST_SLOT "\nkind=wals\nw0=%.17g\nlambda=%.17g\nalpha=%.17g\n",
+                     c->dim, c->dim, c->seed, c->w0, c->lambda, c->alpha);
+    snprintf(path, sizeof path, "%s/model.conf", dir);
+    psrec_dfile_t *f;
+    psrec_err rc = psrec_dfile_open(&f, path, err);
+    if (rc) return rc;
+    if ((rc = psrec_dfile_write(f, text, (size_t)n, err))) {
+        psrec_dfile_abort(&f);
+        return rc;
+    }
+    return psrec_dfile_commit(&f, err);
+}
+
+static void progress(void *ctx, int sweep, double f)
+{
+    printf("sweep %d objective %.6g\n", sweep, f);
+    fflush(stdout);
+}
+
+int psrec_cmd_wals(int argc, char **argv)
+{
+    const char *cmd = "wals", *train = NULL, *model = NULL;
+    psrec_wals_conf_t c;
+    psrec_wals_defaults(&c);
+    static const struct option opts[] = {
+        {"train", 1, 0, 't'},  {"model", 1, 0, 'm'}, {"dim", 1, 0, 'd'},    {"w0", 1, 0, 'w'},
+        {"lambda", 1, 0, 'l'}, {"alpha", 1, 0, 'a'}, {"sweeps", 1, 0, 's'}, {"threads", 1, 0, 'T'},
+        {"seed", 1, 0, 'S'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 't': train = optarg; break;
+        case 'm': model = optarg; break;
+        case 'd':
+            if (psrec_cli_int(cmd, "--dim", optarg, 1, 4096, &c.dim)) return 2;
+            break;
+        case 'w':
+            if (psrec_cli_double(cmd, "--w0", optarg, 0, 1e9, &c.w0)) return 2;
+            break;
+        case 'l':
+            if (psrec_cli_double(cmd, "--lambda", optarg, 1e-12, 1e9, &c.lambda)) return 2;
+            break;
+        case 'a':
+            if (psrec_cli_double(cmd, "--alpha", optarg, 0, 1e9, &c.alpha)) return 2;
+            break;
+        case 's':
+            if (psrec_cli_int(cmd, "--sweeps", optarg, 1, 100000, &c.sweeps)) return 2;
+            break;
+        case 'T':
+            if (psrec_cli_int(cmd, "--threads", optarg, 1, 256, &c.threads)) return 2;
+            break;
+        case 'S':
+            if (psrec_cli_u64(cmd, "--seed", optarg, &c.seed)) return 2;
+            break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!train || !model || optind < argc) {
+        fprintf(stderr, "psrec wals: --train and --model are required\n");
+        usage(stderr);
+        return 2;
+    }
+    char err[PSREC_ERRBUF] = "";
+    obs_t ob = {0};
+    float *U = NULL, *V = NULL;
+    psrec_err rc = read_obs(train, &ob, err);
+    if (!rc && (rc = sort_items(&ob))) psrec_fail(err, rc, "out of memory");
+    if (!rc) {
+        printf("%zu users, %zu items, %zu observations\n", ob.nu, ob.ni, ob.nnz);
+        U = malloc(ob.nu * (size_t)c.dim * sizeof *U);
+        V = malloc(ob.ni * (size_t)c.dim * sizeof *V);
+        if (!U || !V) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory for U and V");
+    }
+    psrec_wals_csr_t csr = {.n_rows = ob.nu, .n_cols = ob.ni, .off = ob.off, .idx = ob.idx, .w = ob.w};
+    if (!rc) rc = psrec_wals_train(&c, &csr, U, V, progress, NULL, err);
+    if (!rc) rc = psrec_mkdirs(model, err);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/table-%u.bin", model, (unsigned)PSREC_TABLE_ITEM_OUT);
+    if (!rc) rc = psrec_table_file_write(path, PSREC_TABLE_ITEM_OUT, (uint32_t)c.dim, ob.ids, V, ob.ni, err);
+    if (!rc) rc = write_conf(model, &c, err); /* last: a model.conf means the table is complete */
+    if (!rc) printf("model written to %s\n", model);
+    free(U);
+    free(V);
+    free(ob.off);
+    free(ob.idx);
+    free(ob.w);
+    free(ob.ids);
+    free(ob.seen_row);
+    free(ob.seen_at);
+    psrec_idmap_destroy(&ob.map);
+    if (rc) {
+        fprintf(stderr, "psrec wals: %s\n", err[0] ? err : psrec_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
