@@ -66,7 +66,7 @@ printf '\nitems=%s train examples=%s epochs=%s dim=%s negatives=%s threads=%s\n'
 printf '%-58s %12s %10s\n' "trainer" "examples/s" "Recall@10"
 for n in default tuned logistic; do
   case $n in
-    default) label="psrec defaults (MLP 128, softmax, lr 0.1)" ;;
+    default) label="psrec defaults (MLP 128, softmax)" ;;
     tuned) label="psrec linear, softmax, lr 0.03, gravity 0.5" ;;
     logistic) label="psrec linear, logistic loss (fastText's), lr 0.1" ;;
   esac

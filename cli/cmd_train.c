@@ -30,7 +30,7 @@ static void usage(FILE *f)
                "  --hidden LIST       hidden layer widths, e.g. 128 or 256,128; 0 = linear (default 128)\n"
                "  --tie               history slot uses the item output embeddings\n"
                "  --opt O             item tables: sgd | adagrad | rowwise-adagrad | adam (default rowwise-adagrad)\n"
-               "  --lr X              item tables learning rate (default 0.1)\n"
+               "  --lr X              item tables learning rate (default 0.05)\n"
                "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
                "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
                "  --max-steps N       stop each worker after N steps\n"

@@ -857,7 +857,7 @@ void psrec_train_defaults(psrec_train_conf_t *c)
     c->emb_dim = 64;
     c->tower.n_hidden = 1;
     c->tower.hidden[0] = 128;
-    c->item_opt = (psrec_opt_t){.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f};
+    c->item_opt = (psrec_opt_t){.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.05f};
     c->dense_opt = (psrec_opt_t){.kind = PSREC_OPT_ADAM, .lr = 0.002f};
     c->seed = 1;
     c->progress = 1;
