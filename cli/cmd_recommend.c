@@ -1,6 +1,7 @@
 /* cmd_recommend.c: `psrec recommend`: top-K items for query lines (the data format, positives
- * optional) from a file or stdin, one output line per query: "id:score id:score ...". Queries are
- * processed in chunks so a stream of requests is answered as it arrives.
+ * optional) from a file or stdin, one output line per query: "id:score id:score ...". A file is
+ * processed in chunks of 256 queries; a pipe one query at a time, so each request is answered as it
+ * arrives. A malformed line stops with file:line after answering every query before it.
  * Thread model: main thread. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "common/data_text.h"
@@ -101,12 +103,23 @@ int psrec_cmd_recommend(int argc, char **argv)
     psrec_batch_init(&b, schema.nslots);
     rc = psrec_text_open(&r, input, &schema, &to, err);
     size_t got = 0;
-    /* chunks of one line when reading a terminal-like stream would be ideal; 256 keeps GEMMs useful */
+    /* A regular file is read in chunks of 256 queries (one GEMM each); a pipe or terminal one query at a
+     * time, so each request is answered as soon as it arrives. */
+    struct stat st;
+    int stream = strcmp(input, "-") == 0 ? (fstat(0, &st) != 0 || !S_ISREG(st.st_mode)) : 0;
+    size_t chunk = stream ? 1 : 256;
     while (!rc) {
         psrec_batch_clear(&b);
-        rc = psrec_text_read(r, &b, 256, &got, err);
+        rc = psrec_text_read(r, &b, chunk, &got, err);
+        if (b.n > 0) { /* queries read before a malformed line are still answered */
+            char e2[PSREC_ERRBUF] = "";
+            psrec_err arc = answer(m, &b, k, keep_hist, e2);
+            if (arc && !rc) {
+                rc = arc;
+                memcpy(err, e2, sizeof e2);
+            }
+        }
         if (rc || got == 0) break;
-        rc = answer(m, &b, k, keep_hist, err);
     }
     psrec_text_close(&r);
     psrec_batch_free(&b);

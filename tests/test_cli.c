@@ -103,6 +103,11 @@ static void test_pipeline(void **state)
     assert_non_null(strstr(out, "table-0.bin"));
     assert_non_null(strstr(out, "checksum"));
     assert_int_equal(run(out, sizeof out, "echo hist=1 | %s recommend --model %s/bad", bin, dir), 1);
+    /* a malformed query line: the queries before it are answered, then file:line */
+    assert_int_equal(
+        run(out, sizeof out, "printf 'hist=1,7\\nhist=1,,2\\n' | %s recommend --model %s/model --k 2", bin, dir), 1);
+    assert_non_null(strstr(out, "stdin:2:"));
+    assert_int_equal(out[0] != 'p' && strchr(out, ':') < strstr(out, "stdin:2:"), 1);
     assert_int_equal(run(out, sizeof out, "%s export --model %s/bad --out %s/x", bin, dir, dir), 1);
 }
 
