@@ -160,24 +160,6 @@ static psrec_err sort_items(obs_t *o)
     return PSREC_OK;
 }
 
-static psrec_err write_conf(const char *dir, const psrec_wals_conf_t *c, char *err)
-{
-    char text[1024], path[4096];
-    int n = snprintf(text, sizeof text,
-                     "format=psrec-model-1\ndim=%d\nemb_dim=%d\ntie=1\nseed=%" PRIu64
-                     "\nhidden=0\nslots=" PSREC_HIST_SLOT "\nkind=wals\nw0=%.17g\nlambda=%.17g\nalpha=%.17g\n",
-                     c->dim, c->dim, c->seed, c->w0, c->lambda, c->alpha);
-    snprintf(path, sizeof path, "%s/model.conf", dir);
-    psrec_dfile_t *f;
-    psrec_err rc = psrec_dfile_open(&f, path, err);
-    if (rc) return rc;
-    if ((rc = psrec_dfile_write(f, text, (size_t)n, err))) {
-        psrec_dfile_abort(&f);
-        return rc;
-    }
-    return psrec_dfile_commit(&f, err);
-}
-
 static void progress(void *ctx, int sweep, double f)
 {
     printf("sweep %d objective %.6g\n", sweep, f);
@@ -244,11 +226,7 @@ int psrec_cmd_wals(int argc, char **argv)
      * cores (measured: 4.9 s against 0.8 s per sweep at d = 64 on 2 cores, docs/seed-comparison.md) */
     if (c.threads > 1) openblas_set_num_threads(1);
     if (!rc) rc = psrec_wals_train(&c, &csr, U, V, progress, NULL, err);
-    if (!rc) rc = psrec_mkdirs(model, err);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/table-%u.bin", model, (unsigned)PSREC_TABLE_ITEM_OUT);
-    if (!rc) rc = psrec_table_file_write(path, PSREC_TABLE_ITEM_OUT, (uint32_t)c.dim, ob.ids, V, ob.ni, err);
-    if (!rc) rc = write_conf(model, &c, err); /* last: a model.conf means the table is complete */
+    if (!rc) rc = psrec_model_save_wals(model, &c, ob.ids, V, ob.ni, err);
     if (!rc) printf("model written to %s\n", model);
     free(U);
     free(V);

@@ -185,7 +185,8 @@ static psrec_err save_dumped_table(const char *dir, psrec_table_dump_fn dump, vo
     return rc;
 }
 
-static psrec_err save_conf(const char *dir, const psrec_model_conf_t *c, char *err)
+/* model.conf: the shape of the model, plus `extra` key=value lines (NULL: none) for other kinds. */
+static psrec_err save_conf(const char *dir, const psrec_model_conf_t *c, const char *extra, char *err)
 {
     char text[8192];
     int n = snprintf(text, sizeof text, "format=%s\ndim=%d\nemb_dim=%d\ntie=%d\nseed=%" PRIu64 "\nhidden=", CONF_FORMAT,
@@ -195,17 +196,28 @@ static psrec_err save_conf(const char *dir, const psrec_model_conf_t *c, char *e
     n += snprintf(text + n, sizeof text - n, "\nslots=");
     for (int s = 0; s < c->schema.nslots; s++)
         n += snprintf(text + n, sizeof text - n, "%s%s", s ? "," : "", c->schema.name[s]);
-    n += snprintf(text + n, sizeof text - n, "\n");
+    n += snprintf(text + n, sizeof text - n, "\n%s", extra ? extra : "");
+    if (n >= (int)sizeof text) return psrec_fail(err, PSREC_EINVAL, "%s: model configuration too long", dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/model.conf", dir);
     psrec_dfile_t *f;
     psrec_err rc = psrec_dfile_open(&f, path, err);
     if (rc) return rc;
-    if ((rc = psrec_dfile_write(f, text, (size_t)n, err))) {
-        psrec_dfile_abort(&f);
-        return rc;
-    }
-    return psrec_dfile_commit(&f, err);
+    return psrec_dfile_finish(&f, psrec_dfile_write(f, text, (size_t)n, err), err);
+}
+
+psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const uint64_t *ids, const float *V,
+                                size_t n, char *err)
+{
+    psrec_model_conf_t c = {.dim = w->dim, .emb_dim = w->dim, .tie = 1, .seed = w->seed};
+    psrec_schema_add(&c.schema, PSREC_HIST_SLOT, strlen(PSREC_HIST_SLOT));
+    char extra[256], path[4096];
+    snprintf(extra, sizeof extra, "kind=wals\nw0=%.17g\nlambda=%.17g\nalpha=%.17g\n", w->w0, w->lambda, w->alpha);
+    snprintf(path, sizeof path, "%s/table-%u.bin", dir, (unsigned)PSREC_TABLE_ITEM_OUT);
+    psrec_err rc = psrec_mkdirs(dir, err);
+    if (!rc) rc = psrec_table_file_write(path, PSREC_TABLE_ITEM_OUT, (uint32_t)w->dim, ids, V, n, err);
+    if (!rc) rc = save_conf(dir, &c, extra, err); /* last: a model.conf means the table is complete */
+    return rc;
 }
 
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
@@ -235,7 +247,7 @@ psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psre
     if (!rc) rc = save_dumped_table(dir, dump, dump_ctx, PSREC_TABLE_DENSE, PSREC_DENSE_CHUNK, err);
     for (int s = 0; !rc && s < conf->schema.nslots; s++)
         if (s != hist) rc = save_dumped_table(dir, dump, dump_ctx, PSREC_TABLE_SLOT0 + s, e, err);
-    if (!rc) rc = save_conf(dir, conf, err); /* last: a model.conf means every table is complete */
+    if (!rc) rc = save_conf(dir, conf, NULL, err); /* last: a model.conf means every table is complete */
     return rc;
 }
 

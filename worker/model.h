@@ -22,6 +22,7 @@
 #include "ps/store.h"
 #include "worker/table_client.h"
 #include "worker/tower.h"
+#include "worker/wals.h"
 
 typedef struct {
     int dim;     /* d: query and item embedding size */
@@ -47,6 +48,11 @@ psrec_err psrec_model_store_dump(void *store, uint32_t table, uint32_t dim, uint
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
                            psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
                            char *err) PSREC_MUST_CHECK;
+
+/* Writes a WALS model directory (kind=wals: V as the item table; queries are folded in on their
+ * history at embed time). ids ascending, V (n x w->dim). */
+psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const uint64_t *ids, const float *V,
+                                size_t n, char *err) PSREC_MUST_CHECK;
 
 typedef struct psrec_model psrec_model_t;
 
