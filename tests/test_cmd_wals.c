@@ -65,6 +65,17 @@ static void test_pipeline(void **state)
     print_message("wals w0=1 recall@10 %.4f\n", recall);
     assert_true(recall > 0.05);
     assert_true(json_num(out, "queries") == 300);
+    /* cold start: test users with their history removed (only the region feature is left) get the mean
+     * embedding of training users with that region; the zero fold-in would rank ids 0..9 (~random) */
+    assert_int_equal(run(out, sizeof out,
+                         "sed -E 's/ hist=[^ ]*//' %s/data/test.txt > %s/nohist.txt && %s eval --model %s/model "
+                         "--test %s/nohist.txt --items %s/data/items.tsv --json",
+                         dir, dir, bin, dir, dir, dir),
+                     0);
+    double cold = json_num(out, "recall");
+    print_message("wals cold start (region only) recall@10 %.4f\n", cold);
+    assert_true(cold > 0.15);
+    assert_true(json_num(out, "fold_ratio") < 0.7);
     /* recommend: one line per query, k items each */
     assert_int_equal(
         run(out, sizeof out, "printf 'hist=1,7,13\\nhist=2\\n' | %s recommend --model %s/model --k 5", bin, dir), 0);

@@ -206,17 +206,26 @@ static psrec_err save_conf(const char *dir, const psrec_model_conf_t *c, const c
     return psrec_dfile_finish(&f, psrec_dfile_write(f, text, (size_t)n, err), err);
 }
 
-psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const uint64_t *ids, const float *V,
-                                size_t n, char *err)
+psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const psrec_schema_t *schema,
+                                const uint64_t *ids, const float *V, size_t n, psrec_wals_feature_t *features,
+                                int nfeatures, char *err)
 {
-    psrec_model_conf_t c = {.dim = w->dim, .emb_dim = w->dim, .tie = 1, .seed = w->seed};
-    psrec_schema_add(&c.schema, PSREC_HIST_SLOT, strlen(PSREC_HIST_SLOT));
+    psrec_model_conf_t c = {.dim = w->dim, .emb_dim = w->dim, .tie = 1, .seed = w->seed, .schema = *schema};
+    if (psrec_schema_hist(&c.schema) < 0 && psrec_schema_add(&c.schema, PSREC_HIST_SLOT, strlen(PSREC_HIST_SLOT)) < 0)
+        return psrec_fail(err, PSREC_EINVAL, "%s: no room for the history slot", dir);
     char extra[256], path[4096];
     snprintf(extra, sizeof extra, "kind=wals\nw0=%.17g\nlambda=%.17g\nalpha=%.17g\n", w->w0, w->lambda, w->alpha);
-    snprintf(path, sizeof path, "%s/table-%u.bin", dir, (unsigned)PSREC_TABLE_ITEM_OUT);
     psrec_err rc = psrec_mkdirs(dir, err);
+    snprintf(path, sizeof path, "%s/table-%u.bin", dir, (unsigned)PSREC_TABLE_ITEM_OUT);
     if (!rc) rc = psrec_table_file_write(path, PSREC_TABLE_ITEM_OUT, (uint32_t)w->dim, ids, V, n, err);
-    if (!rc) rc = save_conf(dir, &c, extra, err); /* last: a model.conf means the table is complete */
+    for (int i = 0; !rc && i < nfeatures; i++) {
+        psrec_wals_feature_t *f = &features[i];
+        uint32_t table = PSREC_TABLE_SLOT0 + (uint32_t)f->slot;
+        if ((rc = sort_rows(f->keys, f->values, f->n, (uint32_t)w->dim))) break;
+        snprintf(path, sizeof path, "%s/table-%u.bin", dir, table);
+        rc = psrec_table_file_write(path, table, (uint32_t)w->dim, f->keys, f->values, f->n, err);
+    }
+    if (!rc) rc = save_conf(dir, &c, extra, err); /* last: a model.conf means the tables are complete */
     return rc;
 }
 
@@ -378,6 +387,9 @@ psrec_err psrec_model_load(psrec_model_t **out, const char *dir, char *err)
     free(text);
     if (!rc && m->wals) { /* WALS: only V, and its Gram matrix for the fold-in */
         rc = load_table(m, dir, PSREC_TABLE_ITEM_OUT, (uint32_t)m->conf.dim, 1, err);
+        for (int s = 0; !rc && s < m->conf.schema.nslots; s++) /* cold-start feature means (optional) */
+            if (s != psrec_schema_hist(&m->conf.schema))
+                rc = load_table(m, dir, PSREC_TABLE_SLOT0 + (uint32_t)s, (uint32_t)m->conf.dim, 0, err);
         size_t d = (size_t)m->conf.dim;
         if (!rc && !(m->G = malloc(d * d * sizeof *m->G))) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
         if (!rc) psrec_wals_gram(m->t[PSREC_TABLE_ITEM_OUT].vals, m->t[PSREC_TABLE_ITEM_OUT].n, m->conf.dim, m->G);
@@ -481,6 +493,25 @@ static psrec_err embed_wals(const psrec_model_t *m, const psrec_batch_t *b, floa
                 if (found && !dup) items[n++] = (uint32_t)r;
             }
         rc = psrec_wals_fold_in(t->vals, m->G, items, w, n, &m->wconf, U + i * d, work);
+        if (!rc && n == 0) { /* no known history: the mean embedding of training users with its features */
+            float *u = U + i * d;
+            int cnt = 0;
+            memset(u, 0, (size_t)d * sizeof *u);
+            for (int s = 0; s < m->conf.schema.nslots && s < b->nslots; s++) {
+                const mtable_t *ft = &m->t[PSREC_TABLE_SLOT0 + (uint32_t)s];
+                if (s == hist || !ft->present) continue;
+                for (uint32_t k = b->slot_off[s][i]; k < b->slot_off[s][i + 1]; k++) {
+                    int found;
+                    uint64_t r = psrec_idmap_get(ft->index, b->slot_id[s][k], &found);
+                    if (!found) continue;
+                    for (int j = 0; j < d; j++)
+                        u[j] += ft->vals[r * (size_t)d + j];
+                    cnt++;
+                }
+            }
+            for (int j = 0; cnt > 1 && j < d; j++)
+                u[j] /= (float)cnt;
+        }
     }
     free(items);
     free(w);

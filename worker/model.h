@@ -49,10 +49,21 @@ psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psre
                            psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
                            char *err) PSREC_MUST_CHECK;
 
-/* Writes a WALS model directory (kind=wals: V as the item table; queries are folded in on their
- * history at embed time). ids ascending, V (n x w->dim). */
-psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const uint64_t *ids, const float *V,
-                                size_t n, char *err) PSREC_MUST_CHECK;
+/* A feature slot's mean user embedding per feature id (the WALS cold-start heuristic). */
+typedef struct {
+    int slot;
+    uint64_t *keys;
+    float *values; /* n x dim */
+    size_t n;
+} psrec_wals_feature_t;
+
+/* Writes a WALS model directory (kind=wals: V as the item table; a query is folded in on its history
+ * at embed time, and a query without known history items gets the average of the feature rows of its
+ * other slots). ids ascending, V (n x w->dim); schema = the training data's slots (hist among them);
+ * features may be permuted in place (sorted by key). */
+psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, const psrec_schema_t *schema,
+                                const uint64_t *ids, const float *V, size_t n, psrec_wals_feature_t *features,
+                                int nfeatures, char *err) PSREC_MUST_CHECK;
 
 typedef struct psrec_model psrec_model_t;
 
