@@ -213,6 +213,7 @@ int psrec_cmd_status(int argc, char **argv)
     psrec_err rc = psrec_coord_client_new(&cc, zctx, coord, job, timeout, err);
     Psrec__Header *prev = NULL, *st = NULL;
     double t_prev = 0;
+    uint64_t prev_ex = 0; /* examples summed over the workers at the previous sample */
     int first = 1, ret = 0;
     while (!rc) {
         if ((rc = psrec_coord_client_status(cc, &st, err))) break;
@@ -230,16 +231,15 @@ int psrec_cmd_status(int argc, char **argv)
                     done = 0;
             }
         if (progress) {
-            double rate =
-                prev && t > t_prev ? (double)(ex - (prev->examples <= ex ? prev->examples : 0)) / (t - t_prev) : 0;
+            double rate = prev && t > t_prev && ex >= prev_ex ? (double)(ex - prev_ex) / (t - t_prev) : 0;
             fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u",
                     total ? 100.0 * ex / total : 0.0, rate, st->loss, workers, st->n_workers);
-            st->examples = ex;
         } else if (!first) { /* the first sample only starts the rate measurement */
             print_status(st, prev, prev ? t - t_prev : 0);
         }
         if (prev) psrec__header__free_unpacked(prev, NULL);
         prev = st;
+        prev_ex = ex;
         st = NULL;
         t_prev = t;
         if ((!watch && !progress && !first) || (progress && done && workers)) break;

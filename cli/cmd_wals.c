@@ -13,7 +13,6 @@
 
 #include "cli/cli.h"
 #include "common/data_text.h"
-#include "common/durable.h"
 #include "common/idmap.h"
 #include "worker/model.h"
 #include "worker/wals.h"

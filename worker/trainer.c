@@ -207,12 +207,12 @@ static double now_sec(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-#define GROW(ptr, cap_needed, have)                                                                                    \
+/* Grows an array to cap_needed elements (keeps the contents); returns PSREC_ENOMEM from the caller. */
+#define GROW(ptr, cap_needed)                                                                                          \
     do {                                                                                                               \
         void *q_ = realloc((ptr), (cap_needed) * sizeof *(ptr));                                                       \
         if (!q_) return PSREC_ENOMEM;                                                                                  \
         (ptr) = q_;                                                                                                    \
-        (void)(have);                                                                                                  \
     } while (0)
 
 /* ---- data ---- */
@@ -249,26 +249,25 @@ static psrec_err next_batch(worker_t *w, size_t B, size_t *got, char *err)
 static psrec_err ensure_caps(worker_t *w, size_t B, size_t P, size_t S)
 {
     const psrec_train_conf_t *c = w->tr->c;
-    size_t d = (size_t)c->dim, nin = (size_t)w->tr->mconf.tower.n_in;
+    size_t d = (size_t)c->dim;
     if (B > (size_t)c->batch) return PSREC_EINVAL;
     if (P > w->cap_pos) {
         size_t n = P * 2;
-        GROW(w->pos_idx, n, 0);
-        GROW(w->pos_logE, n, 0);
-        GROW(w->Vpos, n * d, 0);
-        GROW(w->dVpos, n * d, 0);
+        GROW(w->pos_idx, n);
+        GROW(w->pos_logE, n);
+        GROW(w->Vpos, n * d);
+        GROW(w->dVpos, n * d);
         w->cap_pos = n;
     }
     if (S > w->cap_neg) {
         size_t n = S;
-        GROW(w->neg_idx, n, 0);
-        GROW(w->neg_logE, n, 0);
-        GROW(w->neg_keys, n, 0);
-        GROW(w->Vneg, n * d, 0);
-        GROW(w->dVneg, n * d, 0);
+        GROW(w->neg_idx, n);
+        GROW(w->neg_logE, n);
+        GROW(w->neg_keys, n);
+        GROW(w->Vneg, n * d);
+        GROW(w->dVneg, n * d);
         w->cap_neg = n;
     }
-    (void)nin;
     return PSREC_OK;
 }
 
@@ -487,7 +486,7 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     for (int s = 0; s < b->nslots; s++) {
         size_t n = b->slot_off[s][B];
         if (n > w->slot_idx_cap[s]) {
-            GROW(w->slot_idx[s], n * 2, 0);
+            GROW(w->slot_idx[s], n * 2);
             w->slot_idx_cap[s] = n * 2;
         }
         for (size_t k = 0; k < n; k++)
