@@ -34,6 +34,10 @@ int psrec_cmd_coord(int argc, char **argv)
         fprintf(stderr, "psrec coord: %s\n", err);
         return 1;
     }
+    if ((c.checkpoint_steps || c.checkpoint_secs > 0 || c.durability_log) && !c.checkpoint_dir) {
+        fprintf(stderr, "psrec coord: --checkpoint-every and --durability need --checkpoint-dir\n");
+        return 2;
+    }
     uint32_t ids[PSREC_STORE_MAX_TABLES];
     psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
     int nt = psrec_train_tables(&c, &schema, ids, tabs);
@@ -45,7 +49,13 @@ int psrec_cmd_coord(int argc, char **argv)
                              .seed = c.seed,
                              .ntables = nt,
                              .table_ids = ids,
-                             .tables = tabs};
+                             .tables = tabs,
+                             .checkpoint_dir = c.checkpoint_dir,
+                             .checkpoint_steps = c.checkpoint_steps,
+                             .checkpoint_secs = c.checkpoint_secs,
+                             .keep_rounds = c.keep_checkpoints,
+                             .resume = c.resume,
+                             .durability_log = c.durability_log};
     psrec_coord_t *co = NULL;
     rc = psrec_coord_new(&co, zctx, &cc, err);
     if (!rc) {
@@ -81,6 +91,8 @@ int psrec_cmd_server(int argc, char **argv)
                               .advertise = x.advertise,
                               .coord = c.coord,
                               .job_id = c.job_id,
+                              .rejoin = c.rank >= 0,
+                              .rejoin_rank = c.rank >= 0 ? (uint32_t)c.rank : 0,
                               .compress = c.compress == 0 ? -1 : 1};
     psrec_server_t *s = NULL;
     psrec_err rc = psrec_server_new(&s, zctx, &sc, err);

@@ -11,11 +11,15 @@
 
 #include "cli/cli.h"
 #include "common/durable.h"
+#include "worker/checkpoint_export.h"
 #include "worker/model.h"
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: psrec export --model DIR --out PREFIX [--format npy|w2v]\n"
+               "       psrec export --checkpoint CKPT [--round R] --data DATA --model-out DIR [--out PREFIX ...]\n"
+               "  --checkpoint: a model directory from a checkpoint round (default: the newest complete one),\n"
+               "  without a running cluster; DATA (from `psrec prep`) gives the item catalogue\n"
                "  npy: PREFIX.npy (float32, shape (n, d)) and PREFIX.ids (one item id per line, same order)\n"
                "  w2v: PREFIX.vec (word2vec text: \"n d\" then \"id v1 ... vd\" per line)\n");
 }
@@ -82,12 +86,20 @@ static int write_w2v(const char *prefix, const uint64_t *ids, const float *V, si
 
 int psrec_cmd_export(int argc, char **argv)
 {
-    const char *model_dir = NULL, *out = NULL, *format = "npy";
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'}, {"out", 1, 0, 'o'}, {"format", 1, 0, 'f'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model_dir = NULL, *out = NULL, *format = "npy", *ckpt = NULL, *data = NULL, *model_out = NULL;
+    uint64_t round = 0;
+    static const struct option opts[] = {{"model", 1, 0, 'm'},      {"out", 1, 0, 'o'},   {"format", 1, 0, 'f'},
+                                         {"checkpoint", 1, 0, 'c'}, {"round", 1, 0, 'r'}, {"data", 1, 0, 'd'},
+                                         {"model-out", 1, 0, 'M'},  {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
+        case 'c': ckpt = optarg; break;
+        case 'd': data = optarg; break;
+        case 'M': model_out = optarg; break;
+        case 'r':
+            if (psrec_cli_u64("export", "--round", optarg, &round)) return 2;
+            break;
         case 'm': model_dir = optarg; break;
         case 'o': out = optarg; break;
         case 'f': format = optarg; break;
@@ -95,11 +107,27 @@ int psrec_cmd_export(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    char err[PSREC_ERRBUF] = "";
+    if (ckpt) {
+        if (!data || !model_out || model_dir) {
+            fprintf(stderr, "psrec export: --checkpoint needs --data and --model-out (and no --model)\n");
+            return 2;
+        }
+        uint64_t used = 0;
+        psrec_err rc = psrec_checkpoint_export(ckpt, round, data, model_out, &used, err);
+        if (rc) {
+            fprintf(stderr, "psrec export: %s\n", err);
+            return 1;
+        }
+        fprintf(stderr, "psrec export: checkpoint round %llu of %s -> model %s\n", (unsigned long long)used, ckpt,
+                model_out);
+        if (!out) return 0;
+        model_dir = model_out;
+    }
     if (!model_dir || !out || (strcmp(format, "npy") && strcmp(format, "w2v"))) {
         usage(stderr);
         return 2;
     }
-    char err[PSREC_ERRBUF] = "";
     psrec_model_t *m;
     psrec_err rc = psrec_model_load(&m, model_dir, err);
     if (rc) {

@@ -2,6 +2,7 @@
  * summary. Thread model: main thread (the trainer starts the workers). */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -43,7 +44,16 @@ static void usage(FILE *f)
                "  --job-id N          job id every message carries (default 1)\n"
                "  --timeout MS        per-request deadline before a retry (default 10000)\n"
                "  --max-staleness K   no worker more than K steps ahead of the slowest (default: async)\n"
-               "  --sync              same as --max-staleness 0\n");
+               "  --sync              same as --max-staleness 0\n"
+               "fault tolerance (docs/operations.md):\n"
+               "  --checkpoint-dir D  checkpoint rounds, push logs and coordinator state go here\n"
+               "  --checkpoint-every N  a round every N steps (summed over workers), or every Ns / Nm\n"
+               "  --keep-checkpoints K  complete rounds kept (default 2)\n"
+               "  --resume D          continue from the newest complete round in D (implies --checkpoint-dir D)\n"
+               "  --durability M      none (default) | log: servers log acknowledged pushes, so a restarted\n"
+               "                      server recovers every acknowledged update without rolling others back\n"
+               "  --rank R            server/worker: take rank R back (a restarted process)\n"
+               "  --recovery-timeout MS  how long to wait for a restarted peer (default 120000)\n");
 }
 
 void psrec_cli_train_usage(FILE *f)
@@ -100,6 +110,13 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"bind", 1, 0, 1010},
                                          {"workers", 1, 0, 1011},
                                          {"advertise", 1, 0, 1012},
+                                         {"checkpoint-dir", 1, 0, 1013},
+                                         {"checkpoint-every", 1, 0, 1014},
+                                         {"keep-checkpoints", 1, 0, 1015},
+                                         {"resume", 1, 0, 1016},
+                                         {"durability", 1, 0, 1017},
+                                         {"rank", 1, 0, 1018},
+                                         {"recovery-timeout", 1, 0, 1019},
                                          {0, 0, 0, 0}};
     int o, iv;
     double dv;
@@ -232,6 +249,41 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
             if (psrec_cli_int(cmd, "--max-staleness", optarg, 0, 1 << 30, &c.max_staleness)) return 2;
             break;
         case 1009: c.max_staleness = 0; break;
+        case 1013: c.checkpoint_dir = optarg; break;
+        case 1014: {
+            char *end;
+            double v = strtod(optarg, &end);
+            int secs = *end == 's' || *end == 'm';
+            if (end == optarg || !(v > 0) || v > 1e12 || (*end && !(secs && end[1] == 0))) {
+                fprintf(stderr, "psrec %s: --checkpoint-every: want N steps, Ns or Nm, not '%s'\n", cmd, optarg);
+                return 2;
+            }
+            if (secs)
+                c.checkpoint_secs = *end == 'm' ? v * 60 : v;
+            else
+                c.checkpoint_steps = (uint64_t)v;
+            break;
+        }
+        case 1015:
+            if (psrec_cli_int(cmd, "--keep-checkpoints", optarg, 1, 1000000, &c.keep_checkpoints)) return 2;
+            break;
+        case 1016:
+            c.checkpoint_dir = optarg;
+            c.resume = 1;
+            break;
+        case 1017:
+            if (strcmp(optarg, "log") && strcmp(optarg, "none")) {
+                fprintf(stderr, "psrec %s: --durability: want none or log, not '%s'\n", cmd, optarg);
+                return 2;
+            }
+            c.durability_log = !strcmp(optarg, "log");
+            break;
+        case 1018:
+            if (psrec_cli_int(cmd, "--rank", optarg, 0, 1 << 20, &c.rank)) return 2;
+            break;
+        case 1019:
+            if (psrec_cli_int(cmd, "--recovery-timeout", optarg, 1, 86400000, &c.recovery_ms)) return 2;
+            break;
         case 1010:
         case 1011:
         case 1012:

@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "common/faults.h"
+
 #define TRAILER_MAGIC "PSRECEND"
 #define TRAILER_SIZE 24
 
@@ -84,6 +86,8 @@ psrec_err psrec_dfile_finish(psrec_dfile_t **f, psrec_err rc, char *err)
 psrec_err psrec_dfile_write(psrec_dfile_t *f, const void *p, size_t len, char *err)
 {
     if (len == 0) return PSREC_OK;
+    if (psrec_faults_fail_write(psrec_faults()))
+        return psrec_fail(err, PSREC_EIO, "%s: injected write failure", f->path);
     if (fwrite(p, 1, len, f->fp) != len)
         return psrec_fail(err, PSREC_EIO, "%s: write failed: %s", f->path, strerror(errno));
     XXH64_update(f->h, p, len);

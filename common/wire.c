@@ -2,7 +2,8 @@
  * small and carries declarations; bulk frames are raw arrays, optionally LZ4 blocks, checked against
  * the declarations and the limits before any allocation sized by the peer. A malformed message is
  * drained completely so the socket stays in sync, and reported with a code the server turns into an
- * ERROR reply. Thread model: stateless; one thread per socket. */
+ * ERROR reply. Injected faults (common/faults.h, PSREC_FAULTS) act in psrec_wire_send, after the
+ * frames are built: drop, send twice, or delay. Thread model: stateless; one thread per socket. */
 #include "common/wire.h"
 
 #include <errno.h>
@@ -10,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
+
+#include "common/faults.h"
 
 void psrec_wire_header_init(Psrec__Header *h, Psrec__Type type)
 {
@@ -30,6 +34,23 @@ static psrec_err send_part(void *sock, const void *p, size_t n, int more, char *
 {
     if (zmq_send(sock, p, n, more ? ZMQ_SNDMORE : 0) < 0) return zerr(err, "zmq send");
     return PSREC_OK;
+}
+
+/* How many times an injected fault lets this message go out: 0 (dropped), 1 (maybe after a pause) or
+ * 2 (duplicated). Only reached with PSREC_FAULTS set. */
+static int fault_copies(const psrec_faults_t *f)
+{
+    switch (psrec_faults_on_send(f)) {
+    case PSREC_FAULT_DROP: return 0;
+    case PSREC_FAULT_DUP: return 2;
+    case PSREC_FAULT_DELAY: {
+        struct timespec ts = {.tv_sec = f->delay_ms / 1000, .tv_nsec = (long)(f->delay_ms % 1000) * 1000000};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        return 1;
+    }
+    default: return 1;
+    }
 }
 
 psrec_err psrec_wire_send(void *sock, const psrec_wire_route_t *route, Psrec__Header *hdr,
@@ -86,20 +107,25 @@ psrec_err psrec_wire_send(void *sock, const psrec_wire_route_t *route, Psrec__He
     }
     hdr->frames = saved;
     hdr->n_frames = saved_n;
-    if (!rc && route) rc = send_part(sock, route->id, route->len, 1, err);
-    if (!rc) rc = send_part(sock, hb, hlen, nbulk > 0, err);
-    for (int i = 0; !rc && i < nbulk; i++) {
-        const void *p = comp[i] ? comp[i] : bulk[i].data;
-        size_t n = comp[i] ? comp_len[i] : bulk[i].bytes;
-        rc = send_part(sock, p, n, i + 1 < nbulk, err);
-        if (st) {
-            st->raw_bytes += bulk[i].bytes;
-            st->wire_bytes += n;
-        }
+    /* Fault injection (common/faults.h): off unless PSREC_FAULTS is set, then this message may be
+     * dropped (reported as sent), sent twice (the same frames again) or sent after a pause. */
+    int copies = 1;
+    const psrec_faults_t *faults = psrec_faults();
+    if (__builtin_expect(faults->enabled, 0) && !rc) copies = fault_copies(faults);
+    for (int c = 0; !rc && c < copies; c++) {
+        if (route) rc = send_part(sock, route->id, route->len, 1, err);
+        if (!rc) rc = send_part(sock, hb, hlen, nbulk > 0, err);
+        for (int i = 0; !rc && i < nbulk; i++)
+            rc = send_part(sock, comp[i] ? comp[i] : bulk[i].data, comp[i] ? comp_len[i] : bulk[i].bytes, i + 1 < nbulk,
+                           err);
     }
-    if (!rc && st) {
+    if (!rc && st) { /* one message as the caller sees it, whatever the injected faults did */
         st->msgs++;
         st->header_bytes += hlen;
+        for (int i = 0; i < nbulk; i++) {
+            st->raw_bytes += bulk[i].bytes;
+            st->wire_bytes += comp[i] ? comp_len[i] : bulk[i].bytes;
+        }
     }
     if (hb && hb != stackbuf) free(hb);
 out:

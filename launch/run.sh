@@ -4,14 +4,18 @@
 # script does not know) is passed to the roles as training options (--data, --model, --epochs, ...).
 #
 #   launch/run.sh --servers 2 --workers 2 [--port 7750] [--host 127.0.0.1] [--logs DIR] [--bin PATH] \
-#                 -- --data shards --model model --epochs 5
+#                 [--restart [--max-restarts N]] -- --data shards --model model --epochs 5 \
+#                 [--checkpoint-dir D --checkpoint-every 30s [--durability log]] [--resume D]
 #
 # Shows one combined progress line, keeps each process's log in --logs (default: a new directory under
 # /tmp), exits non-zero if any role failed (naming it and showing the end of its log), and on Ctrl-C
-# stops every process it started.
+# stops every process it started. With --restart (fault tolerance, docs/operations.md) a role that dies
+# is started again with the same rank and port instead (up to --max-restarts times per role, default
+# 20): it recovers from the checkpoint directory and the run goes on. --resume D continues a stopped
+# run from its newest complete checkpoint round, with any number of workers.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0
+servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0 restart=0 max_restarts=20
 train=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +26,9 @@ while [ $# -gt 0 ]; do
     --logs) logs=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --restart) restart=1; shift ;;
+    --max-restarts) max_restarts=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; train+=("$@"); break ;;
     *) train+=("$1"); shift ;;
   esac
@@ -30,22 +36,38 @@ done
 die() { echo "run.sh: $*" >&2; exit 2; }
 [[ "$servers" =~ ^[0-9]+$ && "$servers" -ge 1 ]] || die "--servers must be a positive integer"
 [[ "$workers" =~ ^[0-9]+$ && "$workers" -ge 1 ]] || die "--workers must be a positive integer"
-[[ "$port" =~ ^[0-9]+$ && "$port" -ge 1 && "$port" -le 65535 ]] || die "--port must be in 1..65535"
+[[ "$port" =~ ^[0-9]+$ && "$port" -ge 1 && "$port" -le $((65535 - servers)) ]] || die "--port must be in 1..$((65535 - servers))"
+[[ "$max_restarts" =~ ^[0-9]+$ ]] || die "--max-restarts must be a non-negative integer"
 [ -x "$bin" ] || die "psrec binary not found at $bin (build with launch/setup.sh, or pass --bin PATH)"
 # a port in use is a clear error here rather than a confusing one from the coordinator
-if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
-  die "port $port on $host is already in use (choose another with --port)"
-fi
+# (servers use the next ports: a restarted server must come back at the address workers know)
+for ((p = port; p <= port + servers; p++)); do
+  if (exec 3<>"/dev/tcp/$host/$p") 2>/dev/null; then
+    die "port $p on $host is already in use (choose another with --port; servers use --port+1..--port+$servers)"
+  fi
+done
 [ -n "$logs" ] || logs=$(mktemp -d /tmp/psrec-run-XXXXXX)
 mkdir -p "$logs" || die "cannot create log directory $logs"
 job=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ^ $$ ))
 coord="tcp://$host:$port"
 
 pids=() names=()
-start() { # name, command...
-  local name=$1; shift
-  "$@" > "$logs/$name.log" 2>&1 &
-  pids+=($!); names+=("$name")
+declare -A restarts=()
+# the command of a role, by name: coord, server-I, worker-I (the same after a restart)
+role_cmd() {
+  case "$1" in
+    coord) cmd=("$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${train[@]}") ;;
+    server-*) local i=${1#server-}
+      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$((port + 1 + i))" --rank "$i" --job-id "$job" "${train[@]}") ;;
+    worker-*) local i=${1#worker-}
+      cmd=("$bin" worker --coord "$coord" --threads 1 --rank "$i" --job-id "$job" --no-progress "${train[@]}") ;;
+  esac
+}
+start() { # name [slot to replace]
+  local name=$1 slot=${2:-}
+  role_cmd "$name"
+  "${cmd[@]}" >> "$logs/$name.log" 2>&1 &
+  if [ -n "$slot" ]; then pids[$slot]=$!; else pids+=($!); names+=("$name"); fi
 }
 progress_pid=""
 stop_all() {
@@ -54,13 +76,9 @@ stop_all() {
 }
 trap 'echo; echo "run.sh: interrupted, stopping ${#pids[@]} process(es)" >&2; stop_all; exit 130' INT TERM
 
-start coord "$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${train[@]}"
-for ((i = 0; i < servers; i++)); do
-  start "server-$i" "$bin" server --coord "$coord" --bind "tcp://$host:0" --job-id "$job" "${train[@]}"
-done
-for ((i = 0; i < workers; i++)); do
-  start "worker-$i" "$bin" worker --coord "$coord" --threads 1 --job-id "$job" --no-progress "${train[@]}"
-done
+start coord
+for ((i = 0; i < servers; i++)); do start "server-$i"; done
+for ((i = 0; i < workers; i++)); do start "worker-$i"; done
 [ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); logs in $logs" >&2
 
 # the combined progress line, until the coordinator is gone
@@ -80,7 +98,16 @@ while [ "$remaining" -gt 0 ]; do
   remaining=$((remaining - 1))
   for i in "${!pids[@]}"; do
     if [ "${pids[$i]}" = "$done_pid" ]; then
-      if [ "$rc" -ne 0 ] && [ -z "$failed" ]; then
+      name=${names[$i]}
+      if [ "$rc" -ne 0 ] && [ "$restart" = 1 ] && [ "${restarts[$name]:-0}" -lt "$max_restarts" ]; then
+        restarts[$name]=$(( ${restarts[$name]:-0} + 1 ))
+        why="exit $rc"; [ "$rc" -gt 128 ] && why="signal $((rc - 128))"
+        echo >&2
+        echo "run.sh: $name died ($why); restarting it (${restarts[$name]}/$max_restarts)" >&2
+        echo "run.sh: --- restart ${restarts[$name]} ($why) ---" >> "$logs/$name.log"
+        start "$name" "$i"
+        remaining=$((remaining + 1))
+      elif [ "$rc" -ne 0 ] && [ -z "$failed" ]; then
         failed=${names[$i]}
         echo >&2
         echo "run.sh: $failed failed (exit $rc); its log ($logs/$failed.log) ends with:" >&2

@@ -30,6 +30,10 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +41,11 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "common/durable.h"
 #include "common/idmap.h"
+#include "ps/manifest.h"
+#include "ps/pushlog.h"
+#include "ps/snapshot.h"
 #include "worker/coord_client.h"
 
 #define POLL_MS 50             /* longest wait before the stop flag and heartbeats are looked at */
@@ -48,11 +56,24 @@
 #define HWM 1000               /* messages queued per peer */
 
 typedef struct {
+    uint64_t who; /* (role << 32) | rank */
     uint64_t epoch;
     uint64_t hi;     /* highest applied seq */
     uint64_t window; /* bit i: seq hi - 1 - i applied */
     int any;
 } dedup_t;
+
+/* A sender's window as saved in a snapshot (the blob after the rows). */
+typedef struct {
+    uint64_t who, epoch, hi, window, any;
+} dedup_rec_t;
+
+/* An acknowledgement held back until the push log's group commit. */
+typedef struct {
+    psrec_wire_route_t route;
+    uint64_t seq, count;
+    uint32_t type, table, dim;
+} ack_t;
 
 /* Adaptive LZ4: skip attempts on a stream of replies that recently did not compress. */
 typedef struct {
@@ -98,7 +119,7 @@ struct psrec_server {
     char addr[256]; /* advertised */
     uint64_t job_id;
     int compress, heartbeat_ms;
-    uint32_t rank;
+    uint32_t rank, n_servers;
     uint64_t epoch;
     uint64_t map_version;
     uint32_t nslots; /* 0: this server owns every slot */
@@ -124,6 +145,21 @@ struct psrec_server {
     void *hb_sock;
     uint64_t hb_seq;
     struct timespec hb_next;
+
+    /* fault tolerance */
+    char *ckpt_dir;       /* from the coordinator; NULL: no checkpoints */
+    psrec_pushlog_t *log; /* --durability log */
+    ack_t *acks;          /* held until the log commits */
+    size_t nacks, capacks;
+    pid_t child;          /* snapshot writer in flight (0: none) */
+    uint64_t child_round; /* its round */
+    uint64_t taken;       /* newest round a snapshot was started for */
+    uint64_t reported;    /* newest finished round, reported in heartbeats */
+    uint64_t reported_bytes;
+    psrec_err reported_err;
+    uint64_t pruned;      /* log segments below this were deleted */
+    psrec_err log_failed; /* the log lost a record: the server must stop (and be restarted) */
+    int bye;              /* the job is over: the last heartbeat says so (stop = 1) */
 
     /* STATS_OK / heartbeat scratch */
     Psrec__TableStats ts[PSREC_STORE_MAX_TABLES];
@@ -224,17 +260,139 @@ static psrec_err add_tables(psrec_server_t *s, int n, const uint32_t *ids, const
     return PSREC_OK;
 }
 
+/* ---- recovery (fault tolerance) ---- */
+
+static int owned(uint32_t table, uint64_t key, void *ctx)
+{
+    const psrec_server_t *s = ctx;
+    (void)table;
+    return !s->nslots || s->slot_server[psrec_wire_slot(key, s->nslots)] == s->rank;
+}
+
+static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out, char *err);
+static int seen(const dedup_t *d, uint64_t seq);
+static void mark(dedup_t *d, uint64_t seq);
+static int grow(void **p, size_t *cap, size_t need, size_t elem);
+
+static psrec_err load_windows(psrec_server_t *s, const void *blob, size_t len, char *err)
+{
+    if (len % sizeof(dedup_rec_t)) return psrec_fail(err, PSREC_ECORRUPT, "snapshot: bad duplicate windows");
+    const dedup_rec_t *r = blob;
+    for (size_t i = 0; i < len / sizeof *r; i++) {
+        int found;
+        uint64_t idx = psrec_idmap_get(s->senders, r[i].who, &found);
+        if (!found) {
+            if (s->ndd >= MAX_SENDERS) return psrec_fail(err, PSREC_EFULL, "too many senders");
+            if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
+                psrec_idmap_put(s->senders, r[i].who, s->ndd))
+                return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+            idx = s->ndd++;
+        }
+        s->dd[idx] =
+            (dedup_t){.who = r[i].who, .epoch = r[i].epoch, .hi = r[i].hi, .window = r[i].window, .any = (int)r[i].any};
+    }
+    return PSREC_OK;
+}
+
+/* A record of the push log applied again, through the same duplicate check as a live request. */
+static psrec_err replay_one(const psrec_logrec_t *r, void *ctx, char *err)
+{
+    psrec_server_t *s = ctx;
+    if (psrec_store_dim(s->store, r->table) != r->dim)
+        return psrec_fail(err, PSREC_ECORRUPT, "push log: table %u with dim %u does not match the job", r->table,
+                          r->dim);
+    Psrec__Header h;
+    psrec_wire_header_init(&h, PSREC__TYPE__PUSH);
+    h.role = (Psrec__Role)r->role;
+    h.rank = r->rank;
+    h.epoch = r->epoch;
+    dedup_t *d;
+    psrec_err rc = sender(s, &h, &d, err);
+    if (rc == PSREC_ESTALE) return PSREC_OK; /* fenced when it was live too */
+    if (rc) return rc;
+    if (seen(d, r->seq)) return PSREC_OK;
+    rc = r->type == 1 ? psrec_store_push(s->store, r->table, r->keys, r->n, r->vals)
+                      : psrec_store_set(s->store, r->table, r->keys, r->n, r->vals);
+    if (rc) return psrec_fail(err, rc, "push log replay: %s", psrec_strerror(rc));
+    mark(d, r->seq);
+    s->st.replayed_records++;
+    return PSREC_OK;
+}
+
+/* The newest push-log segment of this rank at or above from (from if there is none). */
+static uint64_t newest_segment(const psrec_server_t *s, uint64_t from)
+{
+    char path[4096];
+    uint64_t best = from;
+    for (uint64_t seg = from; seg < from + 4096; seg++) { /* segments are round numbers: few, consecutive */
+        snprintf(path, sizeof path, "%s/pushlog-%u-%06llu.log", s->ckpt_dir, s->rank, (unsigned long long)seg);
+        if (access(path, F_OK) == 0) best = seg;
+    }
+    return best;
+}
+
+/* At registration: the newest complete round, then (a restart with --durability log) the push log. */
+static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
+{
+    if (!reg->checkpoint_dir || !reg->checkpoint_dir[0]) return PSREC_OK;
+    if (!(s->ckpt_dir = strdup(reg->checkpoint_dir))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    uint64_t round = reg->resume_round;
+    psrec_err rc = PSREC_OK;
+    if (round) {
+        psrec_manifest_t m;
+        memset(&m, 0, sizeof m);
+        if ((rc = psrec_manifest_read(s->ckpt_dir, round, &m, err))) return rc;
+        char dir[4096], path[4200];
+        psrec_manifest_round_dir(s->ckpt_dir, round, dir, sizeof dir);
+        for (uint32_t i = 0; !rc && i < m.nfiles; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, m.files[i]);
+            psrec_snapshot_meta_t meta;
+            void *blob = NULL;
+            size_t blen = 0;
+            rc = psrec_snapshot_load(path, s->store, owned, s, &meta, &blob, &blen, err);
+            /* the windows only mean something to the same rank under the same map */
+            if (!rc && meta.rank == s->rank && m.n_servers == s->n_servers) rc = load_windows(s, blob, blen, err);
+            free(blob);
+        }
+        psrec_manifest_free(&m);
+        if (rc) return rc;
+        for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++)
+            s->st.recovered_rows += psrec_store_rows(s->store, t);
+    }
+    s->taken = s->reported = s->pruned = round;
+    if (reg->durability_log) {
+        uint64_t seg = round;
+        if (reg->replay_log) {
+            rc = psrec_pushlog_replay(s->ckpt_dir, s->rank, round, replay_one, s, NULL, err);
+            seg = newest_segment(s, round);
+        } else {
+            rc = psrec_pushlog_discard(s->ckpt_dir, s->rank, round, err); /* a new run from the round */
+        }
+        if (!rc) rc = psrec_pushlog_open(&s->log, s->ckpt_dir, s->rank, seg, err);
+        if (rc) return rc;
+    }
+    if (round || reg->replay_log)
+        fprintf(stderr,
+                "psrec server %u: recovered %llu rows from checkpoint round %llu%s, replayed %llu log records\n",
+                s->rank, (unsigned long long)s->st.recovered_rows, (unsigned long long)round, round ? "" : " (none)",
+                (unsigned long long)s->st.replayed_records);
+    return PSREC_OK;
+}
+
 /* Registers with the coordinator: rank, epoch, seed, tables and the complete shard map. */
 static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *err)
 {
     psrec_coord_client_t *cc = NULL;
     Psrec__Header *reg = NULL;
     psrec_err rc = psrec_coord_client_new(&cc, s->zctx, conf->coord, conf->job_id, 0, err);
-    if (!rc) rc = psrec_coord_client_register(cc, PSREC__ROLE__SERVER, s->addr, UINT32_MAX, &reg, err);
+    if (!rc)
+        rc = psrec_coord_client_register(cc, PSREC__ROLE__SERVER, s->addr,
+                                         conf->rejoin ? conf->rejoin_rank : UINT32_MAX, &reg, err);
     psrec_coord_client_destroy(&cc);
     if (rc) return rc;
     s->rank = reg->rank;
     s->epoch = reg->epoch;
+    s->n_servers = reg->n_servers;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
     if (!rc) rc = set_map(s, reg->shard_map, err);
     if (!rc)
@@ -246,6 +404,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
         rc = psrec_table_conf_from_wire(reg->tables[i], &id, &tc, err);
         if (!rc) rc = psrec_store_add_table(s->store, id, &tc, err);
     }
+    if (!rc) rc = recover(s, reg, err);
     psrec__header__free_unpacked(reg, NULL);
     if (rc) return rc;
     /* heartbeats: a socket of our own, used without blocking from the serve loop */
@@ -301,7 +460,18 @@ void psrec_server_destroy(psrec_server_t **ps)
     if (!ps || !*ps) return;
     psrec_server_t *s = *ps;
     if (s->sock) zmq_close(s->sock);
-    if (s->hb_sock) zmq_close(s->hb_sock);
+    if (s->hb_sock) { /* a little time for the last heartbeat ("heard the stop") to leave */
+        int linger = 200;
+        zmq_setsockopt(s->hb_sock, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_close(s->hb_sock);
+    }
+    if (s->child > 0) { /* a snapshot still being written when the job ended: nobody waits for it */
+        kill(s->child, SIGKILL);
+        waitpid(s->child, NULL, 0);
+    }
+    psrec_pushlog_close(&s->log);
+    free(s->acks);
+    free(s->ckpt_dir);
     psrec_store_destroy(&s->store);
     psrec_idmap_destroy(&s->senders);
     for (int i = 0; i < MAX_DUMPS; i++)
@@ -436,6 +606,7 @@ static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out
         idx = s->ndd++;
         memset(&s->dd[idx], 0, sizeof s->dd[idx]);
         s->dd[idx].epoch = h->epoch;
+        s->dd[idx].who = who;
     }
     dedup_t *d = &s->dd[idx];
     if (h->epoch < d->epoch)
@@ -444,6 +615,7 @@ static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out
     if (h->epoch > d->epoch) {
         memset(d, 0, sizeof *d);
         d->epoch = h->epoch;
+        d->who = who;
     }
     *out = d;
     return PSREC_OK;
@@ -500,6 +672,21 @@ static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t
     rc = push ? psrec_store_push(s->store, h->table, keys, n, m->bulk[1])
               : psrec_store_set(s->store, h->table, keys, n, m->bulk[1]);
     if (rc) return psrec_fail(err, rc, "%s of %zu rows: %s", push ? "push" : "set", n, psrec_strerror(rc));
+    if (s->log) {
+        psrec_logrec_t lr = {.type = push ? 1 : 2,
+                             .table = h->table,
+                             .dim = dim,
+                             .role = (uint32_t)h->role,
+                             .rank = h->rank,
+                             .epoch = h->epoch,
+                             .seq = h->seq,
+                             .n = n,
+                             .keys = keys,
+                             .vals = m->bulk[1]};
+        /* applied but not logged: acknowledging it, or a retry of it, would lose it at a restart */
+        if ((rc = psrec_pushlog_append(s->log, &lr, err))) s->log_failed = rc;
+        if (rc) return rc;
+    }
     mark(d, h->seq);
     if (push)
         s->st.rows_pushed += n;
@@ -572,6 +759,88 @@ static psrec_err on_dump(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
     r->nbulk = 2;
     /* the keys stay alive until the reply is sent; the snapshot of a finished dump is dropped after */
     return PSREC_OK;
+}
+
+/* ---- checkpoints ---- */
+
+/* Commits the push log, then sends the acknowledgements it held. A failed commit stops the server. */
+static psrec_err flush_acks(psrec_server_t *s, char *fatal);
+
+static psrec_err on_checkpoint(psrec_server_t *s, const psrec_wire_msg_t *m, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    psrec_err rc = psrec_wire_check_bulk(m, 0, NULL, err);
+    if (rc) return rc;
+    if (!s->ckpt_dir)
+        return psrec_fail(err, PSREC_EINVAL, "server %u has no checkpoint directory (coordinator without one)",
+                          s->rank);
+    uint64_t round = h->checkpoint_round;
+    if (round == 0) return psrec_fail(err, PSREC_EINVAL, "CHECKPOINT without a round");
+    if (round == s->taken) return PSREC_OK; /* a retry: the snapshot is on its way */
+    if (round < s->taken)
+        return psrec_fail(err, PSREC_ESTALE, "CHECKPOINT round %llu, round %llu was taken already",
+                          (unsigned long long)round, (unsigned long long)s->taken);
+    if (s->child > 0) { /* an abandoned round's writer: the new round supersedes it */
+        kill(s->child, SIGKILL);
+        waitpid(s->child, NULL, 0);
+        s->child = 0;
+    }
+    /* updates applied so far belong to the old segment and to the snapshot; the new segment starts here */
+    if ((rc = flush_acks(s, err))) return rc;
+    if (s->log && (rc = psrec_pushlog_rotate(s->log, round, err))) {
+        s->log_failed = rc;
+        return rc;
+    }
+    char dir[4096], path[4200];
+    psrec_manifest_round_dir(s->ckpt_dir, round, dir, sizeof dir);
+    if ((rc = psrec_mkdirs(dir, err))) return rc;
+    snprintf(path, sizeof path, "%s/server-%u.snap", dir, s->rank);
+    dedup_rec_t *blob = malloc((s->ndd ? s->ndd : 1) * sizeof *blob);
+    if (!blob) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    for (size_t i = 0; i < s->ndd; i++)
+        blob[i] = (dedup_rec_t){.who = s->dd[i].who,
+                                .epoch = s->dd[i].epoch,
+                                .hi = s->dd[i].hi,
+                                .window = s->dd[i].window,
+                                .any = (uint64_t)s->dd[i].any};
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(blob);
+        return psrec_fail(err, PSREC_EIO, "fork for the snapshot: %s", strerror(errno));
+    }
+    if (pid == 0) { /* child: write and leave; no ZeroMQ, no locks the parent could hold (one serving thread) */
+        char e[PSREC_ERRBUF];
+        psrec_snapshot_meta_t meta = {
+            .job_id = s->job_id, .round = round, .seed = 0, .rank = s->rank, .n_servers = s->n_servers};
+        psrec_err wrc = psrec_snapshot_write(path, s->store, &meta, blob, s->ndd * sizeof *blob, NULL, e);
+        if (wrc)
+            fprintf(stderr, "psrec server %u: snapshot of round %llu: %s\n", s->rank, (unsigned long long)round, e);
+        _exit(wrc ? 1 : 0);
+    }
+    free(blob);
+    s->child = pid;
+    s->child_round = round;
+    s->taken = round;
+    s->st.checkpoints++;
+    return PSREC_OK;
+}
+
+/* A finished snapshot writer: its result goes into the next heartbeat, which is sent at once. */
+static void reap(psrec_server_t *s)
+{
+    int status;
+    if (s->child <= 0 || waitpid(s->child, &status, WNOHANG) != s->child) return;
+    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    char path[4200], dir[4096];
+    psrec_manifest_round_dir(s->ckpt_dir, s->child_round, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/server-%u.snap", dir, s->rank);
+    struct stat sb;
+    if (ok && stat(path, &sb) != 0) ok = 0;
+    s->reported = s->child_round;
+    s->reported_bytes = ok ? (uint64_t)sb.st_size : 0;
+    s->reported_err = ok ? PSREC_OK : PSREC_EIO;
+    s->child = 0;
+    clock_gettime(CLOCK_MONOTONIC, &s->hb_next);
 }
 
 /* Fills s->ts/tsp/me with the current table sizes and counters; returns the number of tables. */
@@ -653,6 +922,40 @@ static psrec_err send_error(psrec_server_t *s, const psrec_wire_route_t *route, 
     return send_reply(s, route, &h, NULL, 0, fatal);
 }
 
+static psrec_err flush_acks(psrec_server_t *s, char *fatal)
+{
+    if (!s->nacks) return PSREC_OK;
+    char err[PSREC_ERRBUF] = "an earlier record could not be logged";
+    psrec_err rc = s->log_failed;
+    if (!rc && (rc = psrec_pushlog_commit(s->log, err))) s->log_failed = rc;
+    if (rc) {
+        s->nacks = 0; /* never acknowledged: the senders retry against the restarted server */
+        return psrec_fail(fatal, rc, "push log: %s", err);
+    }
+    psrec_pushlog_stats_t ls;
+    psrec_pushlog_stats(s->log, &ls);
+    s->st.log_records = ls.records;
+    s->st.log_commits = ls.commits;
+    s->st.log_fsync_seconds = ls.fsync_seconds;
+    for (size_t i = 0; !rc && i < s->nacks; i++) {
+        const ack_t *a = &s->acks[i];
+        Psrec__Header h;
+        psrec_wire_header_init(&h, (Psrec__Type)a->type);
+        h.role = PSREC__ROLE__SERVER;
+        h.rank = s->rank;
+        h.epoch = s->epoch;
+        h.seq = a->seq;
+        h.table = a->table;
+        h.job_id = s->job_id;
+        h.map_version = s->map_version;
+        h.count = a->count;
+        h.dim = a->dim;
+        rc = send_reply(s, &a->route, &h, NULL, 0, fatal);
+    }
+    s->nacks = 0;
+    return rc;
+}
+
 static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const psrec_wire_msg_t *m, char *fatal)
 {
     const Psrec__Header *h = m->hdr;
@@ -698,9 +1001,29 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
             r.h.type = PSREC__TYPE__SHUTDOWN_OK;
             shutdown = 1;
             break;
+        case PSREC__TYPE__CHECKPOINT:
+            r.h.type = PSREC__TYPE__CHECKPOINT_OK;
+            r.h.checkpoint_round = h->checkpoint_round;
+            rc = on_checkpoint(s, m, err);
+            break;
         default: rc = psrec_fail(err, PSREC_EPROTO, "a server does not answer message type %d", (int)h->type);
         }
     }
+    if (rc == PSREC_OK && s->log && (h->type == PSREC__TYPE__PUSH || h->type == PSREC__TYPE__SET)) {
+        /* acknowledged after the group commit at the end of this burst (flush_acks) */
+        if (grow((void **)&s->acks, &s->capacks, s->nacks + 1, sizeof *s->acks) == 0) {
+            s->acks[s->nacks++] = (ack_t){.route = *route,
+                                          .seq = h->seq,
+                                          .count = r.h.count,
+                                          .type = (uint32_t)r.h.type,
+                                          .table = h->table,
+                                          .dim = r.h.dim};
+            return PSREC_OK;
+        }
+        rc = psrec_fail(err, PSREC_ENOMEM, "out of memory for an acknowledgement");
+        s->log_failed = rc; /* applied and logged, but its acknowledgement cannot be held */
+    }
+    if (s->log_failed) rc = rc ? rc : s->log_failed;
     psrec_err frc = rc ? send_error(s, route, h, rc, err, fatal) : send_reply(s, route, &r.h, r.bulk, r.nbulk, fatal);
     if (rc == PSREC_OK && h->type == PSREC__TYPE__DUMP && r.h.cursor == 0) {
         for (int i = 0; i < MAX_DUMPS; i++) { /* finished: drop the snapshot (a retry rebuilds it) */
@@ -740,6 +1063,10 @@ static void heartbeat(psrec_server_t *s)
     h.table_stats = s->tsp;
     h.n_members = 1;
     h.members = &s->mep;
+    h.stop = s->bye;
+    h.checkpoint_done = s->reported; /* repeated until a newer round: the coordinator takes it once */
+    h.checkpoint_bytes = s->reported_bytes;
+    h.checkpoint_error = (uint32_t)s->reported_err;
     char err[PSREC_ERRBUF];
     /* non-blocking: if the coordinator is unreachable and the queue is full the beat is skipped */
     psrec_err rc = psrec_wire_send(s->hb_sock, NULL, &h, NULL, 0, 0, NULL, err);
@@ -767,6 +1094,14 @@ static psrec_err heartbeat_replies(psrec_server_t *s, char *err)
         psrec_err out = PSREC_OK;
         if (m.hdr->type == PSREC__TYPE__HEARTBEAT_OK && m.hdr->stop) {
             atomic_store(&s->stop, 1);
+            s->bye = 1; /* acknowledge with a last heartbeat, so the coordinator need not linger */
+        } else if (m.hdr->type == PSREC__TYPE__HEARTBEAT_OK && s->log && m.hdr->complete_round > s->pruned) {
+            /* segments before the newest complete round are covered by its snapshot */
+            char e2[PSREC_ERRBUF];
+            if (psrec_pushlog_prune(s->ckpt_dir, s->rank, m.hdr->complete_round, e2) == PSREC_OK)
+                s->pruned = m.hdr->complete_round;
+            else
+                fprintf(stderr, "psrec server %u: %s\n", s->rank, e2);
         } else if (m.hdr->type == PSREC__TYPE__ERROR &&
                    (m.hdr->error_code == PSREC_ESTALE || m.hdr->error_code == PSREC_EREFUSED)) {
             out = psrec_fail(err, (psrec_err)m.hdr->error_code, "coordinator: %s", m.hdr->error_text);
@@ -821,12 +1156,16 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
             psrec_wire_msg_clear(&m);
             if (rc || atomic_load(&s->stop)) break;
         }
+        if (!rc) rc = flush_acks(s, err); /* one group commit for the burst's updates */
+        if (!rc && s->log_failed) rc = psrec_fail(err, s->log_failed, "push log failed: stopping");
+        if (!rc) reap(s);
         if (!rc && s->hb_sock) {
             if (it[1].revents & ZMQ_POLLIN) rc = heartbeat_replies(s, err);
             if (!rc && ms_until(&s->hb_next) <= 0) heartbeat(s);
         }
         publish(s);
     }
+    if (!rc && s->bye) heartbeat(s); /* the last one: "heard the stop" */
     publish(s);
     return rc;
 }

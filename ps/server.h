@@ -11,6 +11,14 @@
  * heartbeats with its stats, and stops when the coordinator says the job is over. Without one
  * (standalone: tests, benchmarks) the tables come from the configuration and it owns every slot, or
  * the slots of its rank in a shard map given by the configuration (several standalone servers).
+ * Fault tolerance (with a coordinator that has a checkpoint directory; see ps/coord.h): CHECKPOINT r
+ * fork()s a child that writes the shard to round-<r>/server-<rank>.snap while the parent keeps serving
+ * (Redis's RDB way); its completion is reported in heartbeats. At registration the server loads the
+ * newest complete round (keeping the rows it owns under the current map, so the server count may
+ * change between runs) and, when the coordinator says it is a restart with --durability log, replays
+ * its push log. With the log on, an acknowledged PUSH/SET is in the log first: acknowledgements of a
+ * burst of requests wait for one group commit (write + fdatasync). A log that cannot be written stops
+ * the server with an error (its launcher restarts it, and it recovers what was acknowledged).
  * Thread model: psrec_server_run runs the loop on the calling thread; psrec_server_stop may be called
  * from any thread. */
 #ifndef PSREC_SERVER_H
@@ -28,6 +36,8 @@ typedef struct {
     const char *advertise; /* endpoint peers should connect to (NULL: the resolved bind endpoint) */
     const char *coord;     /* coordinator endpoint, or NULL for standalone */
     uint64_t job_id;
+    int rejoin; /* coordinator mode: 1 = ask for rank rejoin_rank (a restarted server), 0 = any */
+    uint32_t rejoin_rank;
     int heartbeat_ms; /* default 500 */
     int compress;     /* LZ4 on replies where it shrinks (default on: set -1 for off) */
     /* standalone only */
@@ -42,6 +52,10 @@ typedef struct {
 typedef struct {
     uint64_t requests, errors, duplicates;
     uint64_t rows_pulled, rows_pushed, rows_set;
+    uint64_t checkpoints;              /* snapshots taken (children forked) */
+    uint64_t log_records, log_commits; /* --durability log */
+    double log_fsync_seconds;
+    uint64_t recovered_rows, replayed_records; /* at start: rows loaded from a round, log records replayed */
     psrec_wire_stats_t sent, received;
 } psrec_server_stats_t;
 

@@ -91,6 +91,20 @@ double psrec_store_bytes_per_row(const psrec_store_t *s, uint32_t table);
 typedef void (*psrec_store_row_fn)(uint64_t key, const float *weights, uint32_t dim, void *ctx);
 void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn, void *ctx);
 
+/* ---- raw rows (checkpoints) ---- */
+
+/* Floats per stored row: dim weights + optimizer state (what a snapshot saves). 0 if no table. */
+uint32_t psrec_store_row_width(const psrec_store_t *s, uint32_t table);
+/* The table's configuration as added (PSREC_ENOTFOUND if none). */
+psrec_err psrec_store_table_conf(const psrec_store_t *s, uint32_t table, psrec_table_conf_t *conf) PSREC_MUST_CHECK;
+/* Like foreach, but fn gets the whole raw row (weights + optimizer state, `width` floats). */
+typedef void (*psrec_store_raw_fn)(uint64_t key, const float *row, uint32_t width, void *ctx);
+void psrec_store_foreach_raw(psrec_store_t *s, uint32_t table, psrec_store_raw_fn fn, void *ctx);
+/* Creates or overwrites n whole raw rows (n x width floats: weights and optimizer state), for loading
+ * snapshots. max_rows applies like for push (PSREC_EFULL, nothing changed). */
+psrec_err psrec_store_put_raw(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
+                              const float *rows) PSREC_MUST_CHECK;
+
 /* The deterministic initial weights of (table, key) under the table's init (what a first touch gets). */
 void psrec_store_init_row(const psrec_store_t *s, uint32_t table, uint64_t key, float *out);
 

@@ -3,6 +3,10 @@
  * (too many members, other job), barriers (held until the last arrival, reusable names, one reply per
  * request), epochs on re-registration, status with heartbeat stats, the end of a job, dead members
  * after the heartbeat timeout, a missing or silent coordinator, malformed messages, tcp.
+ * Restarts: an unanswered request is re-sent with the same seq every resend_ms (REGISTER too: a copy of
+ * a REGISTER the coordinator took is answered with the same rank and epoch),
+ * a coordinator replaced on the same tcp port while a STATUS call waits answers it, and a BARRIER
+ * that arrives twice counts once and is answered once.
  * The coordinator runs on a thread; nothing waits by sleeping: waits are request/reply round trips,
  * joins with a deadline, or bounded loops of STATUS requests. */
 #define _GNU_SOURCE
@@ -968,6 +972,183 @@ static void test_no_coordinator(void **st)
     zmq_ctx_term(zctx);
 }
 
+/* ---- re-sent requests and a restarting coordinator ---- */
+
+/* Everything queued at a silent ROUTER (bounded wait for the last one). */
+static int drain_silent(void *silent, Psrec__Type want, uint64_t *seq)
+{
+    int n = 0;
+    for (;;) {
+        psrec_wire_route_t route;
+        psrec_wire_msg_t m;
+        char err[PSREC_ERRBUF];
+        psrec_err rc = psrec_wire_recv(silent, &route, &m, 100, NULL, err);
+        if (rc == PSREC_ETIMEDOUT) return n;
+        if (rc) fail_msg("silent recv: %s", err);
+        assert_int_equal(m.hdr->type, want);
+        if (n == 0) *seq = m.hdr->seq;
+        assert_int_equal(m.hdr->seq, *seq); /* every copy carries the first one's seq */
+        n++;
+        psrec_wire_msg_clear(&m);
+    }
+}
+
+static void test_resend_same_seq(void **st)
+{
+    (void)st;
+    void *zctx = zmq_ctx_new();
+    void *silent = zmq_socket(zctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(silent, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(silent, "inproc://coord-resend"), 0);
+    psrec_coord_client_t *c;
+    char err[PSREC_ERRBUF];
+    assert_int_equal(psrec_coord_client_new(&c, zctx, "inproc://coord-resend", JOB, 20000, err), PSREC_OK);
+    psrec_coord_client_set_timeout(c, 300); /* replaces the 20 s of the constructor */
+    psrec_coord_client_set_resend(c, 50);
+    Psrec__Header *r = NULL;
+    int64_t t0 = now_ms();
+    assert_int_equal(psrec_coord_client_status(c, &r, err), PSREC_ETIMEDOUT);
+    int64_t dt = now_ms() - t0;
+    assert_null(r);
+    assert_true(dt >= 290 && dt < 3000);
+    assert_non_null(strstr(err, "no reply to STATUS"));
+    uint64_t seq = 0, seq2 = 0;
+    int n = drain_silent(silent, PSREC__TYPE__STATUS, &seq);
+    if (n < 3 || n > 7) fail_msg("STATUS sent %d times in 300 ms, every 50 ms expected", n);
+    /* the next call has a new seq, re-sent likewise */
+    assert_int_equal(psrec_coord_client_shutdown(c, err), PSREC_ETIMEDOUT);
+    assert_true(drain_silent(silent, PSREC__TYPE__SHUTDOWN, &seq2) >= 3);
+    assert_true(seq2 > seq);
+    /* REGISTER is re-sent too (the coordinator answers copies alike) */
+    assert_int_equal(psrec_coord_client_register(c, PSREC__ROLE__WORKER, NULL, UINT32_MAX, &r, err), PSREC_ETIMEDOUT);
+    assert_true(drain_silent(silent, PSREC__TYPE__REGISTER, &seq) >= 3);
+    psrec_coord_client_destroy(&c);
+    zmq_close(silent);
+    zmq_ctx_term(zctx);
+}
+
+/* The coordinator's replacement, from a helper thread: a stand-in on the port swallows the client's
+ * STATUS twice (a coordinator that died with the request in flight, and the re-send), then a new
+ * coordinator binds the same port. */
+typedef struct {
+    fx_t *f;
+    char ep[256];
+    uint64_t seq[2];
+    int type[2];
+    psrec_err rc;
+    char err[PSREC_ERRBUF];
+} replace_t;
+
+static void *replace_main(void *p)
+{
+    replace_t *a = p;
+    a->rc = PSREC_EIO;
+    void *s = zmq_socket(a->f->zctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    for (int tries = 0; zmq_bind(s, a->ep) != 0; tries++) { /* the old socket releases the port asynchronously */
+        if (tries == 500) {
+            snprintf(a->err, sizeof a->err, "stand-in cannot bind %s", a->ep);
+            zmq_close(s);
+            return NULL;
+        }
+        zmq_poll(NULL, 0, 10);
+    }
+    for (int i = 0; i < 2; i++) {
+        psrec_wire_route_t route;
+        psrec_wire_msg_t m;
+        if ((a->rc = psrec_wire_recv(s, &route, &m, 5000, NULL, a->err))) {
+            zmq_close(s);
+            return NULL;
+        }
+        a->seq[i] = m.hdr->seq;
+        a->type[i] = m.hdr->type;
+        psrec_wire_msg_clear(&m);
+    }
+    zmq_close(s);
+    psrec_coord_conf_t cc = {.bind = a->ep, .n_servers = 1, .n_workers = 1, .job_id = JOB, .seed = SEED};
+    for (int tries = 0; (a->rc = psrec_coord_new(&a->f->coord, a->f->zctx, &cc, a->err)) == PSREC_EIO && tries < 500;
+         tries++)
+        zmq_poll(NULL, 0, 10);
+    if (a->rc) return NULL;
+    if (pthread_create(&a->f->th, NULL, coord_main, a->f)) {
+        a->rc = psrec_fail(a->err, PSREC_EIO, "pthread_create");
+        return NULL;
+    }
+    a->f->running = 1;
+    return NULL;
+}
+
+static void test_restart_mid_call(void **st)
+{
+    (void)st;
+    fx_t f;
+    start(&f, "tcp://127.0.0.1:0", 1, 1, 0);
+    replace_t rp = {.f = &f};
+    snprintf(rp.ep, sizeof rp.ep, "%s", psrec_coord_endpoint(f.coord));
+    psrec_coord_client_t *c = client(&f, JOB, 10000);
+    psrec_coord_client_set_resend(c, 100);
+    reg_ok(c, PSREC__ROLE__SERVER, "tcp://s:1", UINT32_MAX, NULL, NULL);
+    Psrec__Header *r = status(c);
+    assert_int_equal(r->n_members, 1);
+    psrec__header__free_unpacked(r, NULL);
+    /* the coordinator goes away; a STATUS issued now is answered by its replacement */
+    psrec_coord_stop(f.coord);
+    assert_int_equal(join_within(&f, 5000), 0);
+    assert_int_equal(f.run_rc, PSREC_OK);
+    psrec_coord_destroy(&f.coord);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, replace_main, &rp), 0);
+    char err[PSREC_ERRBUF];
+    psrec_err rc = psrec_coord_client_status(c, &r, err);
+    pthread_join(th, NULL);
+    if (rp.rc) fail_msg("replacement: %s", rp.err);
+    if (rc) fail_msg("status across the restart: %s", err);
+    assert_int_equal(r->n_members, 0); /* the new coordinator answered (it knows nobody yet) */
+    psrec__header__free_unpacked(r, NULL);
+    assert_int_equal(rp.type[0], PSREC__TYPE__STATUS);
+    assert_int_equal(rp.type[1], PSREC__TYPE__STATUS);
+    assert_true(rp.seq[0] == rp.seq[1]);
+    psrec_coord_client_destroy(&c);
+    finish(&f);
+}
+
+/* A BARRIER re-sent (same peer, same seq) while it waits counts once and gets one reply. */
+static void test_barrier_duplicate(void **st)
+{
+    (void)st;
+    fx_t f;
+    start(&f, "inproc://coord-bdup", 1, 2, 0);
+    void *A = raw_dealer(&f);
+    psrec_coord_client_t *C = client(&f, JOB, 5000);
+    Psrec__Header b = barrier_req("dup", 2, 40), s;
+    raw_send(A, &b);
+    raw_send(A, &b); /* the re-send */
+    psrec_wire_header_init(&s, PSREC__TYPE__STATUS);
+    s.seq = 41;
+    raw_send(A, &s);
+    Psrec__Header *r = raw_recv(A); /* held, and no complaint about the copy */
+    assert_int_equal(r->type, PSREC__TYPE__STATUS_OK);
+    assert_int_equal(r->seq, 41);
+    psrec__header__free_unpacked(r, NULL);
+    char err[PSREC_ERRBUF];
+    assert_int_equal(psrec_coord_client_barrier(C, "dup", 2, err), PSREC_OK); /* A counted once: 2 of 2 */
+    r = raw_recv(A);
+    assert_int_equal(r->type, PSREC__TYPE__BARRIER_OK);
+    assert_int_equal(r->seq, 40);
+    psrec__header__free_unpacked(r, NULL);
+    s.seq = 42;
+    raw_send(A, &s);
+    r = raw_recv(A); /* one BARRIER_OK only */
+    assert_int_equal(r->type, PSREC__TYPE__STATUS_OK);
+    assert_int_equal(r->seq, 42);
+    psrec__header__free_unpacked(r, NULL);
+    zmq_close(A);
+    psrec_coord_client_destroy(&C);
+    finish(&f);
+}
+
 /* ---- malformed input ---- */
 
 static void send_packed(void *s, const Psrec__Header *h, int extra_frame)
@@ -1043,18 +1224,34 @@ static void test_malformed(void **st)
     h.seq = 82;
     raw_send(A, &h);
     expect_error(A, 82, PSREC_ENOTREADY);
+    /* a REGISTER delivered twice (a duplicated or re-sent message) takes one rank and one epoch */
+    for (int k = 0; k < 2; k++) {
+        psrec_wire_header_init(&h, PSREC__TYPE__REGISTER);
+        h.seq = 83;
+        h.role = PSREC__ROLE__WORKER;
+        h.rank = UINT32_MAX;
+        raw_send(A, &h);
+    }
+    Psrec__Header *r1 = raw_recv(A), *r2 = raw_recv(A);
+    assert_int_equal(r1->type, PSREC__TYPE__REGISTER_OK);
+    assert_int_equal(r2->type, PSREC__TYPE__REGISTER_OK);
+    assert_int_equal(r1->rank, r2->rank);
+    assert_int_equal(r1->epoch, r2->epoch);
+    assert_int_equal(r1->epoch, 1);
+    psrec__header__free_unpacked(r1, NULL);
+    psrec__header__free_unpacked(r2, NULL);
     /* and it still serves */
     psrec_coord_client_t *c = client(&f, JOB, 3000);
     reg_ok(c, PSREC__ROLE__SERVER, "tcp://s:1", UINT32_MAX, NULL, NULL);
     Psrec__Header *r = status(c);
-    assert_int_equal(r->n_members, 1);
+    assert_int_equal(r->n_members, 2); /* the server and the one worker */
     psrec__header__free_unpacked(r, NULL);
     psrec_wire_header_init(&h, PSREC__TYPE__SHARD_MAP_GET);
-    h.seq = 83;
+    h.seq = 84;
     raw_send(A, &h);
     r = raw_recv(A);
     assert_int_equal(r->type, PSREC__TYPE__SHARD_MAP);
-    assert_int_equal(r->seq, 83);
+    assert_int_equal(r->seq, 84);
     assert_int_equal(r->shard_map->version, 1);
     psrec__header__free_unpacked(r, NULL);
     zmq_close(A);
@@ -1142,6 +1339,9 @@ int main(void)
         cmocka_unit_test(test_job_end_dead_server),
         cmocka_unit_test(test_heartbeat_timeout),
         cmocka_unit_test(test_no_coordinator),
+        cmocka_unit_test(test_resend_same_seq),
+        cmocka_unit_test(test_restart_mid_call),
+        cmocka_unit_test(test_barrier_duplicate),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_tcp_shutdown),
         cmocka_unit_test(test_conf_errors),

@@ -4,7 +4,14 @@
  * server's code (ESTALE for a wrong map, ENOTFOUND, EPROTO); a server that never answers is
  * PSREC_ETIMEDOUT after timeout x retries naming it; a lost reply is retried with the same seq and the
  * push applied once (a proxy drops and duplicates replies); DUMP returns every row exactly once; and
- * a real coordinator assembles two servers, a worker uses them, and the job end stops everything. */
+ * a real coordinator assembles two servers, a worker uses them, and the job end stops everything.
+ * Fault tolerance: with PSREC_FAULTS=drop=0.2,dup=0.2 (in a child process: the configuration is read
+ * once per process, and the other tests here count messages exactly) 200 pushes of +1 to 50 keys are
+ * applied exactly once each and pulls return the exact counts; a server stopped and started again on
+ * the same tcp port (first a stand-in answering ENOTREADY, then a fresh server with the rows put back)
+ * is waited for with recovery_ms; with no server at all, recovery_ms bounds the call, and the copies
+ * queued meanwhile are at most PSREC_REMOTE_SNDHWM; psrec_remote_set_map moves a client to new
+ * addresses and server counts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,14 +24,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
+#include "common/faults.h"
 #include "common/rng.h"
 #include "common/wire.h"
 #include "ps/coord.h"
 #include "ps/server.h"
 #include "worker/coord_client.h"
 #include "worker/remote_client.h"
+#include "test_util.h"
 
 #define JOB 31
 #define SEED 4242
@@ -676,13 +686,440 @@ static void test_with_coordinator(void **st)
     zmq_ctx_term(z);
 }
 
-int main(void)
+/* ---- fault tolerance ---- */
+
+static char self_exe[4096];
+
+/* A table whose rows count pushes: SGD with lr 1 from zero, so a gradient of -1 adds exactly 1. */
+#define CNT_TABLE 2
+#define CNT_DIM 4
+#define CNT_KEYS 50
+static const uint32_t cnt_ids[1] = {CNT_TABLE};
+static const psrec_table_conf_t cnt_conf[1] = {
+    {.dim = CNT_DIM, .opt = {.kind = PSREC_OPT_SGD, .lr = 1.0f}, .init = PSREC_INIT_ZERO}};
+
+/* Creates a standalone counting server at bind (retrying while a just-closed socket still holds a tcp
+ * port: the close completes asynchronously) and runs it on its own thread. No cmocka here (helper
+ * threads call it): 0 on success, the code otherwise with x->err set. */
+static psrec_err start_counter(srv_t *x, void *z, const char *bind)
 {
+    memset(x, 0, sizeof *x);
+    psrec_server_conf_t sc = {.bind = bind,
+                              .job_id = JOB,
+                              .compress = -1,
+                              .ntables = 1,
+                              .table_ids = cnt_ids,
+                              .tables = cnt_conf,
+                              .seed = SEED};
+    psrec_err rc;
+    for (int tries = 0; (rc = psrec_server_new(&x->s, z, &sc, x->err)) == PSREC_EIO && tries < 500; tries++)
+        zmq_poll(NULL, 0, 10);
+    if (!rc && pthread_create(&x->th, NULL, srv_main, x)) {
+        psrec_server_destroy(&x->s);
+        rc = psrec_fail(x->err, PSREC_EIO, "pthread_create");
+    }
+    return rc;
+}
+
+static void stop_counter(srv_t *x, psrec_server_stats_t *st)
+{
+    psrec_server_stop(x->s);
+    pthread_join(x->th, NULL);
+    if (x->rc) fail_msg("server: %s", x->err);
+    if (st) psrec_server_get_stats(x->s, st);
+    psrec_server_destroy(&x->s);
+}
+
+/* A one-server map (every slot on server 0). */
+static void one_map(Psrec__ShardMap *m, uint32_t *slots, char **addr)
+{
+    psrec__shard_map__init(m);
+    m->version = 1;
+    m->nslots = PSREC_WIRE_NSLOTS;
+    m->n_slot_server = PSREC_WIRE_NSLOTS;
+    memset(slots, 0, PSREC_WIRE_NSLOTS * sizeof *slots);
+    m->slot_server = slots;
+    m->n_server_addr = 1;
+    m->server_addr = addr;
+}
+
+static psrec_remote_conf_t cnt_rconf(uint32_t rank, int timeout_ms, int retries, int recovery_ms)
+{
+    psrec_remote_conf_t rc = {
+        .job_id = JOB, .rank = rank, .timeout_ms = timeout_ms, .retries = retries, .recovery_ms = recovery_ms};
+    rc.table_dim[CNT_TABLE] = CNT_DIM;
+    return rc;
+}
+
+static uint64_t cnt_key(int i)
+{
+    return (uint64_t)i * 1000003u + 17;
+}
+
+/* Pulls every counting key (each twice, in a shuffled order) and checks row i == counts[i] exactly. */
+static void check_counts(psrec_remote_t *r, const float *counts, psrec_rng_t *g)
+{
+    uint64_t k[2 * CNT_KEYS];
+    int idx[2 * CNT_KEYS];
+    for (int i = 0; i < 2 * CNT_KEYS; i++)
+        idx[i] = i % CNT_KEYS;
+    for (int i = 2 * CNT_KEYS - 1; i > 0; i--) {
+        int j = (int)psrec_rng_below(g, (uint64_t)i + 1), t = idx[i];
+        idx[i] = idx[j], idx[j] = t;
+    }
+    for (int i = 0; i < 2 * CNT_KEYS; i++)
+        k[i] = cnt_key(idx[i]);
+    float got[2 * CNT_KEYS * CNT_DIM];
+    char err[PSREC_ERRBUF];
+    if (psrec_remote_pull(r, CNT_TABLE, k, 2 * CNT_KEYS, got, CNT_DIM, err)) fail_msg("pull: %s", err);
+    for (int i = 0; i < 2 * CNT_KEYS; i++)
+        for (int d = 0; d < CNT_DIM; d++)
+            if (got[i * CNT_DIM + d] != counts[idx[i]])
+                fail_msg("key %d: %g, pushed %g times", idx[i], (double)got[i * CNT_DIM + d], (double)counts[idx[i]]);
+}
+
+/* Runs in the child started by test_lossy_transport, with PSREC_FAULTS set: every message of the
+ * client and of the server may be dropped or duplicated. */
+static void lossy_child(void **st)
+{
+    const psrec_faults_t *f = psrec_faults();
+    assert_true(f->enabled && f->drop > 0 && f->dup > 0);
+    void *z = zmq_ctx_new();
+    srv_t x;
+    if (start_counter(&x, z, "inproc://rc-lossy-count")) fail_msg("server: %s", x.err);
+    char *addr = (char *)psrec_server_endpoint(x.s);
+    uint32_t slots[PSREC_WIRE_NSLOTS];
+    Psrec__ShardMap m;
+    one_map(&m, slots, &addr);
+    /* a short attempt timeout (inproc answers in microseconds); recovery bounds the whole wait */
+    psrec_remote_conf_t rc = cnt_rconf(6, 10, 1, 5000);
+    psrec_remote_t *r = mk_remote(z, &m, &rc);
+    psrec_faults_stats_t f0, f1;
+    psrec_faults_stats(&f0);
+    psrec_rng_t g;
+    psrec_rng_seed(&g, 99, 1);
+    float counts[CNT_KEYS] = {0}, grads[CNT_KEYS * CNT_DIM];
+    for (int i = 0; i < CNT_KEYS * CNT_DIM; i++)
+        grads[i] = -1.0f;
+    uint64_t k[CNT_KEYS], pushed = 0;
+    char err[PSREC_ERRBUF];
+    for (int call = 0; call < 200; call++) {
+        size_t n = 0;
+        for (int i = 0; i < CNT_KEYS; i++)
+            if (psrec_rng_below(&g, 2)) k[n++] = cnt_key(i);
+        if (n == 0) k[n++] = cnt_key(call % CNT_KEYS);
+        if (psrec_remote_push(r, CNT_TABLE, k, n, grads, CNT_DIM, err)) fail_msg("push %d: %s", call, err);
+        for (size_t i = 0; i < n; i++)
+            counts[(k[i] - 17) / 1000003u] += 1.0f;
+        pushed += n;
+        if (call % 20 == 19) check_counts(r, counts, &g);
+    }
+    check_counts(r, counts, &g);
+    psrec_faults_stats(&f1);
+    psrec_remote_destroy(&r);
+    psrec_server_stats_t ss;
+    stop_counter(&x, &ss);
+    /* faults happened in both directions of this run, and the server applied every row exactly once */
+    assert_true(f1.dropped - f0.dropped >= 20);
+    assert_true(f1.duplicated - f0.duplicated >= 20);
+    assert_true(ss.duplicates >= 5);
+    assert_int_equal(ss.rows_pushed, pushed);
+    zmq_ctx_term(z);
+}
+
+static void test_lossy_transport(void **st)
+{
+    char out[16384];
+    int rc = psrec_test_run(out, sizeof out, "PSREC_FAULTS='drop=0.2,dup=0.2,seed=11' '%s' --lossy-child", self_exe);
+    if (rc != 0) fail_msg("lossy child exited with %d:\n%s", rc, out);
+    assert_non_null(strstr(out, "fault injection on"));
+    assert_non_null(strstr(out, "PASSED"));
+}
+
+/* The restart of a server on the same tcp port, seen from a helper thread: a stand-in first answers
+ * ENOTREADY (the server is loading) to the client's request, then a fresh server with the counting
+ * rows put back takes the port. */
+typedef struct {
+    void *z;
+    const char *ep;
+    const uint64_t *keys;
+    const float *rows;
+    srv_t *srv;
+    uint64_t seq[2];
+    int type[2];
+    psrec_err rc;
+    char err[PSREC_ERRBUF];
+} restart_t;
+
+static void *restart_main(void *p)
+{
+    restart_t *a = p;
+    a->rc = PSREC_EIO;
+    void *s = zmq_socket(a->z, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    for (int tries = 0; zmq_bind(s, a->ep) != 0; tries++) { /* the old server's port is released asynchronously */
+        if (tries == 500) {
+            snprintf(a->err, sizeof a->err, "stand-in cannot bind %s: %s", a->ep, zmq_strerror(zmq_errno()));
+            zmq_close(s);
+            return NULL;
+        }
+        zmq_poll(NULL, 0, 10);
+    }
+    for (int i = 0; i < 2; i++) {
+        psrec_wire_route_t route;
+        psrec_wire_msg_t m;
+        if ((a->rc = psrec_wire_recv(s, &route, &m, 5000, NULL, a->err))) {
+            zmq_close(s);
+            return NULL;
+        }
+        a->seq[i] = m.hdr->seq;
+        a->type[i] = m.hdr->type;
+        if (i == 0) a->rc = psrec_wire_send_error(s, &route, m.hdr, PSREC_ENOTREADY, "loading the newest round");
+        psrec_wire_msg_clear(&m);
+        if (a->rc) {
+            zmq_close(s);
+            return NULL;
+        }
+    }
+    zmq_close(s);
+    if ((a->rc = start_counter(a->srv, a->z, a->ep))) {
+        snprintf(a->err, sizeof a->err, "%s", a->srv->err);
+        return NULL;
+    }
+    /* the rows as they were (what a restart loads from its checkpoint); the server serves meanwhile, but
+     * the only client waits for its push, which the stand-in did not apply */
+    a->rc = psrec_store_set(psrec_server_store(a->srv->s), CNT_TABLE, a->keys, CNT_KEYS, a->rows);
+    if (a->rc) snprintf(a->err, sizeof a->err, "store_set failed");
+    return NULL;
+}
+
+static void test_server_restart(void **st)
+{
+    void *z = zmq_ctx_new();
+    srv_t a, b;
+    if (start_counter(&a, z, "tcp://127.0.0.1:0")) fail_msg("server: %s", a.err);
+    char *ep = strdup(psrec_server_endpoint(a.s));
+    uint32_t slots[PSREC_WIRE_NSLOTS];
+    Psrec__ShardMap m;
+    one_map(&m, slots, &ep);
+    psrec_remote_conf_t rc = cnt_rconf(5, 300, 1, 10000);
+    psrec_remote_t *r = mk_remote(z, &m, &rc);
+    psrec_rng_t g;
+    psrec_rng_seed(&g, 5, 5);
+    uint64_t k[CNT_KEYS];
+    float counts[CNT_KEYS] = {0}, grads[CNT_KEYS * CNT_DIM], rows[CNT_KEYS * CNT_DIM];
+    for (int i = 0; i < CNT_KEYS * CNT_DIM; i++)
+        grads[i] = -1.0f;
+    for (int i = 0; i < CNT_KEYS; i++)
+        k[i] = cnt_key(i);
+    char err[PSREC_ERRBUF];
+    for (int round = 1; round <= 3; round++) { /* key i is pushed i % 4 times: uneven counts */
+        size_t n = 0;
+        uint64_t sub[CNT_KEYS];
+        for (int i = 0; i < CNT_KEYS; i++)
+            if (i % 4 >= round) sub[n++] = k[i], counts[i] += 1.0f;
+        if (psrec_remote_push(r, CNT_TABLE, sub, n, grads, CNT_DIM, err)) fail_msg("push: %s", err);
+    }
+    check_counts(r, counts, &g);
+    for (int i = 0; i < CNT_KEYS; i++)
+        for (int d = 0; d < CNT_DIM; d++)
+            rows[i * CNT_DIM + d] = counts[i];
+    /* the server goes away; a push is issued while it is down and returns once it is back */
+    stop_counter(&a, NULL);
+    restart_t rs = {.z = z, .ep = ep, .keys = k, .rows = rows, .srv = &b};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, restart_main, &rs), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    psrec_err prc = psrec_remote_push(r, CNT_TABLE, k, CNT_KEYS, grads, CNT_DIM, err);
+    double ms = ms_since(&t0);
+    pthread_join(th, NULL);
+    if (rs.rc) fail_msg("restart helper: %s", rs.err);
+    if (prc) fail_msg("push across the restart: %s", err);
+    assert_true(ms < 10000);
+    /* the stand-in saw the request twice with one seq: ENOTREADY made it re-send, not fail */
+    assert_int_equal(rs.type[0], PSREC__TYPE__PUSH);
+    assert_int_equal(rs.type[1], PSREC__TYPE__PUSH);
+    assert_true(rs.seq[0] == rs.seq[1]);
+    for (int i = 0; i < CNT_KEYS; i++)
+        counts[i] += 1.0f;
+    check_counts(r, counts, &g);
+    psrec_remote_destroy(&r);
+    psrec_server_stats_t ss;
+    stop_counter(&b, &ss);
+    assert_int_equal(ss.rows_pushed, CNT_KEYS); /* the new server applied the push once */
+    free(ep);
+    zmq_ctx_term(z);
+}
+
+/* A stand-in that counts the copies of the first seq it receives, then refuses the next request. */
+typedef struct {
+    void *z;
+    const char *ep;
+    int copies;
+    psrec_err rc;
+    char err[PSREC_ERRBUF];
+} pileup_t;
+
+static void *pileup_main(void *p)
+{
+    pileup_t *a = p;
+    a->rc = PSREC_EIO;
+    void *s = zmq_socket(a->z, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    for (int tries = 0; zmq_bind(s, a->ep) != 0; tries++) {
+        if (tries == 500) {
+            snprintf(a->err, sizeof a->err, "cannot bind %s", a->ep);
+            zmq_close(s);
+            return NULL;
+        }
+        zmq_poll(NULL, 0, 10);
+    }
+    uint64_t first = 0;
+    for (;;) {
+        psrec_wire_route_t route;
+        psrec_wire_msg_t m;
+        if ((a->rc = psrec_wire_recv(s, &route, &m, 5000, NULL, a->err))) break;
+        if (a->copies == 0 || m.hdr->seq == first) {
+            first = m.hdr->seq;
+            a->copies++;
+            psrec_wire_msg_clear(&m);
+            continue;
+        }
+        a->rc = psrec_wire_send_error(s, &route, m.hdr, PSREC_EINVAL, "stand-in");
+        psrec_wire_msg_clear(&m);
+        break;
+    }
+    zmq_close(s);
+    return NULL;
+}
+
+/* Nobody at the server's address: recovery_ms bounds the call (retries does not count), and the
+ * copies queued for the absent server stay within the send high-water mark. */
+static void test_recovery_deadline(void **st)
+{
+    void *z = zmq_ctx_new();
+    void *tmp = zmq_socket(z, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(tmp, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(tmp, "tcp://127.0.0.1:0"), 0);
+    char ep[256];
+    size_t len = sizeof ep;
+    assert_int_equal(zmq_getsockopt(tmp, ZMQ_LAST_ENDPOINT, ep, &len), 0);
+    zmq_close(tmp); /* a port nobody listens on */
+    char *addr = ep;
+    uint32_t slots[PSREC_WIRE_NSLOTS];
+    Psrec__ShardMap m;
+    one_map(&m, slots, &addr);
+    psrec_remote_conf_t rc = cnt_rconf(8, 10, 1, 400);
+    psrec_remote_t *r = mk_remote(z, &m, &rc);
+    uint64_t k[5] = {1, 2, 3, 4, 5};
+    float v[5 * CNT_DIM];
+    char err[PSREC_ERRBUF];
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(psrec_remote_pull(r, CNT_TABLE, k, 5, v, CNT_DIM, err), PSREC_ETIMEDOUT);
+    double ms = ms_since(&t0);
+    if (ms < 400 - 5 || ms > 400 + 1500) fail_msg("gave up after %.0f ms (recovery_ms 400): %s", ms, err);
+    assert_non_null(strstr(err, ep));
+    assert_non_null(strstr(err, "recovery_ms 400"));
+    /* about 40 attempts were made; a listener appearing now gets at most SNDHWM of them, then the next
+     * request (which it refuses, ending the call at once) */
+    pileup_t pu = {.z = z, .ep = ep};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, pileup_main, &pu), 0);
+    psrec_err prc = psrec_remote_pull(r, CNT_TABLE, k, 5, v, CNT_DIM, err);
+    pthread_join(th, NULL);
+    if (pu.rc) fail_msg("stand-in: %s", pu.err);
+    assert_int_equal(prc, PSREC_EINVAL);
+    assert_true(pu.copies >= 1);
+    if (pu.copies > PSREC_REMOTE_SNDHWM) fail_msg("%d copies queued, SNDHWM is %d", pu.copies, PSREC_REMOTE_SNDHWM);
+    psrec_remote_destroy(&r);
+    zmq_ctx_term(z);
+}
+
+/* psrec_remote_set_map: new addresses and a new server count take effect; a bad map changes nothing. */
+static void test_set_map(void **st)
+{
+    void *z = zmq_ctx_new();
+    cluster_t c;
+    start_cluster(&c, z, 3, 0, 0, "rc-map");
+    psrec_store_t *ref = ref_store();
+    uint64_t k[300];
+    for (int i = 0; i < 300; i++)
+        k[i] = (uint64_t)i * 13 + 5;
+    float got[300 * 8], want[300 * 8];
+    assert_int_equal(psrec_store_pull(ref, 0, k, 300, want), PSREC_OK);
+    char err[PSREC_ERRBUF];
+    /* server 1 believed elsewhere (nobody there): its keys time out, naming the address */
+    char *wrong[3] = {c.addr[0], "inproc://rc-map-nobody", c.addr[2]};
+    Psrec__ShardMap m = c.map;
+    m.server_addr = wrong;
+    psrec_remote_conf_t rc = rconf(9, 50, 0);
+    rc.retries = 2;
+    psrec_remote_t *r = mk_remote(z, &m, &rc);
+    assert_int_equal(psrec_remote_pull(r, 0, k, 300, got, 8, err), PSREC_ETIMEDOUT);
+    assert_non_null(strstr(err, "inproc://rc-map-nobody"));
+    assert_int_equal(psrec_remote_set_map(r, &c.map, err), PSREC_OK);
+    assert_int_equal(psrec_remote_pull(r, 0, k, 300, got, 8, err), PSREC_OK);
+    assert_memory_equal(got, want, sizeof got);
+    /* one server for everything: the others' keys are refused by server 0 (ESTALE) */
+    uint32_t all0[PSREC_WIRE_NSLOTS];
+    Psrec__ShardMap one;
+    one_map(&one, all0, &c.addr[0]);
+    assert_int_equal(psrec_remote_set_map(r, &one, err), PSREC_OK);
+    assert_int_equal(psrec_remote_pull(r, 0, k, 300, got, 8, err), PSREC_ESTALE);
+    /* back to three servers */
+    assert_int_equal(psrec_remote_set_map(r, &c.map, err), PSREC_OK);
+    memset(got, 0, sizeof got);
+    assert_int_equal(psrec_remote_pull(r, 0, k, 300, got, 8, err), PSREC_OK);
+    assert_memory_equal(got, want, sizeof got);
+    /* bad maps are refused and the client keeps working with its map */
+    Psrec__ShardMap bad = c.map;
+    uint32_t oob[PSREC_WIRE_NSLOTS] = {0};
+    oob[5] = 3;
+    bad.slot_server = oob;
+    assert_int_equal(psrec_remote_set_map(r, &bad, err), PSREC_EINVAL);
+    bad = c.map;
+    char *noaddr[3] = {c.addr[0], "", c.addr[2]};
+    bad.server_addr = noaddr;
+    assert_int_equal(psrec_remote_set_map(r, &bad, err), PSREC_EINVAL);
+    bad.server_addr = wrong;
+    wrong[1] = "bogus://x"; /* cannot connect: nothing changes */
+    assert_int_equal(psrec_remote_set_map(r, &bad, err), PSREC_EINVAL);
+    assert_int_equal(psrec_remote_set_map(r, NULL, err), PSREC_EINVAL);
+    memset(got, 0, sizeof got);
+    assert_int_equal(psrec_remote_pull(r, 0, k, 300, got, 8, err), PSREC_OK);
+    assert_memory_equal(got, want, sizeof got);
+    psrec_remote_destroy(&r);
+    psrec_store_destroy(&ref);
+    stop_cluster(&c, NULL);
+    zmq_ctx_term(z);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--lossy-child") == 0) { /* started by test_lossy_transport */
+        const struct CMUnitTest child[] = {cmocka_unit_test(lossy_child)};
+        return cmocka_run_group_tests(child, NULL, NULL);
+    }
+    /* the other tests count messages exactly: no injected faults in this process */
+    unsetenv(PSREC_FAULTS_ENV);
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (n <= 0) {
+        perror("readlink /proc/self/exe");
+        return 1;
+    }
+    self_exe[n] = '\0';
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_server_inproc), cmocka_unit_test(test_three_servers_inproc),
         cmocka_unit_test(test_two_servers_tcp),   cmocka_unit_test(test_errors),
         cmocka_unit_test(test_timeout),           cmocka_unit_test(test_lost_replies),
-        cmocka_unit_test(test_with_coordinator),
+        cmocka_unit_test(test_with_coordinator),  cmocka_unit_test(test_lossy_transport),
+        cmocka_unit_test(test_server_restart),    cmocka_unit_test(test_recovery_deadline),
+        cmocka_unit_test(test_set_map),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* test_store.c: the parameter store: deterministic init, optimizer updates through push against the
  * double reference of optim_ref.h, set, repeated keys, max_rows, errors, foreach, growth across slabs,
- * concurrent pushes without lost updates, and the bytes-per-row accounting. */
+ * concurrent pushes without lost updates, the bytes-per-row accounting, and raw rows (weights + optimizer
+ * state) out of one store and into another. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -479,6 +480,129 @@ static void test_bytes_per_row(void **st)
     }
 }
 
+/* ---- raw rows ---- */
+
+typedef struct {
+    uint64_t *keys;
+    float *rows;
+    size_t n, cap;
+    uint32_t width;
+} raw_t;
+
+static void raw_visit(uint64_t key, const float *row, uint32_t width, void *ctx)
+{
+    raw_t *r = ctx;
+    assert_int_equal(width, r->width);
+    assert_true(r->n < r->cap);
+    r->keys[r->n] = key;
+    memcpy(r->rows + r->n * width, row, width * sizeof(float));
+    r->n++;
+}
+
+/* All raw rows of a table, sorted by key (selection by an index sort, rows moved along). */
+static raw_t raw_collect(psrec_store_t *s, uint32_t table, size_t cap)
+{
+    raw_t r = {.cap = cap, .width = psrec_store_row_width(s, table)};
+    r.keys = malloc(cap * sizeof *r.keys);
+    r.rows = malloc(cap * r.width * sizeof(float));
+    psrec_store_foreach_raw(s, table, raw_visit, &r);
+    uint64_t *k2 = malloc(r.n * sizeof *k2);
+    float *r2 = malloc(r.n * r.width * sizeof(float) + 1);
+    memcpy(k2, r.keys, r.n * sizeof *k2);
+    qsort(k2, r.n, sizeof *k2, cmp_u64);
+    for (size_t i = 0; i < r.n; i++) {
+        size_t j = 0;
+        while (r.keys[j] != k2[i])
+            j++;
+        memcpy(r2 + i * r.width, r.rows + j * r.width, r.width * sizeof(float));
+    }
+    free(r.keys), free(r.rows);
+    r.keys = k2, r.rows = r2;
+    return r;
+}
+
+/* foreach_raw -> put_raw copies weights AND optimizer state: identical further pushes then give
+ * bit-identical rows in both stores (with a reset state, Adam's step count and moments would differ). */
+static void test_raw_roundtrip(void **st)
+{
+    enum { K = 300, DIM = 6, STEPS = 5 };
+    const psrec_opt_kind kinds[] = {PSREC_OPT_ADAM, PSREC_OPT_ADAGRAD, PSREC_OPT_ROWWISE_ADAGRAD, PSREC_OPT_SGD};
+    const uint32_t state[] = {2 * DIM + 1, DIM, 1, 0}; /* ps/optim.h's layout, spelled out */
+    for (int ki = 0; ki < 4; ki++) {
+        psrec_table_conf_t c = {.dim = DIM,
+                                .opt = {.kind = kinds[ki], .lr = 0.05f, .init_acc = 0.1f, .l2 = 0.01f},
+                                .init = PSREC_INIT_NORMAL,
+                                .init_scale = 0.2f,
+                                .max_rows = 10 * K};
+        psrec_store_t *a = mk(21, 4), *b = mk(22, 16); /* another seed: b's init must not matter */
+        add(a, 3, c), add(b, 3, c);
+        assert_int_equal(psrec_store_row_width(a, 3), DIM + state[ki]);
+        assert_int_equal(psrec_store_row_width(a, 4), 0);
+        psrec_table_conf_t got;
+        assert_int_equal(psrec_store_table_conf(a, 3, &got), PSREC_OK);
+        assert_memory_equal(&got, &c, sizeof c);
+        assert_int_equal(psrec_store_table_conf(a, 4, &got), PSREC_ENOTFOUND);
+        assert_int_equal(psrec_store_table_conf(a, 999, &got), PSREC_ENOTFOUND);
+        uint64_t keys[K];
+        float g[K * DIM];
+        psrec_rng_t r;
+        psrec_rng_seed(&r, 5, (uint64_t)ki);
+        for (int i = 0; i < K; i++)
+            keys[i] = psrec_rng_u64(&r);
+        for (int t = 0; t < STEPS; t++) { /* rows get different step counts */
+            size_t n = (size_t)K * (t + 1) / STEPS;
+            for (size_t i = 0; i < n * DIM; i++)
+                g[i] = (float)(2 * psrec_rng_uniform(&r) - 1);
+            assert_int_equal(psrec_store_push(a, 3, keys, n, g), PSREC_OK);
+        }
+        raw_t ra = raw_collect(a, 3, K + 1);
+        assert_int_equal(ra.n, K);
+        /* b already holds some other rows, some of them keys of a (overwritten) */
+        assert_int_equal(psrec_store_push(b, 3, keys + K / 2, 10, g), PSREC_OK);
+        assert_int_equal(psrec_store_put_raw(b, 3, ra.keys, ra.n, ra.rows), PSREC_OK);
+        raw_t rb = raw_collect(b, 3, K + 11);
+        assert_int_equal(rb.n, K);
+        assert_memory_equal(ra.keys, rb.keys, K * sizeof(uint64_t));
+        assert_memory_equal(ra.rows, rb.rows, K * ra.width * sizeof(float));
+        for (int t = 0; t < 3; t++) {
+            for (size_t i = 0; i < (size_t)K * DIM; i++)
+                g[i] = (float)(2 * psrec_rng_uniform(&r) - 1);
+            assert_int_equal(psrec_store_push(a, 3, keys, K, g), PSREC_OK);
+            assert_int_equal(psrec_store_push(b, 3, keys, K, g), PSREC_OK);
+        }
+        raw_t ra2 = raw_collect(a, 3, K + 1), rb2 = raw_collect(b, 3, K + 1);
+        assert_memory_equal(ra2.rows, rb2.rows, K * ra.width * sizeof(float));
+        if (kinds[ki] != PSREC_OPT_SGD) /* the state moved, so the test above saw it */
+            assert_memory_not_equal(ra.rows + DIM, ra2.rows + DIM, state[ki] * sizeof(float));
+        free(ra.keys), free(ra.rows), free(rb.keys), free(rb.rows);
+        free(ra2.keys), free(ra2.rows), free(rb2.keys), free(rb2.rows);
+        psrec_store_destroy(&a);
+        psrec_store_destroy(&b);
+    }
+}
+
+/* put_raw: max_rows refuses a call whose new rows do not fit (nothing changed); unknown table. */
+static void test_raw_errors(void **st)
+{
+    enum { DIM = 2, W = 2 * DIM + 1 };
+    psrec_store_t *s = mk(1, 2);
+    add(s, 0, (psrec_table_conf_t){.dim = DIM, .opt = {.kind = PSREC_OPT_ADAM, .lr = 0.1f}, .max_rows = 3});
+    uint64_t keys[4] = {1, 2, 3, 4};
+    float rows[4 * W];
+    for (int i = 0; i < 4 * W; i++)
+        rows[i] = (float)i;
+    assert_int_equal(psrec_store_put_raw(s, 0, keys, 2, rows), PSREC_OK);
+    assert_int_equal(psrec_store_put_raw(s, 0, keys, 4, rows), PSREC_EFULL);
+    assert_int_equal(psrec_store_rows(s, 0), 2);
+    raw_t r = raw_collect(s, 0, 4);
+    assert_int_equal(r.n, 2);
+    assert_memory_equal(r.rows, rows, 2 * W * sizeof(float));
+    assert_int_equal(psrec_store_put_raw(s, 1, keys, 1, rows), PSREC_ENOTFOUND);
+    assert_int_equal(psrec_store_put_raw(s, 0, keys, 0, NULL), PSREC_OK);
+    free(r.keys), free(r.rows);
+    psrec_store_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +615,8 @@ int main(void)
         cmocka_unit_test(test_growth_one_stripe),
         cmocka_unit_test(test_concurrent_push),
         cmocka_unit_test(test_bytes_per_row),
+        cmocka_unit_test(test_raw_roundtrip),
+        cmocka_unit_test(test_raw_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,7 +112,14 @@ psrec_err psrec_cluster_start(psrec_cluster_t **out, void *zctx, const psrec_clu
                              .seed = conf->seed,
                              .ntables = conf->ntables,
                              .table_ids = conf->table_ids,
-                             .tables = conf->tables};
+                             .tables = conf->tables,
+                             .checkpoint_dir = conf->checkpoint_dir,
+                             .checkpoint_steps = conf->checkpoint_steps,
+                             .checkpoint_secs = conf->checkpoint_secs,
+                             .keep_rounds = conf->keep_rounds,
+                             .resume = conf->resume,
+                             .durability_log = conf->durability_log,
+                             .fresh = 1};
     psrec_err rc = psrec_coord_new(&cl->coord, zctx, &cc, err);
     cl->srv = rc ? NULL : calloc((size_t)conf->servers, sizeof *cl->srv);
     if (!rc && !cl->srv) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");

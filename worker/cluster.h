@@ -18,6 +18,11 @@ typedef struct {
     int ntables;
     const uint32_t *table_ids;
     const psrec_table_conf_t *tables;
+    /* fault tolerance: handed to the coordinator (ps/coord.h) */
+    const char *checkpoint_dir;
+    uint64_t checkpoint_steps;
+    double checkpoint_secs;
+    int keep_rounds, resume, durability_log;
 } psrec_cluster_conf_t;
 
 typedef struct psrec_cluster psrec_cluster_t;

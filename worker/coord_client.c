@@ -4,11 +4,15 @@
  * the reply carrying that number, all under one deadline (timeout_ms). Replies with another number
  * are late answers to requests that already timed out and are dropped. ZMQ_IMMEDIATE keeps requests
  * from queueing while no coordinator is connected (a stale REGISTER delivered much later would take
- * a rank), and the send timeout is the time left, so a missing coordinator is PSREC_ETIMEDOUT. The
- * only retried answer is ENOTREADY to SHARD_MAP_GET (the cluster is still assembling): register()
- * waits 20 ms on the socket between tries, up to the deadline. The client remembers the rank, epoch
- * and role of its registration and stamps them on every later request.
- * Thread model: one client per thread (ZeroMQ sockets are not thread-safe). */
+ * a rank): a send waits for a connection (DEALERs reconnect by themselves) at most until the next
+ * re-send, so a missing coordinator is PSREC_ETIMEDOUT at the deadline. An unanswered request is
+ * re-sent with the SAME seq every resend_ms: a coordinator that restarted lost what was in flight,
+ * and the first reply with our seq ends the call (later copies are dropped like any late reply).
+ * REGISTER too: the coordinator answers a copy of a REGISTER it already took (same socket and seq)
+ * with the same REGISTER_OK instead of taking a second rank or bumping the epoch again. The only retried answer is
+ * ENOTREADY to SHARD_MAP_GET (the cluster is still assembling): register() waits 20 ms on the socket between tries, up
+ * to the deadline. The client remembers the rank, epoch and role of its registration and stamps them on every later
+ * request. Thread model: one client per thread (ZeroMQ sockets are not thread-safe). */
 #include "worker/coord_client.h"
 
 #include <errno.h>
@@ -19,12 +23,14 @@
 #include <zmq.h>
 
 #define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_RESEND_MS 1000
 #define NOTREADY_WAIT_MS 20
 
 struct psrec_coord_client {
     void *sock;
     uint64_t job_id;
     int timeout_ms;
+    int resend_ms;
     uint64_t seq;
     int registered;
     Psrec__Role role;
@@ -49,6 +55,7 @@ psrec_err psrec_coord_client_new(psrec_coord_client_t **out, void *zctx, const c
     if (!c) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     c->job_id = job_id;
     c->timeout_ms = timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS;
+    c->resend_ms = DEFAULT_RESEND_MS;
     c->role = PSREC__ROLE__CLIENT;
     c->sock = zmq_socket(zctx, ZMQ_DEALER);
     if (!c->sock) {
@@ -77,6 +84,16 @@ void psrec_coord_client_destroy(psrec_coord_client_t **pc)
     *pc = NULL;
 }
 
+void psrec_coord_client_set_timeout(psrec_coord_client_t *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
+void psrec_coord_client_set_resend(psrec_coord_client_t *c, int resend_ms)
+{
+    c->resend_ms = resend_ms > 0 ? resend_ms : DEFAULT_RESEND_MS;
+}
+
 static const char *type_name(Psrec__Type t)
 {
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&psrec__type__descriptor, (int)t);
@@ -91,30 +108,38 @@ static void identity(const psrec_coord_client_t *c, Psrec__Header *h)
     h->epoch = c->registered ? c->epoch : 0;
 }
 
-/* One request/reply before deadline_ms (monotonic). On success *out is the reply of type `want`
- * (caller frees). An ERROR reply returns its code with its text. */
+/* One request/reply before deadline_ms (monotonic), re-sent with the same seq every resend_ms. On success *out is the
+ * reply of type `want` (caller frees). An ERROR reply returns its code with its text. */
 static psrec_err call(psrec_coord_client_t *c, Psrec__Header *req, Psrec__Type want, int64_t deadline_ms,
                       Psrec__Header **out, char *err)
 {
     *out = NULL;
     req->seq = ++c->seq;
     req->job_id = c->job_id;
-    int64_t left = deadline_ms - now_ms();
-    if (left <= 0) return psrec_fail(err, PSREC_ETIMEDOUT, "coordinator: no time left for %s", type_name(req->type));
-    int sndtimeo = (int)left;
-    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    int resend = 1, sent = 0;
+    int64_t next_send = now_ms();
     char e[PSREC_ERRBUF];
-    psrec_err rc = psrec_wire_send(c->sock, NULL, req, NULL, 0, 0, NULL, e);
-    if (rc == PSREC_ETIMEDOUT)
-        return psrec_fail(err, rc, "coordinator unreachable: %s not sent within %d ms", type_name(req->type),
-                          c->timeout_ms);
-    if (rc) return psrec_fail(err, rc, "coordinator: sending %s: %s", type_name(req->type), e);
     for (;;) {
-        left = deadline_ms - now_ms();
+        int64_t now = now_ms(), left = deadline_ms - now;
         if (left <= 0) break;
+        if ((!sent || resend) && now >= next_send) {
+            /* no connection (ZMQ_IMMEDIATE): the send waits for one until the next re-send is due */
+            int sndtimeo = (int)(left < c->resend_ms ? left : c->resend_ms);
+            zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+            psrec_err rc = psrec_wire_send(c->sock, NULL, req, NULL, 0, 0, NULL, e);
+            if (rc == PSREC_ETIMEDOUT) {
+                next_send = now_ms();
+                continue;
+            }
+            if (rc) return psrec_fail(err, rc, "coordinator: sending %s: %s", type_name(req->type), e);
+            sent++;
+            next_send = now_ms() + c->resend_ms;
+            continue;
+        }
+        int64_t wait = resend && next_send - now < left ? next_send - now : left;
         psrec_wire_msg_t m;
-        rc = psrec_wire_recv(c->sock, NULL, &m, (int)left, NULL, e);
-        if (rc == PSREC_ETIMEDOUT) break;
+        psrec_err rc = psrec_wire_recv(c->sock, NULL, &m, (int)(wait > 0 ? wait : 0), NULL, e);
+        if (rc == PSREC_ETIMEDOUT) continue;
         if (rc) return psrec_fail(err, rc, "coordinator: bad reply to %s: %s", type_name(req->type), e);
         Psrec__Header *h = m.hdr;
         if (h->seq != req->seq) { /* a late reply to an abandoned request */
@@ -140,8 +165,11 @@ static psrec_err call(psrec_coord_client_t *c, Psrec__Header *req, Psrec__Type w
         psrec_wire_msg_clear(&m);
         return PSREC_OK;
     }
-    return psrec_fail(err, PSREC_ETIMEDOUT, "coordinator: no reply to %s within %d ms", type_name(req->type),
-                      c->timeout_ms);
+    if (!sent)
+        return psrec_fail(err, PSREC_ETIMEDOUT, "coordinator unreachable: %s not sent within %d ms",
+                          type_name(req->type), c->timeout_ms);
+    return psrec_fail(err, PSREC_ETIMEDOUT, "coordinator: no reply to %s within %d ms (sent %d times)",
+                      type_name(req->type), c->timeout_ms, sent);
 }
 
 /* 1: a complete, consistent map; 0: absent or not complete yet; -1: inconsistent. */
@@ -217,14 +245,21 @@ psrec_err psrec_coord_client_register(psrec_coord_client_t *c, Psrec__Role role,
     return PSREC_OK;
 }
 
-psrec_err psrec_coord_client_heartbeat(psrec_coord_client_t *c, Psrec__Header *hb, int *stop, char *err)
+psrec_err psrec_coord_client_heartbeat_reply(psrec_coord_client_t *c, Psrec__Header *hb, Psrec__Header **reply,
+                                             char *err)
 {
-    *stop = 0;
+    *reply = NULL;
     if (!c->registered) return psrec_fail(err, PSREC_EINVAL, "heartbeat before register");
     hb->type = PSREC__TYPE__HEARTBEAT;
     identity(c, hb);
+    return call(c, hb, PSREC__TYPE__HEARTBEAT_OK, now_ms() + c->timeout_ms, reply, err);
+}
+
+psrec_err psrec_coord_client_heartbeat(psrec_coord_client_t *c, Psrec__Header *hb, int *stop, char *err)
+{
+    *stop = 0;
     Psrec__Header *r;
-    psrec_err rc = call(c, hb, PSREC__TYPE__HEARTBEAT_OK, now_ms() + c->timeout_ms, &r, err);
+    psrec_err rc = psrec_coord_client_heartbeat_reply(c, hb, &r, err);
     if (rc) return rc;
     *stop = r->stop ? 1 : 0;
     psrec__header__free_unpacked(r, NULL);

@@ -229,6 +229,11 @@ psrec_err psrec_model_save_wals(const char *dir, const psrec_wals_conf_t *w, con
     return rc;
 }
 
+psrec_err psrec_model_save_conf(const char *dir, const psrec_model_conf_t *conf, char *err)
+{
+    return save_conf(dir, conf, NULL, err);
+}
+
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
                            psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
                            char *err)
@@ -367,6 +372,23 @@ static psrec_err load_table(psrec_model_t *m, const char *dir, uint32_t table, u
     for (size_t i = 0; i < t->n; i++)
         if ((rc = psrec_idmap_put(t->index, t->keys[i], i))) return psrec_fail(err, rc, "out of memory");
     return PSREC_OK;
+}
+
+psrec_err psrec_model_load_conf(const char *dir, psrec_model_conf_t *conf, char *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.conf", dir);
+    void *text;
+    size_t len;
+    psrec_err rc = psrec_dfile_read_all(path, &text, &len, err);
+    if (rc) return rc;
+    psrec_model_t *m = calloc(1, sizeof *m);
+    if (!m) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    if (!rc) rc = parse_conf(path, text, len, conf, m, err);
+    if (!rc && m->wals) rc = psrec_fail(err, PSREC_EINVAL, "%s: a WALS model has no checkpoints", path);
+    free(m);
+    free(text);
+    return rc;
 }
 
 psrec_err psrec_model_load(psrec_model_t **out, const char *dir, char *err)

@@ -49,6 +49,12 @@ psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psre
                            psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
                            char *err) PSREC_MUST_CHECK;
 
+/* Writes only <dir>/model.conf (durable): the shape, kept next to checkpoint rounds so a round can be
+ * exported without the training options. */
+psrec_err psrec_model_save_conf(const char *dir, const psrec_model_conf_t *conf, char *err) PSREC_MUST_CHECK;
+/* Reads <dir>/model.conf (a DNN model's shape). */
+psrec_err psrec_model_load_conf(const char *dir, psrec_model_conf_t *conf, char *err) PSREC_MUST_CHECK;
+
 /* A feature slot's mean user embedding per feature id (the WALS cold-start heuristic). */
 typedef struct {
     int slot;

@@ -11,6 +11,16 @@
  *   call) is dropped. A request not answered within timeout_ms is re-sent with the same seq, so a
  *   server that applied it already acknowledges without applying twice; after `retries` attempts the
  *   call fails with PSREC_ETIMEDOUT naming the server.
+ * - Recovery (recovery_ms > 0): the give-up rule is "this server has said nothing for recovery_ms
+ *   since the request's first attempt" instead of an attempt count, so a call waits out a server
+ *   restart (the DEALER reconnects to the same endpoint by itself) yet fails in bounded time when the
+ *   server is gone. A server answering other requests is alive, so its slow request is not given up.
+ *   ENOTREADY (restarting, still loading) is not a sign of life: the request is re-sent after
+ *   PSREC_REMOTE_NOTREADY_MS, within the same deadline.
+ * - Sends never block (ZMQ_SNDTIMEO 0, ZMQ_SNDHWM PSREC_REMOTE_SNDHWM): while a server is away, at
+ *   most SNDHWM copies wait in its socket, and a send that would block is treated as a lost message
+ *   (the request is re-sent at its next deadline). A reconnected server may then receive a few copies
+ *   of one seq: pushes are de-duplicated by the server, extra replies dropped here.
  * - Seqs start at the wall clock in nanoseconds, so a restarted process with the same rank and epoch
  *   (standalone servers have no epochs) continues above its predecessor's seqs instead of being
  *   taken for its duplicates.
@@ -35,6 +45,7 @@
 #define DEDUP_SPAN 64
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_RETRIES 3
+#define MAX_MSG_BYTES ((int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20))
 
 /* Adaptive LZ4: skip attempts on a stream of requests that recently did not compress. */
 typedef struct {
@@ -51,12 +62,15 @@ typedef struct {
     uint64_t seq;
     uint64_t cursor; /* DUMP */
     int64_t deadline_ms;
+    int64_t first_ms; /* first attempt (recovery deadline) */
+    int notready;     /* the last answer was ENOTREADY */
 } req_t;
 
 /* What a call is doing; requests point into its arrays. */
 typedef struct {
     Psrec__Type type, want;
     uint32_t table, dim;
+    uint64_t round;       /* CHECKPOINT */
     const uint64_t *keys; /* grouped by server */
     const float *vals;    /* grouped (PUSH/SET) */
     float *out;           /* PULL: caller's rows */
@@ -79,6 +93,7 @@ struct psrec_remote {
     uint32_t nservers;
     char **addr;
     void **socks;
+    int64_t *heard_ms; /* per server: last reply (recovery deadline) */
     uint32_t nslots;
     uint32_t *slot_server;
     uint64_t map_version;
@@ -131,11 +146,8 @@ static const char *type_name(Psrec__Type t)
 
 /* ---- lifetime ---- */
 
-psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardMap *map,
-                           const psrec_remote_conf_t *conf, char *err)
+static psrec_err check_map(const Psrec__ShardMap *map, char *err)
 {
-    *out = NULL;
-    if (!zctx || !map || !conf) return psrec_fail(err, PSREC_EINVAL, "remote client: missing context, map or conf");
     if (map->n_server_addr == 0 || map->n_server_addr > 65536 || map->nslots == 0 || map->nslots > (1u << 24) ||
         map->n_slot_server != map->nslots)
         return psrec_fail(err, PSREC_EINVAL, "remote client: bad shard map (%zu servers, %u slots, %zu entries)",
@@ -144,8 +156,44 @@ psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardM
         if (map->slot_server[i] >= map->n_server_addr)
             return psrec_fail(err, PSREC_EINVAL, "remote client: slot %zu maps to server %u of %zu", i,
                               map->slot_server[i], map->n_server_addr);
-    if (conf->timeout_ms < 0 || conf->retries < 0)
-        return psrec_fail(err, PSREC_EINVAL, "remote client: negative timeout");
+    for (size_t i = 0; i < map->n_server_addr; i++)
+        if (!map->server_addr[i] || !*map->server_addr[i])
+            return psrec_fail(err, PSREC_EINVAL, "remote client: server %zu has no address", i);
+    return PSREC_OK;
+}
+
+/* A DEALER connected to server i at addr: sends never block, few messages queue while it is away. */
+static psrec_err open_sock(void *zctx, uint32_t i, const char *addr, void **out, char *err)
+{
+    void *s = zmq_socket(zctx, ZMQ_DEALER);
+    if (!s) return psrec_fail(err, PSREC_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int zero = 0, hwm = PSREC_REMOTE_SNDHWM;
+    int64_t maxmsg = MAX_MSG_BYTES;
+    if (zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) || zmq_setsockopt(s, ZMQ_SNDTIMEO, &zero, sizeof zero) ||
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) || zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
+        psrec_err rc = psrec_fail(err, PSREC_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return rc;
+    }
+    if (zmq_connect(s, addr)) {
+        psrec_err rc =
+            psrec_fail(err, PSREC_EINVAL, "connect to server %u at %s: %s", i, addr, zmq_strerror(zmq_errno()));
+        zmq_close(s);
+        return rc;
+    }
+    *out = s;
+    return PSREC_OK;
+}
+
+psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardMap *map,
+                           const psrec_remote_conf_t *conf, char *err)
+{
+    *out = NULL;
+    if (!zctx || !map || !conf) return psrec_fail(err, PSREC_EINVAL, "remote client: missing context, map or conf");
+    psrec_err rc = check_map(map, err);
+    if (rc) return rc;
+    if (conf->timeout_ms < 0 || conf->retries < 0 || conf->recovery_ms < 0)
+        return psrec_fail(err, PSREC_EINVAL, "remote client: negative timeout, retries or recovery time");
     psrec_remote_t *r = calloc(1, sizeof *r);
     if (!r) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     r->zctx = zctx;
@@ -158,43 +206,22 @@ psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardM
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     r->seq = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-    psrec_err rc = PSREC_OK;
     r->slot_server = malloc(r->nslots * sizeof *r->slot_server);
     r->addr = calloc(r->nservers, sizeof *r->addr);
     r->socks = calloc(r->nservers, sizeof *r->socks);
+    r->heard_ms = calloc(r->nservers, sizeof *r->heard_ms);
     r->cnt = calloc(r->nservers, sizeof *r->cnt);
     r->ss = calloc(r->nservers, sizeof *r->ss);
     r->items = calloc(r->nservers, sizeof *r->items);
     r->item_server = calloc(r->nservers, sizeof *r->item_server);
-    if (!r->slot_server || !r->addr || !r->socks || !r->cnt || !r->ss || !r->items || !r->item_server)
+    if (!r->slot_server || !r->addr || !r->socks || !r->heard_ms || !r->cnt || !r->ss || !r->items || !r->item_server)
         rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
     if (!rc) memcpy(r->slot_server, map->slot_server, r->nslots * sizeof *r->slot_server);
-    int zero = 0, sndtimeo = r->conf.timeout_ms;
-    int64_t maxmsg = (int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20);
     for (uint32_t i = 0; !rc && i < r->nservers; i++) {
-        const char *a = map->server_addr[i];
-        if (!a || !*a) {
-            rc = psrec_fail(err, PSREC_EINVAL, "remote client: server %u has no address", i);
-            break;
-        }
-        if (!(r->addr[i] = strdup(a))) {
+        if (!(r->addr[i] = strdup(map->server_addr[i])))
             rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
-            break;
-        }
-        if (!(r->socks[i] = zmq_socket(zctx, ZMQ_DEALER))) {
-            rc = psrec_fail(err, PSREC_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
-            break;
-        }
-        if (zmq_setsockopt(r->socks[i], ZMQ_LINGER, &zero, sizeof zero) ||
-            zmq_setsockopt(r->socks[i], ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) ||
-            zmq_setsockopt(r->socks[i], ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
-            rc = psrec_fail(err, PSREC_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
-            break;
-        }
-        if (zmq_connect(r->socks[i], a)) {
-            rc = psrec_fail(err, PSREC_EINVAL, "connect to server %u at %s: %s", i, a, zmq_strerror(zmq_errno()));
-            break;
-        }
+        else
+            rc = open_sock(zctx, i, r->addr[i], &r->socks[i], err);
     }
     if (rc) {
         psrec_remote_destroy(&r);
@@ -214,6 +241,7 @@ void psrec_remote_destroy(psrec_remote_t **pr)
     }
     free(r->socks);
     free(r->addr);
+    free(r->heard_ms);
     free(r->slot_server);
     free(r->srv);
     free(r->perm);
@@ -226,6 +254,64 @@ void psrec_remote_destroy(psrec_remote_t **pr)
     free(r->item_server);
     free(r);
     *pr = NULL;
+}
+
+psrec_err psrec_remote_set_map(psrec_remote_t *r, const Psrec__ShardMap *map, char *err)
+{
+    if (!map) return psrec_fail(err, PSREC_EINVAL, "remote client: no shard map");
+    psrec_err rc = check_map(map, err);
+    if (rc) return rc;
+    /* everything is built aside first, so that a failure leaves r as it was */
+    uint32_t n = (uint32_t)map->n_server_addr;
+    uint32_t *slots = malloc(map->nslots * sizeof *slots);
+    char **addr = calloc(n, sizeof *addr);
+    void **socks = calloc(n, sizeof *socks);
+    int64_t *heard = calloc(n, sizeof *heard);
+    size_t *cnt = calloc(n, sizeof *cnt);
+    sstate_t *ss = calloc(n, sizeof *ss);
+    zmq_pollitem_t *items = calloc(n, sizeof *items);
+    uint32_t *item_server = calloc(n, sizeof *item_server);
+    unsigned char *kept = calloc(n, 1); /* server i keeps its socket (same index, same address) */
+    if (!slots || !addr || !socks || !heard || !cnt || !ss || !items || !item_server || !kept)
+        rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    if (!rc) memcpy(slots, map->slot_server, map->nslots * sizeof *slots);
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        if (i < r->nservers && strcmp(r->addr[i], map->server_addr[i]) == 0) {
+            kept[i] = 1;
+            addr[i] = r->addr[i];
+            socks[i] = r->socks[i];
+            heard[i] = r->heard_ms[i];
+        } else if (!(addr[i] = strdup(map->server_addr[i]))) {
+            rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        } else {
+            rc = open_sock(r->zctx, i, addr[i], &socks[i], err);
+        }
+    }
+    if (rc) {
+        for (uint32_t i = 0; addr && i < n; i++)
+            if (!kept || !kept[i]) {
+                if (socks && socks[i]) zmq_close(socks[i]);
+                free(addr[i]);
+            }
+    } else {
+        for (uint32_t i = 0; i < r->nservers; i++)
+            if (i >= n || !kept[i]) { /* its replies in flight are dropped with the socket */
+                zmq_close(r->socks[i]);
+                free(r->addr[i]);
+            }
+        free(r->slot_server), free(r->addr), free(r->socks), free(r->heard_ms);
+        free(r->cnt), free(r->ss), free(r->items), free(r->item_server);
+        r->slot_server = slots, r->addr = addr, r->socks = socks, r->heard_ms = heard;
+        r->cnt = cnt, r->ss = ss, r->items = items, r->item_server = item_server;
+        r->nservers = n;
+        r->nslots = map->nslots;
+        r->map_version = map->version;
+        free(kept);
+        return PSREC_OK;
+    }
+    free(slots), free(addr), free(socks), free(heard), free(cnt), free(ss), free(items), free(item_server);
+    free(kept);
+    return rc;
 }
 
 void psrec_remote_stats(const psrec_remote_t *r, psrec_wire_stats_t *sent, psrec_wire_stats_t *received)
@@ -241,6 +327,13 @@ const char *psrec_remote_last_error(const psrec_remote_t *r)
 
 /* ---- requests ---- */
 
+/* Since when server s of q has been silent as far as q is concerned (recovery deadline). */
+static int64_t quiet_since(const psrec_remote_t *r, const req_t *q)
+{
+    int64_t h = r->heard_ms[q->server];
+    return h > q->first_ms ? h : q->first_ms;
+}
+
 static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err)
 {
     Psrec__Header h;
@@ -255,9 +348,11 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
     h.dim = op->dim;
     h.count = q->count;
     h.cursor = q->cursor;
+    h.checkpoint_round = op->round;
     psrec_wire_bulk_t b[2];
     int nb = 0;
-    if (op->type != PSREC__TYPE__DUMP) b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
+    if (op->type != PSREC__TYPE__DUMP && op->type != PSREC__TYPE__CHECKPOINT)
+        b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
     if (op->vals) b[nb++] = (psrec_wire_bulk_t){op->vals + q->off * op->dim, q->count * op->dim * sizeof(float)};
     char e[PSREC_ERRBUF];
     gate_t *g = NULL;
@@ -277,11 +372,18 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
             g->fail = 0;
         }
     }
+    if (rc == PSREC_ETIMEDOUT) rc = PSREC_OK; /* would block (SNDHWM copies wait for an absent server): lost */
     if (rc)
         return psrec_fail(err, rc, "%s to server %u (%s): %s", type_name(op->type), q->server, r->addr[q->server], e);
+    int64_t now = now_ms();
+    if (q->attempts == 0) q->first_ms = now;
     q->state = 1;
     q->attempts++;
-    q->deadline_ms = now_ms() + r->conf.timeout_ms;
+    q->deadline_ms = now + r->conf.timeout_ms;
+    if (r->conf.recovery_ms > 0) {
+        int64_t give_up = quiet_since(r, q) + r->conf.recovery_ms;
+        if (give_up < q->deadline_ms) q->deadline_ms = give_up;
+    }
     return PSREC_OK;
 }
 
@@ -354,6 +456,11 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
             *again = 1;
             return send_req(r, op, q, err);
         }
+    } else if (op->type == PSREC__TYPE__CHECKPOINT) {
+        if (h->checkpoint_round != op->round)
+            return psrec_fail(err, PSREC_EPROTO, "server %u (%s): CHECKPOINT_OK for round %llu, round %llu asked",
+                              q->server, r->addr[q->server], (unsigned long long)h->checkpoint_round,
+                              (unsigned long long)op->round);
     } else if (h->count != q->count) {
         return psrec_fail(err, PSREC_EPROTO, "server %u (%s): %s for %llu keys, %zu sent", q->server,
                           r->addr[q->server], type_name(h->type), (unsigned long long)h->count, q->count);
@@ -397,13 +504,21 @@ static psrec_err run(psrec_remote_t *r, op_t *op, size_t nreq, char *err)
                     rc = psrec_fail(err, mrc, "reply from server %u (%s): %s", s, r->addr[s], e);
                     break;
                 }
+                /* ENOTREADY: restarting and still loading, so not a sign of life for the recovery deadline */
+                int notready = m.hdr->type == PSREC__TYPE__ERROR && m.hdr->error_code == PSREC_ENOTREADY;
+                if (!notready) r->heard_ms[s] = now_ms();
                 req_t *q = NULL;
                 for (size_t i = r->ss[s].first; i < r->ss[s].next; i++)
                     if (r->reqs[i].state == 1 && r->reqs[i].seq == m.hdr->seq) {
                         q = &r->reqs[i];
                         break;
                     }
-                if (q && m.hdr->job_id == r->conf.job_id) {
+                if (q && m.hdr->job_id == r->conf.job_id && notready) {
+                    int pause =
+                        r->conf.timeout_ms < PSREC_REMOTE_NOTREADY_MS ? r->conf.timeout_ms : PSREC_REMOTE_NOTREADY_MS;
+                    q->notready = 1;
+                    q->deadline_ms = now_ms() + pause; /* re-sent then, like a lost reply */
+                } else if (q && m.hdr->job_id == r->conf.job_id) {
                     int again = 0;
                     rc = on_reply(r, op, q, &m, &again, err);
                     if (!rc && !again) {
@@ -422,9 +537,16 @@ static psrec_err run(psrec_remote_t *r, op_t *op, size_t nreq, char *err)
         for (size_t i = 0; !rc && i < nreq; i++) {
             req_t *q = &r->reqs[i];
             if (q->state != 1 || q->deadline_ms > now) continue;
-            if (q->attempts >= r->conf.retries)
-                rc = psrec_fail(err, PSREC_ETIMEDOUT, "%s to server %u (%s): no reply after %d attempts of %d ms",
-                                type_name(op->type), q->server, r->addr[q->server], q->attempts, r->conf.timeout_ms);
+            const char *why = q->notready ? "; it answered ENOTREADY (still loading)" : "";
+            if (r->conf.recovery_ms > 0 && now - quiet_since(r, q) >= r->conf.recovery_ms)
+                rc = psrec_fail(err, PSREC_ETIMEDOUT,
+                                "%s to server %u (%s): no reply for %lld ms (recovery_ms %d, %d attempts%s)",
+                                type_name(op->type), q->server, r->addr[q->server], (long long)(now - q->first_ms),
+                                r->conf.recovery_ms, q->attempts, why);
+            else if (r->conf.recovery_ms == 0 && q->attempts >= r->conf.retries)
+                rc = psrec_fail(err, PSREC_ETIMEDOUT, "%s to server %u (%s): no reply after %d attempts of %d ms%s",
+                                type_name(op->type), q->server, r->addr[q->server], q->attempts, r->conf.timeout_ms,
+                                why);
             else
                 rc = send_req(r, op, q, err); /* same seq: the server drops it if it applied it */
         }
@@ -545,6 +667,19 @@ psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uin
     *values = op.dvals;
     *n = op.dn;
     return PSREC_OK;
+}
+
+psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err)
+{
+    if (round == 0) return psrec_fail(err, PSREC_EINVAL, "CHECKPOINT: round 0");
+    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    op_t op = {.type = PSREC__TYPE__CHECKPOINT, .want = PSREC__TYPE__CHECKPOINT_OK, .round = round};
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->reqs[s] = (req_t){.server = s, .seq = ++r->seq};
+        r->ss[s] = (sstate_t){.first = s, .next = s, .oldest = s, .end = s + 1};
+    }
+    return run(r, &op, r->nservers, err);
 }
 
 /* ---- table-client ops ---- */

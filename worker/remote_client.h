@@ -6,7 +6,12 @@
  * scattered back in the caller's key order. Every request carries (rank, epoch, seq) and has a
  * deadline: on timeout it is re-sent with the same seq (servers drop duplicate pushes), and after
  * `retries` attempts the call fails with PSREC_ETIMEDOUT naming the server — never a hang or abort.
- * An ERROR reply fails the call with the server's code and text.
+ * With recovery_ms > 0 a call outlives a restarting server instead: it keeps re-sending until the
+ * server has been silent for recovery_ms since the request's first attempt. An ERROR reply fails the
+ * call with the server's code and text, except ENOTREADY (a server still loading after a restart),
+ * which is retried after a short pause like a lost reply.
+ * Sends never block: at most PSREC_REMOTE_SNDHWM messages wait for a disconnected server (they go out
+ * when the DEALER reconnects by itself), and a send beyond that counts as a lost message.
  * Thread model: one remote client per thread (its DEALER sockets are not thread-safe). */
 #ifndef PSREC_REMOTE_CLIENT_H
 #define PSREC_REMOTE_CLIENT_H
@@ -20,16 +25,21 @@
 #include "worker/table_client.h"
 
 #define PSREC_REMOTE_CHUNK 65536
+#define PSREC_REMOTE_SNDHWM 16       /* messages queued per server socket (ZMQ_SNDHWM) */
+#define PSREC_REMOTE_NOTREADY_MS 100 /* pause before re-sending a request a server answered ENOTREADY */
 
 typedef struct {
     uint64_t job_id;
     uint32_t rank;                              /* this worker's rank (unique per worker thread/process) */
     uint64_t epoch;                             /* membership epoch from registration */
     int timeout_ms;                             /* per attempt (default 10000) */
-    int retries;                                /* attempts before giving up (default 3) */
+    int retries;                                /* attempts before giving up (default 3; recovery_ms 0) */
     int compress;                               /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
     uint32_t table_dim[PSREC_STORE_MAX_TABLES]; /* row width of each table (0 = no such table), for the
                                                    table-client ops, which do not pass it */
+    /* > 0: re-send every timeout_ms until the server has been silent this long since the request's
+     * first attempt, whatever `retries` says (a restarting server is waited for); 0: `retries` */
+    int recovery_ms;
 } psrec_remote_conf_t;
 
 typedef struct psrec_remote psrec_remote_t;
@@ -38,6 +48,11 @@ typedef struct psrec_remote psrec_remote_t;
 psrec_err psrec_remote_new(psrec_remote_t **r, void *zctx, const Psrec__ShardMap *map, const psrec_remote_conf_t *conf,
                            char *err) PSREC_MUST_CHECK;
 void psrec_remote_destroy(psrec_remote_t **r);
+/* Takes a new shard map (copied): the sockets of servers whose address changed (a restarted server
+ * came back elsewhere) are closed and connected to the new address, the others are kept; the number
+ * of servers may change. Requests are addressed by server index at every attempt, so anything sent
+ * from now on goes to the new addresses. On failure r keeps its previous map. */
+psrec_err psrec_remote_set_map(psrec_remote_t *r, const Psrec__ShardMap *map, char *err) PSREC_MUST_CHECK;
 /* Wraps r in a table client; the client owns r from then on (also on failure). */
 psrec_err psrec_table_client_new_remote(psrec_table_client_t **c, psrec_remote_t *r) PSREC_MUST_CHECK;
 
@@ -50,6 +65,9 @@ psrec_err psrec_remote_set(psrec_remote_t *r, uint32_t table, const uint64_t *ke
 /* All rows of a table, from every server (DUMP with cursors). The caller frees *keys and *values. */
 psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
                             char *err) PSREC_MUST_CHECK;
+/* Checkpoint round `round` (ps/coord.h): CHECKPOINT to every server, waiting for each CHECKPOINT_OK
+ * (a server answers a repeated round without taking it twice, so re-sends are safe). */
+psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err) PSREC_MUST_CHECK;
 /* Bytes and messages sent/received so far (raw = before LZ4, wire = as sent). */
 void psrec_remote_stats(const psrec_remote_t *r, psrec_wire_stats_t *sent, psrec_wire_stats_t *received);
 /* The last error text of a failed call made through the table-client ops (which have no err buffer). */

@@ -23,6 +23,7 @@
 #include "common/data_shard.h"
 #include "common/idmap.h"
 #include "common/rng.h"
+#include "ps/manifest.h"
 #include "worker/cluster.h"
 #include "worker/coord_client.h"
 #include "worker/model.h"
@@ -106,6 +107,12 @@ typedef struct {
     /* data */
     int shard_list[MAX_SHARDS];
     int nshard_list, cur_shard, epoch;
+    /* per entry of shard_list: where this worker is (prog), as of before the last batch (before), and
+     * as of the last step whose pushes are acknowledged (acked: what heartbeats report) */
+    psrec_shard_progress_t prog[MAX_SHARDS], before[MAX_SHARDS], acked[MAX_SHARDS];
+    uint64_t round_seen, round_done; /* checkpoint rounds: announced, taken part in */
+    char *ckpt_dir;                  /* the coordinator's (cluster modes) */
+    int resumed;                     /* started from a round or a restart: no tower init */
     psrec_shard_reader_t *rd;
     psrec_batch_t batch;
     /* model scratch */
@@ -223,17 +230,29 @@ static psrec_err next_batch(worker_t *w, size_t B, size_t *got, char *err)
 {
     trainer_t *tr = w->tr;
     psrec_batch_clear(&w->batch);
+    memcpy(w->before, w->prog, (size_t)w->nshard_list * sizeof *w->prog);
     while (w->batch.n < B) {
         if (w->epoch >= tr->c->epochs) break;
-        if (!w->rd) {
+        psrec_shard_progress_t *p = &w->prog[w->cur_shard];
+        int skip = p->passes > (uint64_t)w->epoch; /* done already this epoch (resumed) */
+        if (!w->rd && !skip) {
             psrec_err rc = psrec_shard_reader_open(&w->rd, tr->shard_path[w->shard_list[w->cur_shard]], err);
+            if (!rc && (p->pos.block || p->pos.index)) rc = psrec_shard_reader_seek(w->rd, p->pos, err);
             if (rc) return rc;
         }
         size_t g = 0;
-        psrec_err rc = psrec_shard_reader_next(w->rd, &w->batch, B - w->batch.n, &g, err);
-        if (rc) return rc;
+        if (!skip) {
+            psrec_err rc = psrec_shard_reader_next(w->rd, &w->batch, B - w->batch.n, &g, err);
+            if (rc) return rc;
+            p->pos = psrec_shard_reader_tell(w->rd);
+            p->examples += g;
+        }
         if (g == 0) {
-            psrec_shard_reader_close(&w->rd);
+            if (!skip) {
+                psrec_shard_reader_close(&w->rd);
+                p->passes = (uint64_t)w->epoch + 1;
+                p->pos = (psrec_shard_pos_t){0, 0};
+            }
             if (++w->cur_shard == w->nshard_list) {
                 w->cur_shard = 0;
                 w->epoch++;
@@ -319,6 +338,7 @@ static psrec_err alloc_worker(worker_t *w)
 
 static void free_worker(worker_t *w)
 {
+    free(w->ckpt_dir);
     psrec_shard_reader_close(&w->rd);
     psrec_batch_free(&w->batch);
     psrec_tower_destroy(&w->tower);
@@ -638,14 +658,30 @@ static psrec_err join_cluster(worker_t *w, char *err)
     psrec_err rc = psrec_coord_client_new(&w->cc, tr->zctx, tr->coord, c->job_id, c->timeout_ms * 3, err);
     if (rc) return rc;
     Psrec__Header *reg = NULL;
-    if ((rc = psrec_coord_client_register(w->cc, PSREC__ROLE__WORKER, NULL, UINT32_MAX, &reg, err))) return rc;
+    uint32_t want = c->rank >= 0 ? (uint32_t)c->rank + (uint32_t)w->id : UINT32_MAX;
+    if ((rc = psrec_coord_client_register(w->cc, PSREC__ROLE__WORKER, NULL, want, &reg, err))) return rc;
     w->rank = reg->rank;
     w->nworkers = reg->n_workers ? reg->n_workers : (uint32_t)c->threads;
+    if (reg->checkpoint_dir && reg->checkpoint_dir[0]) {
+        if (!(w->ckpt_dir = strdup(reg->checkpoint_dir))) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        /* barriers may wait for a restarted member */
+        psrec_coord_client_set_timeout(w->cc, c->recovery_ms > c->timeout_ms * 3 ? c->recovery_ms : c->timeout_ms * 3);
+    }
+    w->round_seen = w->round_done = reg->resume_round;
+    w->resumed = reg->resume_round > 0 || reg->n_progress > 0;
+    /* progress per data shard (indexed by shard id): this worker's list is set up in worker_start */
+    for (size_t i = 0; !rc && i < reg->n_progress; i++) {
+        const Psrec__ShardProgress *p = reg->progress[i];
+        if (p->shard < MAX_SHARDS)
+            w->acked[p->shard] =
+                (psrec_shard_progress_t){.passes = p->passes, .pos = {p->block, p->index}, .examples = p->examples};
+    }
     psrec_remote_conf_t rcf = {.job_id = c->job_id,
                                .rank = reg->rank,
                                .epoch = reg->epoch,
                                .timeout_ms = c->timeout_ms,
                                .retries = 3,
+                               .recovery_ms = w->ckpt_dir ? c->recovery_ms : 0,
                                .compress = c->compress};
     for (size_t i = 0; i < reg->n_tables; i++)
         if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
@@ -678,7 +714,11 @@ static psrec_err join_cluster(worker_t *w, char *err)
     return rc;
 }
 
-static psrec_err heartbeat(worker_t *w, int stop, char *err)
+/* Sends a heartbeat with this worker's counters and acknowledged per-shard progress (flags: HB_STOP =
+ * finished, HB_FINISHING = about to enter the final barrier, HB_ROUND = its part of round_done is done);
+ * notes the checkpoint round the coordinator announces. */
+enum { HB_STOP = 1, HB_FINISHING = 2, HB_ROUND = 4 };
+static psrec_err heartbeat(worker_t *w, int flags, char *err)
 {
     Psrec__Header hb;
     psrec_wire_header_init(&hb, PSREC__TYPE__HEARTBEAT);
@@ -686,9 +726,55 @@ static psrec_err heartbeat(worker_t *w, int stop, char *err)
     hb.examples_total = w->my_total;
     hb.loss = w->last_loss;
     hb.step = w->steps;
-    hb.stop = stop;
-    int job_over = 0;
-    return psrec_coord_client_heartbeat(w->cc, &hb, &job_over, err);
+    hb.stop = (flags & HB_STOP) != 0;
+    hb.finishing = (flags & HB_FINISHING) != 0;
+    hb.checkpoint_done = (flags & HB_ROUND) ? w->round_done : 0;
+    Psrec__ShardProgress pg[64], *pgp[64];
+    if (w->ckpt_dir) { /* in pieces of 64 shards: usually one */
+        for (int k0 = 0; k0 < w->nshard_list; k0 += 64) {
+            size_t n = 0;
+            for (int k = k0; k < w->nshard_list && k < k0 + 64; k++, n++) {
+                psrec__shard_progress__init(&pg[n]);
+                pg[n].shard = (uint32_t)w->shard_list[k];
+                pg[n].passes = w->acked[k].passes;
+                pg[n].block = w->acked[k].pos.block;
+                pg[n].index = w->acked[k].pos.index;
+                pg[n].examples = w->acked[k].examples;
+                pgp[n] = &pg[n];
+            }
+            hb.n_progress = n;
+            hb.progress = pgp;
+            if (k0 + 64 >= w->nshard_list) break;
+            Psrec__Header *r = NULL;
+            psrec_err rc = psrec_coord_client_heartbeat_reply(w->cc, &hb, &r, err);
+            psrec__header__free_unpacked(r, NULL);
+            if (rc) return rc;
+        }
+    }
+    Psrec__Header *r = NULL;
+    psrec_err rc = psrec_coord_client_heartbeat_reply(w->cc, &hb, &r, err);
+    if (!rc && r->checkpoint_round > w->round_seen) w->round_seen = r->checkpoint_round;
+    psrec__header__free_unpacked(r, NULL);
+    return rc;
+}
+
+/* A checkpoint round (ps/coord.h): drain this worker's pushes, wait for every worker, worker 0 has every
+ * server snapshot its shard, wait again, report the position the snapshot matches. */
+static psrec_err take_part_in_round(worker_t *w, char *err)
+{
+    uint64_t round = w->round_seen;
+    psrec_err rc = w->pusher ? pusher_wait(w->pusher) : PSREC_OK;
+    if (rc) return psrec_fail(err, rc, "worker %u: %s", w->rank, w->pusher->err);
+    memcpy(w->acked, w->prog, (size_t)w->nshard_list * sizeof *w->prog);
+    char name[64];
+    w->round_done = round;
+    snprintf(name, sizeof name, "ckpt-%llu", (unsigned long long)round);
+    rc = psrec_coord_client_barrier(w->cc, name, w->nworkers, err);
+    if (!rc && w->rank == 0) rc = psrec_remote_checkpoint(w->remote, round, err);
+    snprintf(name, sizeof name, "ckpt-%llu-go", (unsigned long long)round);
+    if (!rc) rc = psrec_coord_client_barrier(w->cc, name, w->nworkers, err);
+    if (rc == PSREC_ESTALE) return PSREC_OK; /* the round was abandoned (a member died): train on */
+    return rc ? rc : heartbeat(w, HB_ROUND, err);
 }
 
 /* Bounded staleness: wait while this worker is more than k steps ahead of the slowest live worker. */
@@ -751,16 +837,30 @@ static psrec_err worker_start(worker_t *w, char *err)
                           w->nworkers, tr->nshards, w->nworkers);
     for (int s = (int)w->rank; s < tr->nshards; s += (int)w->nworkers)
         w->shard_list[w->nshard_list++] = s;
+    uint64_t done_before = 0;
+    if (w->resumed) { /* acked holds the coordinator's progress by shard id: take this worker's shards */
+        for (int k = 0; k < w->nshard_list; k++) {
+            w->prog[k] = w->acked[w->shard_list[k]];
+            done_before += w->prog[k].examples;
+        }
+        psrec_rng_seed(&w->rng, c->seed, 1000 + (uint64_t)w->rank + (done_before << 20)); /* fresh negatives */
+    }
+    memcpy(w->acked, w->prog, (size_t)w->nshard_list * sizeof *w->prog);
     rc = PSREC_OK;
     w->my_total = count_examples(tr, w->shard_list, w->nshard_list, err, &rc) * (uint64_t)c->epochs;
     if (rc) return rc;
     if (c->max_steps && c->max_steps * (uint64_t)c->batch < w->my_total)
         w->my_total = c->max_steps * (uint64_t)c->batch;
+    w->examples = done_before < w->my_total ? done_before : w->my_total;
     pthread_mutex_lock(&tr->mu);
-    tr->total_examples += w->my_total;
+    tr->total_examples += w->my_total - w->examples;
     pthread_mutex_unlock(&tr->mu);
     if ((rc = alloc_worker(w))) return psrec_fail(err, rc, "cannot allocate worker buffers");
-    if (tr->coord) {
+    if (tr->coord && w->ckpt_dir && w->rank == 0 && !w->resumed) {
+        /* the model's shape next to the rounds: `psrec export --checkpoint` needs no running cluster */
+        if ((rc = psrec_model_save_conf(w->ckpt_dir, &tr->mconf, err))) return rc;
+    }
+    if (tr->coord && !w->resumed) {
         /* rank 0 writes the initial tower weights; nobody trains before they are there */
         if (w->rank == 0) {
             float *p = calloc(tr->nchunks * PSREC_DENSE_CHUNK, 4);
@@ -785,13 +885,22 @@ static psrec_err worker_finish(worker_t *w, char *err)
     psrec_err rc = PSREC_OK;
     if (w->pusher && (rc = pusher_wait(w->pusher)))
         return psrec_fail(err, rc, "worker %u: %s", w->rank, w->pusher->err);
-    rc = heartbeat(w, 0, err);
+    memcpy(w->acked, w->prog, (size_t)w->nshard_list * sizeof *w->prog);
+    /* no round starts after this; one announced before must still be taken part in */
+    rc = heartbeat(w, w->ckpt_dir ? HB_FINISHING : 0, err);
+    if (!rc && w->round_seen > w->round_done) rc = take_part_in_round(w, err);
     if (!rc) rc = psrec_coord_client_barrier(w->cc, "done", w->nworkers, err);
     if (!rc && w->rank == 0 && c->model_dir)
         rc = psrec_model_save(c->model_dir, &tr->mconf, w->client, dump_remote, w->remote, tr->freq.ids, tr->freq.n,
                               err);
     if (!rc && w->nworkers > 1) rc = psrec_coord_client_barrier(w->cc, "saved", w->nworkers, err);
-    if (!rc) rc = heartbeat(w, 1, err);
+    if (!rc) {
+        /* the last word: once every worker said it, the coordinator ends the job and exits, so a reply
+         * lost on the way (a lossy network) cannot be asked for again: not hearing it is no failure */
+        psrec_coord_client_set_timeout(w->cc, 3000);
+        rc = heartbeat(w, HB_STOP, err);
+        if (rc == PSREC_ETIMEDOUT) rc = PSREC_OK;
+    }
     return rc;
 }
 
@@ -818,6 +927,8 @@ static void *worker_main(void *arg)
         w->steps++;
         w->examples += got;
         w->last_loss = loss;
+        /* acknowledged so far: everything (synchronous pushes) or all but this step (its push is pending) */
+        memcpy(w->acked, w->pusher ? w->before : w->prog, (size_t)w->nshard_list * sizeof *w->prog);
         pthread_mutex_lock(&tr->mu);
         tr->done_examples += got;
         tr->loss_sum += loss * (double)got;
@@ -827,6 +938,7 @@ static void *worker_main(void *arg)
             w->next_heartbeat = now_sec() + 0.2;
             if ((rc = heartbeat(w, 0, err))) break;
         }
+        if (w->round_seen > w->round_done && (rc = take_part_in_round(w, err))) break;
     }
     if (!rc) rc = worker_finish(w, err);
     if (rc) record_error(tr, rc, err);
@@ -866,6 +978,9 @@ void psrec_train_defaults(psrec_train_conf_t *c)
     c->job_id = 1;
     c->timeout_ms = 10000;
     c->max_staleness = -1;
+    c->keep_checkpoints = 2;
+    c->rank = -1;
+    c->recovery_ms = 120000;
 }
 
 int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema, uint32_t *ids,
@@ -939,6 +1054,10 @@ static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
         return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
     if (c->servers < 1 || c->servers > 1024) return psrec_fail(err, PSREC_EINVAL, "--servers must be in 1..1024");
     if (c->timeout_ms < 1) return psrec_fail(err, PSREC_EINVAL, "--timeout must be positive");
+    if ((c->checkpoint_steps || c->checkpoint_secs > 0 || c->durability_log || c->resume) && !c->checkpoint_dir)
+        return psrec_fail(err, PSREC_EINVAL, "--checkpoint-every, --durability and --resume need --checkpoint-dir");
+    if (c->checkpoint_dir && !c->coord && c->transport == PSREC_TRANSPORT_DIRECT)
+        return psrec_fail(err, PSREC_EINVAL, "checkpoints need the parameter servers (not --transport direct)");
     return PSREC_OK;
 }
 
@@ -1104,7 +1223,13 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
                                     .seed = c->seed,
                                     .ntables = nt,
                                     .table_ids = ids,
-                                    .tables = tabs};
+                                    .tables = tabs,
+                                    .checkpoint_dir = c->checkpoint_dir,
+                                    .checkpoint_steps = c->checkpoint_steps,
+                                    .checkpoint_secs = c->checkpoint_secs,
+                                    .keep_rounds = c->keep_checkpoints,
+                                    .resume = c->resume,
+                                    .durability_log = c->durability_log};
         if (!(rc = psrec_cluster_start(&cluster, tr->zctx, &clc, err))) tr->coord = psrec_cluster_coord(cluster);
     }
     if (!rc && c->metrics_path && !(metrics = fopen(c->metrics_path, "w")))

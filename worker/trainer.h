@@ -14,6 +14,11 @@
  * compute. With max_staleness k >= 0 no worker runs more than k steps ahead of the slowest and pushes
  * are synchronous: with one worker and a fixed seed the model is then the same byte for byte,
  * whatever the transport.
+ * With checkpoints (coordinator's checkpoint_dir, ps/coord.h) each worker tracks its position per data
+ * shard, reports the position whose pushes are acknowledged in every heartbeat, takes part in
+ * checkpoint rounds at step boundaries, and on (re)start continues from the position the coordinator
+ * hands back: a restarted worker loses at most the steps since its last heartbeat, a resumed job
+ * restarts exactly at the round.
  * A progress line like fastText's goes to stderr, JSON-lines metrics to a file, and the model to a
  * directory (written by worker rank 0 once every worker finished).
  * Thread model: psrec_train runs the workers and a progress loop on the calling thread. */
@@ -64,6 +69,15 @@ typedef struct {
     uint64_t job_id;
     int timeout_ms;    /* per request attempt (default 10000) */
     int max_staleness; /* -1 = asynchronous (default); k >= 0 = bounded staleness */
+    /* fault tolerance (docs/operations.md); the coordinator's settings rule (embedded: these) */
+    const char *checkpoint_dir; /* checkpoint rounds, push logs, coordinator state (NULL: none) */
+    uint64_t checkpoint_steps;  /* a round every N steps summed over workers (0: off) */
+    double checkpoint_secs;     /* a round every T seconds (0: off) */
+    int keep_checkpoints;       /* complete rounds kept (default 2) */
+    int resume;                 /* continue from the newest complete round of checkpoint_dir */
+    int durability_log;         /* servers log acknowledged pushes (--durability log) */
+    int rank;                   /* cluster worker/server: the rank to take back after a restart (-1: any) */
+    int recovery_ms;            /* how long to wait for a restarted peer (default 120000) */
 } psrec_train_conf_t;
 
 enum { PSREC_TRANSPORT_INPROC = 0, PSREC_TRANSPORT_TCP = 1, PSREC_TRANSPORT_DIRECT = 2 };
