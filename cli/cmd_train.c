@@ -44,6 +44,7 @@ static void usage(FILE *f)
                "  --timeout MS        per-request deadline before a retry (default 10000)\n"
                "  --max-staleness K   no worker more than K steps ahead of the slowest (default: async)\n"
                "  --sync              same as --max-staleness 0\n");
+    psrec_cli_sec_usage(f, 1);
 }
 
 void psrec_cli_train_usage(FILE *f)
@@ -100,6 +101,14 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"bind", 1, 0, 1010},
                                          {"workers", 1, 0, 1011},
                                          {"advertise", 1, 0, 1012},
+                                         {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
+                                         {"secure", 0, 0, PSREC_CLI_SECURE},
+                                         {"keys", 1, 0, PSREC_CLI_KEYS},
+                                         {"insecure", 0, 0, PSREC_CLI_INSECURE},
+                                         {"max-msg-mb", 1, 0, PSREC_CLI_MAX_MSG_MB},
+                                         {"max-inflight", 1, 0, PSREC_CLI_MAX_INFLIGHT},
+                                         {"max-new-rows", 1, 0, PSREC_CLI_MAX_NEW_ROWS},
+                                         {"max-rows", 1, 0, PSREC_CLI_MAX_ROWS},
                                          {0, 0, 0, 0}};
     int o, iv;
     double dv;
@@ -248,7 +257,15 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 return 2;
             break;
         case 'h': usage(stdout); return 1;
-        default: usage(stderr); return 2;
+        default:
+            if (o >= PSREC_CLI_SEC_FIRST && o <= PSREC_CLI_SEC_LAST) {
+                if (psrec_cli_sec_parse(cmd, o, optarg, &c.sec,
+                                        extra && !strcmp(cmd, "server") ? &extra->limits : NULL))
+                    return 2;
+                break;
+            }
+            usage(stderr);
+            return 2;
         }
     }
     (void)iv;
@@ -259,6 +276,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
     if (!emb_set) c.emb_dim = c.dim;
     if (full) c.sampler = PSREC_SAMPLER_ALL;
     if (!hard_keep_set) c.hard_keep = c.negatives / 4 > 0 ? c.negatives / 4 : 1;
+    if (psrec_cli_sec_check(cmd, &c.sec)) return 2;
     *out = c;
     return 0;
 }

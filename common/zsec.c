@@ -617,7 +617,7 @@ psrec_err psrec_zsec_bind(const psrec_zsec_t *z, void *sock, const char *endpoin
         if (rc) return rc;
     }
     if (zmq_bind(sock, endpoint) != 0)
-        return psrec_fail(err, PSREC_EIO, "bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return psrec_fail(err, PSREC_EIO, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
     if (z && z->mode != PSREC_ZSEC_CURVE && !loopback(endpoint))
         fprintf(stderr, "psrec: warning: listening on %s without encryption: %s\n", endpoint,
                 z->mode == PSREC_ZSEC_TOKEN

@@ -4,14 +4,18 @@
 # script does not know) is passed to the roles as training options (--data, --model, --epochs, ...).
 #
 #   launch/run.sh --servers 2 --workers 2 [--port 7750] [--host 127.0.0.1] [--logs DIR] [--bin PATH] \
-#                 -- --data shards --model model --epochs 5
+#                 [--token-file FILE | --secure [--keys DIR] | --insecure] -- --data shards --model model
+#
+# The job gets a random id and a secret token (a fresh LOGS/token, mode 0600, or --token-file FILE),
+# handed to every role as a file, never on a command line; --secure uses CURVE keys instead (--keys DIR,
+# or fresh ones in LOGS/keys); --insecure turns connection checks off. See docs/security.md.
 #
 # Shows one combined progress line, keeps each process's log in --logs (default: a new directory under
 # /tmp), exits non-zero if any role failed (naming it and showing the end of its log), and on Ctrl-C
 # stops every process it started.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0
+servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0 security=token keys="" token=""
 train=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +26,11 @@ while [ $# -gt 0 ]; do
     --logs) logs=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --secure) security=curve; shift ;;
+    --keys) keys=$2; shift 2 ;;
+    --token-file) token=$2; shift 2 ;;
+    --insecure) security=none; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; train+=("$@"); break ;;
     *) train+=("$1"); shift ;;
   esac
@@ -40,6 +48,28 @@ fi
 mkdir -p "$logs" || die "cannot create log directory $logs"
 job=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ^ $$ ))
 coord="tcp://$host:$port"
+# the job's secrets: a fresh token (or CURVE keys) per job, passed to the roles as a file
+case "$security" in
+  token)
+    [ -z "$keys" ] || die "--keys goes with --secure"
+    if [ -z "$token" ]; then
+      token="$logs/token"
+      rm -f "$token"
+      "$bin" keygen --token "$token" 2>/dev/null || die "cannot write the job token $token"
+    fi
+    sec=(--token-file "$token") ;;
+  curve)
+    [ -z "$token" ] || die "--token-file is the token mode; --secure uses --keys"
+    if [ -z "$keys" ]; then
+      keys="$logs/keys"
+      rm -rf "$keys"
+      "$bin" keygen --out "$keys" >/dev/null 2>&1 || die "cannot make CURVE keys in $keys (does this libzmq have CURVE? try: $bin keygen --out $keys)"
+    fi
+    sec=(--secure --keys "$keys") ;;
+  none)
+    [ -z "$token$keys" ] || die "--insecure takes neither --token-file nor --keys"
+    sec=(--insecure) ;;
+esac
 
 pids=() names=()
 start() { # name, command...
@@ -54,19 +84,19 @@ stop_all() {
 }
 trap 'echo; echo "run.sh: interrupted, stopping ${#pids[@]} process(es)" >&2; stop_all; exit 130' INT TERM
 
-start coord "$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${train[@]}"
+start coord "$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${sec[@]}" "${train[@]}"
 for ((i = 0; i < servers; i++)); do
-  start "server-$i" "$bin" server --coord "$coord" --bind "tcp://$host:0" --job-id "$job" "${train[@]}"
+  start "server-$i" "$bin" server --coord "$coord" --bind "tcp://$host:0" --job-id "$job" "${sec[@]}" "${train[@]}"
 done
 for ((i = 0; i < workers; i++)); do
-  start "worker-$i" "$bin" worker --coord "$coord" --threads 1 --job-id "$job" --no-progress "${train[@]}"
+  start "worker-$i" "$bin" worker --coord "$coord" --threads 1 --job-id "$job" --no-progress "${sec[@]}" "${train[@]}"
 done
-[ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); logs in $logs" >&2
+[ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); security: $security; logs in $logs" >&2
 
 # the combined progress line, until the coordinator is gone
 if [ "$quiet" = 0 ]; then
   # (status waits for the coordinator to come up: the first request is retried until its deadline)
-  "$bin" status --coord "$coord" --job-id "$job" --progress --timeout 5000 >/dev/null &
+  "$bin" status --coord "$coord" --job-id "$job" "${sec[@]}" --progress --timeout 5000 >/dev/null &
   progress_pid=$!
 fi
 

@@ -17,7 +17,8 @@
  *  - STATUS -> STATUS_OK {members (role, rank, addr, alive, seconds since seen, stats), shard_map,
  *    examples (sum), loss (mean of the workers' last)}. Every reply carries n_servers and n_workers.
  *  - SHUTDOWN -> SHUTDOWN_OK, then the coordinator stops.
- * Messages with another job_id get ERROR EREFUSED.
+ * Messages with another job_id get ERROR EREFUSED (and a rate-limited log line). With conf.sec, the socket
+ * admits only peers that pass the job's connection security (common/zsec.h).
  * psrec_coord_run returns when every worker has finished and every live server has been told to stop
  * (or after SHUTDOWN / psrec_coord_stop).
  * Thread model: run on one thread; stop from any thread. */
@@ -29,10 +30,13 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 
 typedef struct {
     const char *bind; /* "tcp://127.0.0.1:0", "inproc://coord", ... */
+    /* connection security (NULL: none: in-process tests and benchmarks) */
+    const psrec_zsec_t *sec;
     int n_servers, n_workers;
     uint64_t job_id;
     uint64_t seed;

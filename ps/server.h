@@ -11,6 +11,8 @@
  * heartbeats with its stats, and stops when the coordinator says the job is over. Without one
  * (standalone: tests, benchmarks) the tables come from the configuration and it owns every slot, or
  * the slots of its rank in a shard map given by the configuration (several standalone servers).
+ * conf.sec admits only peers that pass the job's connection security (common/zsec.h); conf.limits
+ * bounds what one peer may make the server hold (ps/limits.h).
  * Thread model: psrec_server_run runs the loop on the calling thread; psrec_server_stop may be called
  * from any thread. */
 #ifndef PSREC_SERVER_H
@@ -21,6 +23,8 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
+#include "ps/limits.h"
 #include "ps/store.h"
 
 typedef struct {
@@ -30,6 +34,10 @@ typedef struct {
     uint64_t job_id;
     int heartbeat_ms; /* default 500 */
     int compress;     /* LZ4 on replies where it shrinks (default on: set -1 for off) */
+    /* connection security (NULL: none: in-process tests and benchmarks) and per-peer bounds (zeros:
+     * the defaults of ps/limits.h) */
+    const psrec_zsec_t *sec;
+    psrec_limits_t limits;
     /* standalone only */
     int ntables;
     const uint32_t *table_ids;

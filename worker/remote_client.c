@@ -191,8 +191,10 @@ psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardM
             rc = psrec_fail(err, PSREC_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
             break;
         }
-        if (zmq_connect(r->socks[i], a)) {
-            rc = psrec_fail(err, PSREC_EINVAL, "connect to server %u at %s: %s", i, a, zmq_strerror(zmq_errno()));
+        char e[PSREC_ERRBUF];
+        psrec_err crc = psrec_zsec_connect(r->conf.sec, zctx, r->socks[i], a, 0, e);
+        if (crc) {
+            rc = psrec_fail(err, crc, "server %u: %s", i, e);
             break;
         }
     }

@@ -16,6 +16,7 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 #include "worker/table_client.h"
 
@@ -28,6 +29,7 @@ typedef struct {
     int timeout_ms;                             /* per attempt (default 10000) */
     int retries;                                /* attempts before giving up (default 3) */
     int compress;                               /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
+    const psrec_zsec_t *sec;                    /* connection security (common/zsec.h; NULL: none) */
     uint32_t table_dim[PSREC_STORE_MAX_TABLES]; /* row width of each table (0 = no such table), for the
                                                    table-client ops, which do not pass it */
 } psrec_remote_conf_t;

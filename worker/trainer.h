@@ -25,6 +25,7 @@
 
 #include "common/batch.h"
 #include "common/err.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 #include "worker/loss.h"
 #include "worker/sampler.h"
@@ -64,6 +65,8 @@ typedef struct {
     uint64_t job_id;
     int timeout_ms;    /* per request attempt (default 10000) */
     int max_staleness; /* -1 = asynchronous (default); k >= 0 = bounded staleness */
+    /* connection security (default: the job token; embedded mode makes its secrets in memory) */
+    psrec_zsec_conf_t sec;
 } psrec_train_conf_t;
 
 enum { PSREC_TRANSPORT_INPROC = 0, PSREC_TRANSPORT_TCP = 1, PSREC_TRANSPORT_DIRECT = 2 };
