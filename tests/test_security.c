@@ -85,6 +85,15 @@ static void test_token(void **state)
     assert_non_null(strstr(out, "psrec keygen --token"));
     assert_int_equal(run(out, sizeof out, "%s status --coord tcp://127.0.0.1:%d", bin, port), 2);
     assert_non_null(strstr(out, "--token-file FILE is required"));
+    /* keygen never overwrites a token; a token readable by others is refused */
+    assert_int_equal(run(out, sizeof out, "%s keygen --token %s/a.token", bin, dir), 1);
+    assert_non_null(strstr(out, "exists already"));
+    assert_int_equal(run(out, sizeof out,
+                         "cp %s/a.token %s/open.token && chmod 644 %s/open.token && %s status --coord "
+                         "tcp://127.0.0.1:%d --token-file %s/open.token",
+                         dir, dir, dir, bin, port, dir),
+                     1);
+    assert_non_null(strstr(out, "chmod 600"));
     /* a job (coordinator and server in the background, bounded by timeout), status, an intruder, a worker */
     assert_int_equal(
         run(out, sizeof out,
