@@ -55,9 +55,9 @@ enum {
 /* Handles one of those options (limits: only with a non-NULL limits, i.e. `psrec server`).
  * Returns 0, or -1 after printing why. */
 int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_conf_t *sec, psrec_limits_t *limits);
-/* After parsing: a job's roles need --token-file (or --secure --keys, or --insecure); `psrec train`
- * makes its secrets in memory. Returns 0, or -1 after printing why. */
-int psrec_cli_sec_check(const char *cmd, const psrec_zsec_conf_t *sec);
+/* After parsing: a job's roles need --token-file (or --secure --keys, or --insecure); an embedded
+ * `psrec train` (embedded = 1) makes its secrets in memory. Returns 0, or -1 after printing why. */
+int psrec_cli_sec_check(const char *cmd, const psrec_zsec_conf_t *sec, int embedded);
 /* The usage lines of those options. */
 void psrec_cli_sec_usage(FILE *f, int with_limits);
 

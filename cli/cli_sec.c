@@ -4,8 +4,6 @@
  * token from a file (never the command line, where `ps` shows it to every user), so forgetting it is
  * an error that says how to make one, not a silently open server; `psrec train` alone makes its
  * secrets in memory. Thread model: main thread. */
-#include <string.h>
-
 #include "cli/cli.h"
 
 int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_conf_t *sec, psrec_limits_t *limits)
@@ -47,9 +45,8 @@ int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_c
     }
 }
 
-int psrec_cli_sec_check(const char *cmd, const psrec_zsec_conf_t *sec)
+int psrec_cli_sec_check(const char *cmd, const psrec_zsec_conf_t *sec, int embedded)
 {
-    int embedded = !strcmp(cmd, "train");
     if (sec->mode == PSREC_ZSEC_CURVE) {
         if (!psrec_zsec_has_curve()) {
             fprintf(stderr,

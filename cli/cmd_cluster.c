@@ -230,7 +230,7 @@ int psrec_cmd_status(int argc, char **argv)
         fprintf(stderr, "psrec status: --coord ADDR is required\n");
         return 2;
     }
-    if (psrec_cli_sec_check("status", &sec)) return 2;
+    if (psrec_cli_sec_check("status", &sec, 0)) return 2;
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
     psrec_coord_client_t *cc = NULL;

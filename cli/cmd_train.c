@@ -276,7 +276,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
     if (!emb_set) c.emb_dim = c.dim;
     if (full) c.sampler = PSREC_SAMPLER_ALL;
     if (!hard_keep_set) c.hard_keep = c.negatives / 4 > 0 ? c.negatives / 4 : 1;
-    if (psrec_cli_sec_check(cmd, &c.sec)) return 2;
+    if (psrec_cli_sec_check(cmd, &c.sec, !strcmp(cmd, "train") && !c.coord)) return 2;
     *out = c;
     return 0;
 }
