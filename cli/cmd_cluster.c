@@ -42,7 +42,10 @@ int psrec_cmd_coord(int argc, char **argv)
     psrec_table_conf_t tabs[PSREC_STORE_MAX_TABLES];
     int nt = psrec_train_tables(&c, &schema, ids, tabs);
     void *zctx = zmq_ctx_new();
+    psrec_zsec_t *zs = NULL;
+    rc = psrec_zsec_new(&zs, zctx, &c.sec, c.job_id, PSREC_ZSEC_SERVE, err);
     psrec_coord_conf_t cc = {.bind = x.bind,
+                             .sec = zs,
                              .n_servers = c.servers,
                              .n_workers = x.workers,
                              .job_id = c.job_id,
@@ -57,13 +60,16 @@ int psrec_cmd_coord(int argc, char **argv)
                              .resume = c.resume,
                              .durability_log = c.durability_log};
     psrec_coord_t *co = NULL;
-    rc = psrec_coord_new(&co, zctx, &cc, err);
+    if (!rc) rc = psrec_coord_new(&co, zctx, &cc, err);
     if (!rc) {
-        fprintf(stderr, "psrec coord: listening on %s for %d server(s) and %d worker(s), job %" PRIu64 "\n",
-                psrec_coord_endpoint(co), c.servers, x.workers, c.job_id);
+        fprintf(stderr,
+                "psrec coord: listening on %s for %d server(s) and %d worker(s), job %" PRIu64
+                ", connection security: %s\n",
+                psrec_coord_endpoint(co), c.servers, x.workers, c.job_id, psrec_zsec_mode_name(zs));
         rc = psrec_coord_run(co, err);
     }
     psrec_coord_destroy(&co);
+    psrec_zsec_destroy(&zs);
     zmq_ctx_term(zctx);
     if (rc) {
         fprintf(stderr, "psrec coord: %s\n", err[0] ? err : psrec_strerror(rc));
@@ -87,17 +93,22 @@ int psrec_cmd_server(int argc, char **argv)
     }
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
+    psrec_zsec_t *zs = NULL;
+    psrec_err rc = psrec_zsec_new(&zs, zctx, &c.sec, c.job_id, PSREC_ZSEC_SERVE | PSREC_ZSEC_CONNECT, err);
     psrec_server_conf_t sc = {.bind = x.bind,
                               .advertise = x.advertise,
                               .coord = c.coord,
                               .job_id = c.job_id,
                               .rejoin = c.rank >= 0,
                               .rejoin_rank = c.rank >= 0 ? (uint32_t)c.rank : 0,
-                              .compress = c.compress == 0 ? -1 : 1};
+                              .compress = c.compress == 0 ? -1 : 1,
+                              .sec = zs,
+                              .limits = x.limits};
     psrec_server_t *s = NULL;
-    psrec_err rc = psrec_server_new(&s, zctx, &sc, err);
+    if (!rc) rc = psrec_server_new(&s, zctx, &sc, err);
     if (!rc) {
-        fprintf(stderr, "psrec server: rank %u serving on %s\n", psrec_server_rank(s), psrec_server_endpoint(s));
+        fprintf(stderr, "psrec server: rank %u serving on %s, connection security: %s\n", psrec_server_rank(s),
+                psrec_server_endpoint(s), psrec_zsec_mode_name(zs));
         rc = psrec_server_run(s, err);
     }
     if (!rc) {
@@ -116,6 +127,7 @@ int psrec_cmd_server(int argc, char **argv)
                 st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed, rows, bytes / 1e6);
     }
     psrec_server_destroy(&s);
+    psrec_zsec_destroy(&zs);
     zmq_ctx_term(zctx);
     if (rc) {
         fprintf(stderr, "psrec server: %s\n", err[0] ? err : psrec_strerror(rc));
@@ -135,10 +147,13 @@ static const char *role_name(Psrec__Role r)
     }
 }
 
-static void print_status(const Psrec__Header *st, const Psrec__Header *prev, double dt)
+static void print_status(const Psrec__Header *st, const Psrec__Header *prev, double dt, const char *coord,
+                         const psrec_zsec_t *zs)
 {
     printf("job %" PRIu64 ": %u server(s), %u worker(s); shard map version %" PRIu64 "\n", st->job_id, st->n_servers,
            st->n_workers, st->shard_map ? st->shard_map->version : 0);
+    /* what listens where: the coordinator here, each server in its row (workers only connect) */
+    printf("coordinator listens on %s; connection security: %s\n", coord, psrec_zsec_mode_name(zs));
     if (st->shard_map && st->shard_map->n_slot_server) {
         printf("slots per server:");
         for (size_t s = 0; s < st->shard_map->n_server_addr; s++) {
@@ -153,7 +168,7 @@ static void print_status(const Psrec__Header *st, const Psrec__Header *prev, dou
     for (size_t i = 0; i < st->n_members; i++)
         if (st->members[i]->role == PSREC__ROLE__WORKER && st->members[i]->step > max_step)
             max_step = st->members[i]->step;
-    printf("%-7s %4s %-6s %-28s %12s %10s %12s %12s %s\n", "role", "rank", "state", "address", "rows", "bytes/row",
+    printf("%-7s %4s %-6s %-28s %12s %10s %12s %12s %s\n", "role", "rank", "state", "listens on", "rows", "bytes/row",
            "pull rows/s", "push rows/s", "progress");
     for (size_t i = 0; i < st->n_members; i++) {
         const Psrec__Member *m = st->members[i];
@@ -190,9 +205,10 @@ int psrec_cmd_status(int argc, char **argv)
     const char *coord = NULL;
     uint64_t job = 0; /* any job */
     int watch = 0, progress = 0, timeout = 3000;
+    psrec_zsec_conf_t sec = {.mode = PSREC_ZSEC_TOKEN};
     static const struct option opts[] = {
-        {"coord", 1, 0, 'c'},   {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'}, {"progress", 0, 0, 'p'},
-        {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+        {"coord", 1, 0, 'c'},   {"job-id", 1, 0, 'j'}, {"watch", 0, 0, 'w'},  {"progress", 0, 0, 'p'},
+        {"timeout", 1, 0, 't'}, {"help", 0, 0, 'h'},   PSREC_CLI_SEC_OPTIONS, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -207,11 +223,18 @@ int psrec_cmd_status(int argc, char **argv)
             break;
         case 'h':
         default:
-            fprintf(
-                o == 'h' ? stdout : stderr,
-                "usage: psrec status --coord ADDR [--job-id N (default: any)] [--watch | --progress] [--timeout MS]\n"
-                "  members, shard map, rows and bytes per server, pull/push rates, worker progress and lag;\n"
-                "  --progress prints one combined progress line per second until the job ends.\n");
+            if (o >= PSREC_CLI_SEC_FIRST && o <= PSREC_CLI_SEC_LAST) {
+                if (psrec_cli_sec_parse("status", o, optarg, &sec, NULL)) return 2;
+                break;
+            }
+            fprintf(o == 'h' ? stdout : stderr,
+                    "usage: psrec status --coord ADDR --token-file FILE [--job-id N (default: any)] [--watch | "
+                    "--progress]\n"
+                    "                    [--timeout MS] [--secure --keys DIR | --insecure]\n"
+                    "  members with the endpoints they listen on, shard map, rows and bytes per server, pull/push\n"
+                    "  rates, worker progress and lag; --progress prints one combined progress line per second\n"
+                    "  until the job ends.\n");
+            if (o == 'h') psrec_cli_sec_usage(stdout, 0);
             return o == 'h' ? 0 : 2;
         }
     }
@@ -219,10 +242,13 @@ int psrec_cmd_status(int argc, char **argv)
         fprintf(stderr, "psrec status: --coord ADDR is required\n");
         return 2;
     }
+    if (psrec_cli_sec_check("status", &sec, 0)) return 2;
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
     psrec_coord_client_t *cc = NULL;
-    psrec_err rc = psrec_coord_client_new(&cc, zctx, coord, job, timeout, err);
+    psrec_zsec_t *zs = NULL;
+    psrec_err rc = psrec_zsec_new(&zs, zctx, &sec, job, PSREC_ZSEC_CONNECT, err);
+    if (!rc) rc = psrec_coord_client_new_sec(&cc, zctx, coord, job, timeout, zs, err);
     Psrec__Header *prev = NULL, *st = NULL;
     double t_prev = 0;
     uint64_t prev_ex = 0; /* examples summed over the workers at the previous sample */
@@ -247,7 +273,7 @@ int psrec_cmd_status(int argc, char **argv)
             fprintf(stderr, "\rProgress: %5.1f%%  ex/s: %9.0f  loss: %8.5f  workers: %d/%u",
                     total ? 100.0 * ex / total : 0.0, rate, st->loss, workers, st->n_workers);
         } else if (!first) { /* the first sample only starts the rate measurement */
-            print_status(st, prev, prev ? t - t_prev : 0);
+            print_status(st, prev, prev ? t - t_prev : 0, coord, zs);
         }
         if (prev) psrec__header__free_unpacked(prev, NULL);
         prev = st;
@@ -266,6 +292,7 @@ int psrec_cmd_status(int argc, char **argv)
     if (progress) fprintf(stderr, "\n");
     if (prev) psrec__header__free_unpacked(prev, NULL);
     psrec_coord_client_destroy(&cc);
+    psrec_zsec_destroy(&zs);
     zmq_ctx_term(zctx);
     if (rc) {
         /* --progress ends when the coordinator has gone away: the job is over */

@@ -54,6 +54,7 @@ static void usage(FILE *f)
                "                      server recovers every acknowledged update without rolling others back\n"
                "  --rank R            server/worker: take rank R back (a restarted process)\n"
                "  --recovery-timeout MS  how long to wait for a restarted peer (default 120000)\n");
+    psrec_cli_sec_usage(f, 1);
 }
 
 void psrec_cli_train_usage(FILE *f)
@@ -117,6 +118,14 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"durability", 1, 0, 1017},
                                          {"rank", 1, 0, 1018},
                                          {"recovery-timeout", 1, 0, 1019},
+                                         {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
+                                         {"secure", 0, 0, PSREC_CLI_SECURE},
+                                         {"keys", 1, 0, PSREC_CLI_KEYS},
+                                         {"insecure", 0, 0, PSREC_CLI_INSECURE},
+                                         {"max-msg-mb", 1, 0, PSREC_CLI_MAX_MSG_MB},
+                                         {"max-inflight", 1, 0, PSREC_CLI_MAX_INFLIGHT},
+                                         {"max-new-rows", 1, 0, PSREC_CLI_MAX_NEW_ROWS},
+                                         {"max-rows", 1, 0, PSREC_CLI_MAX_ROWS},
                                          {0, 0, 0, 0}};
     int o, iv;
     double dv;
@@ -300,7 +309,15 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 return 2;
             break;
         case 'h': usage(stdout); return 1;
-        default: usage(stderr); return 2;
+        default:
+            if (o >= PSREC_CLI_SEC_FIRST && o <= PSREC_CLI_SEC_LAST) {
+                if (psrec_cli_sec_parse(cmd, o, optarg, &c.sec,
+                                        extra && !strcmp(cmd, "server") ? &extra->limits : NULL))
+                    return 2;
+                break;
+            }
+            usage(stderr);
+            return 2;
         }
     }
     (void)iv;
@@ -311,6 +328,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
     if (!emb_set) c.emb_dim = c.dim;
     if (full) c.sampler = PSREC_SAMPLER_ALL;
     if (!hard_keep_set) c.hard_keep = c.negatives / 4 > 0 ? c.negatives / 4 : 1;
+    if (psrec_cli_sec_check(cmd, &c.sec, !strcmp(cmd, "train") && !c.coord)) return 2;
     *out = c;
     return 0;
 }

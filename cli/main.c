@@ -26,6 +26,7 @@ static const struct {
     {"server", psrec_cmd_server, "run a parameter server (one shard of every table)"},
     {"worker", psrec_cmd_worker, "run training worker(s) that join a coordinator"},
     {"status", psrec_cmd_status, "show a running cluster: members, shards, rows, rates, progress"},
+    {"keygen", psrec_cmd_keygen, "write a job token or CURVE key pairs (connection security)"},
 };
 
 static void usage(FILE *f)

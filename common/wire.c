@@ -169,6 +169,13 @@ static int has_more(void *sock)
 psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_t *m, int timeout_ms,
                           psrec_wire_stats_t *st, char *err)
 {
+    return psrec_wire_recv_limit(sock, route, m, timeout_ms, PSREC_WIRE_MAX_FRAME_BYTES, st, err);
+}
+
+psrec_err psrec_wire_recv_limit(void *sock, psrec_wire_route_t *route, psrec_wire_msg_t *m, int timeout_ms,
+                                uint64_t max_frame_bytes, psrec_wire_stats_t *st, char *err)
+{
+    if (max_frame_bytes > PSREC_WIRE_MAX_FRAME_BYTES) max_frame_bytes = PSREC_WIRE_MAX_FRAME_BYTES;
     memset(m, 0, sizeof *m);
     if (route) route->len = 0;
     if (timeout_ms >= 0) {
@@ -217,9 +224,9 @@ psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_
                         (unsigned long long)m->hdr->count, m->hdr->dim);
     for (size_t i = 0; !rc && i < m->hdr->n_frames; i++) {
         const Psrec__Frame *f = m->hdr->frames[i];
-        if (f->raw_bytes > PSREC_WIRE_MAX_FRAME_BYTES) {
+        if (f->raw_bytes > max_frame_bytes) {
             rc = psrec_fail(err, PSREC_EMSGSIZE, "frame %zu declares %llu bytes (limit %llu)", i,
-                            (unsigned long long)f->raw_bytes, (unsigned long long)PSREC_WIRE_MAX_FRAME_BYTES);
+                            (unsigned long long)f->raw_bytes, (unsigned long long)max_frame_bytes);
             break;
         }
         if (f->codec != PSREC__CODEC__RAW && f->codec != PSREC__CODEC__LZ4) {

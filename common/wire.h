@@ -88,6 +88,11 @@ psrec_err psrec_wire_send(void *sock, const psrec_wire_route_t *route, Psrec__He
 psrec_err psrec_wire_recv(void *sock, psrec_wire_route_t *route, psrec_wire_msg_t *msg, int timeout_ms,
                           psrec_wire_stats_t *st, char *err) PSREC_MUST_CHECK;
 
+/* The same with a lower limit on the decoded size of each bulk frame (a server's own limit, see
+ * ps/limits.h): a frame declaring more is PSREC_EMSGSIZE before anything is allocated. */
+psrec_err psrec_wire_recv_limit(void *sock, psrec_wire_route_t *route, psrec_wire_msg_t *msg, int timeout_ms,
+                                uint64_t max_frame_bytes, psrec_wire_stats_t *st, char *err) PSREC_MUST_CHECK;
+
 void psrec_wire_msg_clear(psrec_wire_msg_t *msg);
 
 /* Checks that msg has exactly nbulk bulk frames of the given byte sizes: PSREC_EPROTO otherwise. */

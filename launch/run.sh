@@ -4,8 +4,13 @@
 # script does not know) is passed to the roles as training options (--data, --model, --epochs, ...).
 #
 #   launch/run.sh --servers 2 --workers 2 [--port 7750] [--host 127.0.0.1] [--logs DIR] [--bin PATH] \
-#                 [--restart [--max-restarts N]] -- --data shards --model model --epochs 5 \
+#                 [--token-file FILE | --secure [--keys DIR] | --insecure] [--restart [--max-restarts N]] \
+#                 -- --data shards --model model --epochs 5 \
 #                 [--checkpoint-dir D --checkpoint-every 30s [--durability log]] [--resume D]
+#
+# The job gets a random id and a secret token (a fresh LOGS/token, mode 0600, or --token-file FILE),
+# handed to every role as a file, never on a command line; --secure uses CURVE keys instead (--keys DIR,
+# or fresh ones in LOGS/keys); --insecure turns connection checks off. See docs/security.md.
 #
 # Shows one combined progress line, keeps each process's log in --logs (default: a new directory under
 # /tmp), exits non-zero if any role failed (naming it and showing the end of its log), and on Ctrl-C
@@ -15,7 +20,8 @@
 # run from its newest complete checkpoint round, with any number of workers.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0 restart=0 max_restarts=20
+servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0 security=token keys="" token=""
+restart=0 max_restarts=20
 train=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,7 +34,11 @@ while [ $# -gt 0 ]; do
     --quiet) quiet=1; shift ;;
     --restart) restart=1; shift ;;
     --max-restarts) max_restarts=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --secure) security=curve; shift ;;
+    --keys) keys=$2; shift 2 ;;
+    --token-file) token=$2; shift 2 ;;
+    --insecure) security=none; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; train+=("$@"); break ;;
     *) train+=("$1"); shift ;;
   esac
@@ -50,17 +60,39 @@ done
 mkdir -p "$logs" || die "cannot create log directory $logs"
 job=$(( (RANDOM << 30) ^ (RANDOM << 15) ^ RANDOM ^ $$ ))
 coord="tcp://$host:$port"
+# the job's secrets: a fresh token (or CURVE keys) per job, passed to the roles as a file
+case "$security" in
+  token)
+    [ -z "$keys" ] || die "--keys goes with --secure"
+    if [ -z "$token" ]; then
+      token="$logs/token"
+      rm -f "$token"
+      "$bin" keygen --token "$token" 2>/dev/null || die "cannot write the job token $token"
+    fi
+    sec=(--token-file "$token") ;;
+  curve)
+    [ -z "$token" ] || die "--token-file is the token mode; --secure uses --keys"
+    if [ -z "$keys" ]; then
+      keys="$logs/keys"
+      rm -rf "$keys"
+      "$bin" keygen --out "$keys" >/dev/null 2>&1 || die "cannot make CURVE keys in $keys (does this libzmq have CURVE? try: $bin keygen --out $keys)"
+    fi
+    sec=(--secure --keys "$keys") ;;
+  none)
+    [ -z "$token$keys" ] || die "--insecure takes neither --token-file nor --keys"
+    sec=(--insecure) ;;
+esac
 
 pids=() names=()
 declare -A restarts=()
 # the command of a role, by name: coord, server-I, worker-I (the same after a restart)
 role_cmd() {
   case "$1" in
-    coord) cmd=("$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${train[@]}") ;;
+    coord) cmd=("$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
     server-*) local i=${1#server-}
-      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$((port + 1 + i))" --rank "$i" --job-id "$job" "${train[@]}") ;;
+      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$((port + 1 + i))" --rank "$i" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
     worker-*) local i=${1#worker-}
-      cmd=("$bin" worker --coord "$coord" --threads 1 --rank "$i" --job-id "$job" --no-progress "${train[@]}") ;;
+      cmd=("$bin" worker --coord "$coord" --threads 1 --rank "$i" --job-id "$job" --no-progress "${sec[@]}" "${train[@]}") ;;
   esac
 }
 start() { # name [slot to replace]
@@ -79,12 +111,12 @@ trap 'echo; echo "run.sh: interrupted, stopping ${#pids[@]} process(es)" >&2; st
 start coord
 for ((i = 0; i < servers; i++)); do start "server-$i"; done
 for ((i = 0; i < workers; i++)); do start "worker-$i"; done
-[ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); logs in $logs" >&2
+[ "$quiet" = 1 ] || echo "run.sh: job $job: coordinator $coord, $servers server(s), $workers worker(s); security: $security; logs in $logs" >&2
 
 # the combined progress line, until the coordinator is gone
 if [ "$quiet" = 0 ]; then
   # (status waits for the coordinator to come up: the first request is retried until its deadline)
-  "$bin" status --coord "$coord" --job-id "$job" --progress --timeout 5000 >/dev/null &
+  "$bin" status --coord "$coord" --job-id "$job" "${sec[@]}" --progress --timeout 5000 >/dev/null &
   progress_pid=$!
 fi
 

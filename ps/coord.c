@@ -31,6 +31,7 @@
 
 #include "common/durable.h"
 #include "ps/manifest.h"
+#include "common/ratelog.h"
 #include "ps/server.h" /* psrec_table_conf_to_wire */
 
 /* Coordinator policy limits (not wire numbers): they bound what a peer can make us hold. */
@@ -82,6 +83,7 @@ typedef struct {
 
 struct psrec_coord {
     void *sock;
+    psrec_ratelog_t *rlog; /* refused messages (other jobs) */
     char endpoint[256];
     int n_servers, n_workers;
     uint64_t job_id, seed;
@@ -222,12 +224,14 @@ psrec_err psrec_coord_new(psrec_coord_t **out, void *zctx, const psrec_coord_con
         return rc;
     }
     int zero = 0;
+    int64_t maxmsg = PSREC_WIRE_MAX_HEADER; /* requests are headers only */
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_bind(c->sock, conf->bind) != 0) {
-        psrec_err rc =
-            psrec_fail(err, PSREC_EIO, "coordinator: cannot bind %s: %s", conf->bind, zmq_strerror(zmq_errno()));
+    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    char e[PSREC_ERRBUF] = "out of memory";
+    psrec_err brc = psrec_ratelog_new(&c->rlog, stderr, 10000);
+    if (brc || (brc = psrec_zsec_bind(conf->sec, c->sock, conf->bind, e))) {
         psrec_coord_destroy(&c);
-        return rc;
+        return psrec_fail(err, brc, "coordinator: %s", e);
     }
     size_t len = sizeof c->endpoint;
     if (zmq_getsockopt(c->sock, ZMQ_LAST_ENDPOINT, c->endpoint, &len) != 0 || !c->endpoint[0])
@@ -265,6 +269,7 @@ void psrec_coord_destroy(psrec_coord_t **pc)
     free(c->prog);
     free(c->round_prog);
     free(c->ckpt_dir);
+    psrec_ratelog_destroy(&c->rlog);
     free(c);
     *pc = NULL;
 }
@@ -1097,6 +1102,10 @@ static void handle(psrec_coord_t *c, const psrec_wire_route_t *route, const Psre
     /* STATUS is read-only: job id 0 asks whatever job runs here (`psrec status` without --job-id) */
     int any_job = req->type == PSREC__TYPE__STATUS && req->job_id == 0;
     if (req->job_id != c->job_id && !any_job) {
+        char key[32];
+        snprintf(key, sizeof key, "job %llu", (unsigned long long)req->job_id);
+        psrec_ratelog(c->rlog, key, "coordinator: refused a message of job %llu (this is job %llu)",
+                      (unsigned long long)req->job_id, (unsigned long long)c->job_id);
         send_err(c, route, req, PSREC_EREFUSED, "job id %llu, this coordinator runs job %llu",
                  (unsigned long long)req->job_id, (unsigned long long)c->job_id);
         return;

@@ -35,6 +35,8 @@
  *  - The coordinator's own state (members, epochs, rounds, progress) is kept in coord.state (durable);
  *    a coordinator started again with the same job id and directory continues from it, and members
  *    reconnect by themselves. With resume, a new job starts from the newest complete round.
+ * Messages with another job_id get ERROR EREFUSED (and a rate-limited log line). With conf.sec, the socket
+ * admits only peers that pass the job's connection security (common/zsec.h).
  * psrec_coord_run returns when every worker has finished and every live server has been told to stop
  * (or after SHUTDOWN / psrec_coord_stop).
  * Thread model: run on one thread; stop from any thread. */
@@ -46,10 +48,13 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 
 typedef struct {
     const char *bind; /* "tcp://127.0.0.1:0", "inproc://coord", ... */
+    /* connection security (NULL: none: in-process tests and benchmarks) */
+    const psrec_zsec_t *sec;
     int n_servers, n_workers;
     uint64_t job_id;
     uint64_t seed;

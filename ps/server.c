@@ -23,6 +23,10 @@
  *   next heartbeat goes out anyway. Registration (blocking, with the coordinator client's deadline)
  *   happens once, in psrec_server_new.
  *
+ * - Who may connect is settled before any message, by the job's connection security (common/zsec.h);
+ *   what one connected peer may make the server hold is bounded by ps/limits.h (frame and decoded sizes,
+ *   queued requests, rows created per request and per table), each breach answered with an error.
+ *
  * Thread model: psrec_server_run owns the sockets and the request state on its thread. stop is an
  * atomic flag checked at least every POLL_MS; counters are published under a mutex for
  * psrec_server_get_stats; the store is thread-safe (tests read it while the server runs). */
@@ -46,6 +50,7 @@
 #include "ps/manifest.h"
 #include "ps/pushlog.h"
 #include "ps/snapshot.h"
+#include "common/ratelog.h"
 #include "worker/coord_client.h"
 
 #define POLL_MS 50             /* longest wait before the stop flag and heartbeats are looked at */
@@ -118,6 +123,10 @@ struct psrec_server {
     char endpoint[256];
     char addr[256]; /* advertised */
     uint64_t job_id;
+    const psrec_zsec_t *sec;
+    psrec_limits_t lim;
+    psrec_limits_burst_t *burst;
+    psrec_ratelog_t *rlog; /* refused messages (other jobs) */
     int compress, heartbeat_ms;
     uint32_t rank, n_servers;
     uint64_t epoch;
@@ -237,14 +246,16 @@ static psrec_err open_socket(psrec_server_t *s, const char *bind, char *err)
 {
     s->sock = zmq_socket(s->zctx, ZMQ_ROUTER);
     if (!s->sock) return zfail(err, "zmq_socket");
-    int zero = 0, hwm = HWM;
-    int64_t maxmsg = (int64_t)PSREC_WIRE_MAX_FRAME_BYTES + (1 << 20);
+    int zero = 0, hwm = HWM, rcvhwm = (int)s->lim.max_inflight; /* ps/limits.h */
+    int64_t maxmsg =
+        (int64_t)s->lim.max_msg_bytes > PSREC_WIRE_MAX_HEADER ? (int64_t)s->lim.max_msg_bytes : PSREC_WIRE_MAX_HEADER;
     if (zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) ||
         zmq_setsockopt(s->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
-        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
         zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg))
         return zfail(err, "zmq_setsockopt");
-    if (zmq_bind(s->sock, bind)) return psrec_fail(err, PSREC_EIO, "bind %s: %s", bind, zmq_strerror(zmq_errno()));
+    psrec_err rc = psrec_zsec_bind(s->sec, s->sock, bind, err);
+    if (rc) return rc;
     size_t len = sizeof s->endpoint;
     if (zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len)) return zfail(err, "ZMQ_LAST_ENDPOINT");
     s->endpoint[sizeof s->endpoint - 1] = 0;
@@ -254,7 +265,9 @@ static psrec_err open_socket(psrec_server_t *s, const char *bind, char *err)
 static psrec_err add_tables(psrec_server_t *s, int n, const uint32_t *ids, const psrec_table_conf_t *tc, char *err)
 {
     for (int i = 0; i < n; i++) {
-        psrec_err rc = psrec_store_add_table(s->store, ids[i], &tc[i], err);
+        psrec_table_conf_t c = tc[i];
+        if (!c.max_rows) c.max_rows = s->lim.max_rows;
+        psrec_err rc = psrec_store_add_table(s->store, ids[i], &c, err);
         if (rc) return rc;
     }
     return PSREC_OK;
@@ -384,7 +397,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
 {
     psrec_coord_client_t *cc = NULL;
     Psrec__Header *reg = NULL;
-    psrec_err rc = psrec_coord_client_new(&cc, s->zctx, conf->coord, conf->job_id, 0, err);
+    psrec_err rc = psrec_coord_client_new_sec(&cc, s->zctx, conf->coord, conf->job_id, 0, s->sec, err);
     if (!rc)
         rc = psrec_coord_client_register(cc, PSREC__ROLE__SERVER, s->addr,
                                          conf->rejoin ? conf->rejoin_rank : UINT32_MAX, &reg, err);
@@ -402,6 +415,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
         uint32_t id;
         psrec_table_conf_t tc;
         rc = psrec_table_conf_from_wire(reg->tables[i], &id, &tc, err);
+        if (!rc && !tc.max_rows) tc.max_rows = s->lim.max_rows;
         if (!rc) rc = psrec_store_add_table(s->store, id, &tc, err);
     }
     if (!rc) rc = recover(s, reg, err);
@@ -415,9 +429,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
         zmq_setsockopt(s->hb_sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
         zmq_setsockopt(s->hb_sock, ZMQ_SNDTIMEO, &zero, sizeof zero))
         return zfail(err, "zmq_setsockopt");
-    if (zmq_connect(s->hb_sock, conf->coord))
-        return psrec_fail(err, PSREC_EIO, "connect %s: %s", conf->coord, zmq_strerror(zmq_errno()));
-    return PSREC_OK;
+    return psrec_zsec_connect(s->sec, s->zctx, s->hb_sock, conf->coord, 0, err);
 }
 
 psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_conf_t *conf, char *err)
@@ -432,9 +444,14 @@ psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_
     s->job_id = conf->job_id;
     s->compress = conf->compress >= 0;
     s->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms : 500;
+    s->sec = conf->sec;
+    s->lim = conf->limits;
+    psrec_limits_resolve(&s->lim);
     atomic_init(&s->stop, 0);
     pthread_mutex_init(&s->mu, NULL);
     psrec_err rc = psrec_idmap_new(&s->senders, 64);
+    if (!rc) rc = psrec_limits_burst_new(&s->burst, BURST, s->lim.max_inflight);
+    if (!rc) rc = psrec_ratelog_new(&s->rlog, stderr, 10000);
     if (rc) rc = psrec_fail(err, rc, "out of memory");
     if (!rc) rc = open_socket(s, conf->bind, err);
     if (!rc) snprintf(s->addr, sizeof s->addr, "%s", conf->advertise ? conf->advertise : s->endpoint);
@@ -474,6 +491,8 @@ void psrec_server_destroy(psrec_server_t **ps)
     free(s->ckpt_dir);
     psrec_store_destroy(&s->store);
     psrec_idmap_destroy(&s->senders);
+    psrec_limits_burst_destroy(&s->burst);
+    psrec_ratelog_destroy(&s->rlog);
     for (int i = 0; i < MAX_DUMPS; i++)
         free(s->dumps[i].keys);
     free(s->dd);
@@ -637,6 +656,7 @@ static psrec_err on_pull(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
     size_t n = (size_t)m->hdr->count;
     const uint64_t *keys = m->bulk[0];
     if (!rc) rc = check_owner(s, keys, n, err);
+    if (!rc) rc = psrec_limits_check_new_rows(&s->lim, s->store, m->hdr->table, keys, n, err);
     if (rc) return rc;
     if (grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
@@ -660,6 +680,7 @@ static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t
     size_t n = (size_t)h->count;
     const uint64_t *keys = m->bulk[0];
     if (!rc) rc = check_owner(s, keys, n, err);
+    if (!rc) rc = psrec_limits_check_new_rows(&s->lim, s->store, h->table, keys, n, err);
     if (!rc) rc = sender(s, h, &d, err);
     if (rc) return rc;
     r->h.count = n;
@@ -973,6 +994,10 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
     psrec_err rc = PSREC_OK;
     int shutdown = 0;
     if (h->job_id != s->job_id) {
+        char key[32];
+        snprintf(key, sizeof key, "job %llu", (unsigned long long)h->job_id);
+        psrec_ratelog(s->rlog, key, "server %u: refused a message of job %llu (this is job %llu)", s->rank,
+                      (unsigned long long)h->job_id, (unsigned long long)s->job_id);
         rc = psrec_fail(err, PSREC_EREFUSED, "job %llu, this server serves job %llu", (unsigned long long)h->job_id,
                         (unsigned long long)s->job_id);
     } else {
@@ -1131,17 +1156,23 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
             rc = zfail(err, "zmq_poll");
             break;
         }
+        psrec_limits_burst_reset(s->burst);
         for (int i = 0; i < BURST && (it[0].revents & ZMQ_POLLIN); i++) {
             psrec_wire_route_t route;
             psrec_wire_msg_t m;
             char e[PSREC_ERRBUF] = "";
-            psrec_err mrc = psrec_wire_recv(s->sock, &route, &m, 0, &s->st.received, e);
+            psrec_err mrc = psrec_wire_recv_limit(s->sock, &route, &m, 0, s->lim.max_msg_bytes, &s->st.received, e);
             if (mrc == PSREC_ETIMEDOUT) break;
             if (mrc == PSREC_EIO) {
                 rc = psrec_fail(err, mrc, "%s", e);
                 break;
             }
             s->st.requests++;
+            if (!mrc && (mrc = psrec_limits_burst_admit(s->burst, &route, e))) { /* a flood: not served */
+                m.rejected_has_seq = 1;
+                m.rejected_seq = m.hdr->seq;
+                m.rejected_job_id = m.hdr->job_id;
+            }
             if (mrc) {
                 if (route.len > 0) { /* echo the rejected request's seq when its header was readable */
                     Psrec__Header rq;

@@ -19,6 +19,8 @@
  * its push log. With the log on, an acknowledged PUSH/SET is in the log first: acknowledgements of a
  * burst of requests wait for one group commit (write + fdatasync). A log that cannot be written stops
  * the server with an error (its launcher restarts it, and it recovers what was acknowledged).
+ * conf.sec admits only peers that pass the job's connection security (common/zsec.h); conf.limits
+ * bounds what one peer may make the server hold (ps/limits.h).
  * Thread model: psrec_server_run runs the loop on the calling thread; psrec_server_stop may be called
  * from any thread. */
 #ifndef PSREC_SERVER_H
@@ -29,6 +31,8 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
+#include "ps/limits.h"
 #include "ps/store.h"
 
 typedef struct {
@@ -40,6 +44,10 @@ typedef struct {
     uint32_t rejoin_rank;
     int heartbeat_ms; /* default 500 */
     int compress;     /* LZ4 on replies where it shrinks (default on: set -1 for off) */
+    /* connection security (NULL: none: in-process tests and benchmarks) and per-peer bounds (zeros:
+     * the defaults of ps/limits.h) */
+    const psrec_zsec_t *sec;
+    psrec_limits_t limits;
     /* standalone only */
     int ntables;
     const uint32_t *table_ids;

@@ -452,8 +452,8 @@ static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scra
     return rc;
 }
 
-/* max_rows: counts the keys without a row and reserves that much of the table's capacity. */
-static psrec_err reserve(table_t *t, const uint64_t *keys, size_t n, scratch_t *sc, uint64_t *reserved)
+/* The keys without a row (a repeated new key counts each time). */
+static uint64_t count_missing(table_t *t, const uint64_t *keys, size_t n, scratch_t *sc)
 {
     uint64_t missing = 0;
     for (size_t base = 0; base < n; base += CHUNK) {
@@ -471,6 +471,13 @@ static psrec_err reserve(table_t *t, const uint64_t *keys, size_t n, scratch_t *
             pthread_mutex_unlock(&st->mu);
         }
     }
+    return missing;
+}
+
+/* max_rows: counts the keys without a row and reserves that much of the table's capacity. */
+static psrec_err reserve(table_t *t, const uint64_t *keys, size_t n, scratch_t *sc, uint64_t *reserved)
+{
+    uint64_t missing = count_missing(t, keys, n, sc);
     *reserved = 0;
     if (!missing) return PSREC_OK;
     uint64_t cur = atomic_load_explicit(&t->committed, memory_order_relaxed);
@@ -512,6 +519,18 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
     if (t->max_rows && reserved > added)
         atomic_fetch_sub_explicit(&t->committed, reserved - added, memory_order_relaxed);
     return rc;
+}
+
+psrec_err psrec_store_missing(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n, uint64_t *missing)
+{
+    table_t *t = get_table(s, table);
+    *missing = 0;
+    if (!t) return PSREC_ENOTFOUND;
+    if (n == 0) return PSREC_OK;
+    if (!keys) return PSREC_EINVAL;
+    scratch_t sc;
+    *missing = count_missing(t, keys, n, &sc);
+    return PSREC_OK;
 }
 
 psrec_err psrec_store_pull(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n, float *out)

@@ -81,6 +81,11 @@ psrec_err psrec_store_push(psrec_store_t *s, uint32_t table, const uint64_t *key
 psrec_err psrec_store_set(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
                           const float *values) PSREC_MUST_CHECK;
 
+/* How many of the n keys have no row yet (a repeated new key counts each time), without creating any:
+ * lets a server refuse a request that would create too many rows before applying it. */
+psrec_err psrec_store_missing(psrec_store_t *s, uint32_t table, const uint64_t *keys, size_t n,
+                              uint64_t *missing) PSREC_MUST_CHECK;
+
 /* Number of materialised rows of a table, and the exact bytes per row (row payload + hash entry +
  * slab overhead amortised). */
 uint64_t psrec_store_rows(const psrec_store_t *s, uint32_t table);

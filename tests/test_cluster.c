@@ -179,8 +179,10 @@ static void test_status_and_interrupt(void **state)
 {
     static char out[1 << 14];
     int port = free_port();
-    char script[512], portarg[16], logs[256], data[256];
+    char script[512], portarg[16], logs[256], data[256], token[256];
     snprintf(script, sizeof script, "%s/launch/run.sh", src);
+    snprintf(token, sizeof token, "%s/int.token", dir); /* the job's token: status needs it too */
+    assert_int_equal(run(out, sizeof out, "rm -f %s && %s keygen --token %s", token, bin, token), 0);
     snprintf(portarg, sizeof portarg, "%d", port);
     snprintf(logs, sizeof logs, "%s/logs-int", dir);
     snprintf(data, sizeof data, "%s/s2", dir);
@@ -193,15 +195,15 @@ static void test_status_and_interrupt(void **state)
         snprintf(path, sizeof path, "%s/int.out", dir);
         if (!freopen(path, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(126);
         execl("/bin/bash", "bash", script, "--bin", bin, "--servers", "2", "--workers", "2", "--port", portarg,
-              "--logs", logs, "--", "--data", data, "--epochs", "100000", "--dim", "8", "--negatives", "64",
-              (char *)NULL);
+              "--logs", logs, "--token-file", token, "--", "--data", data, "--epochs", "100000", "--dim", "8",
+              "--negatives", "64", (char *)NULL);
         _exit(127);
     }
     /* status answers once the coordinator is up and every member registered (bounded retries, each
      * bounded by its own request deadline) */
     int ok = 0;
     for (int i = 0; i < 100 && !ok; i++) {
-        run(out, sizeof out, "%s status --coord tcp://127.0.0.1:%d --timeout 300", bin, port);
+        run(out, sizeof out, "%s status --coord tcp://127.0.0.1:%d --timeout 300 --token-file %s", bin, port, token);
         ok = strstr(out, "slots per server: 0:2048 1:2048") && strstr(out, "worker     1 alive") &&
              strstr(out, "server     1 alive");
     }

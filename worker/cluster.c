@@ -68,7 +68,8 @@ static void *server_main(void *arg)
     psrec_server_conf_t sc = {.bind = bind,
                               .coord = psrec_coord_endpoint(cl->coord),
                               .job_id = cl->conf.job_id,
-                              .compress = cl->conf.compress ? 1 : -1};
+                              .compress = cl->conf.compress ? 1 : -1,
+                              .sec = cl->conf.sec};
     psrec_server_t *s = NULL;
     psrec_err rc = psrec_server_new(&s, cl->zctx, &sc, err);
     if (rc) {
@@ -106,6 +107,7 @@ psrec_err psrec_cluster_start(psrec_cluster_t **out, void *zctx, const psrec_clu
     else
         snprintf(bind, sizeof bind, "inproc://psrec-%ld-%p-coord", (long)getpid(), (void *)cl);
     psrec_coord_conf_t cc = {.bind = bind,
+                             .sec = conf->sec,
                              .n_servers = conf->servers,
                              .n_workers = conf->workers,
                              .job_id = conf->job_id,

@@ -8,12 +8,15 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 
 typedef struct {
     int servers, workers;
     int tcp;      /* 1: tcp://127.0.0.1 ephemeral ports; 0: inproc:// */
     int compress; /* servers compress replies with LZ4 where it shrinks */
+    /* connection security shared by every role (one per ZeroMQ context) */
+    const psrec_zsec_t *sec;
     uint64_t job_id, seed;
     int ntables;
     const uint32_t *table_ids;

@@ -48,6 +48,12 @@ static int64_t now_ms(void)
 psrec_err psrec_coord_client_new(psrec_coord_client_t **out, void *zctx, const char *coord, uint64_t job_id,
                                  int timeout_ms, char *err)
 {
+    return psrec_coord_client_new_sec(out, zctx, coord, job_id, timeout_ms, NULL, err);
+}
+
+psrec_err psrec_coord_client_new_sec(psrec_coord_client_t **out, void *zctx, const char *coord, uint64_t job_id,
+                                     int timeout_ms, const psrec_zsec_t *sec, char *err)
+{
     *out = NULL;
     if (!zctx || !coord || !*coord) return psrec_fail(err, PSREC_EINVAL, "coord client: no context or endpoint");
     if (timeout_ms < 0) return psrec_fail(err, PSREC_EINVAL, "coord client: negative timeout %d", timeout_ms);
@@ -65,11 +71,11 @@ psrec_err psrec_coord_client_new(psrec_coord_client_t **out, void *zctx, const c
     int zero = 0, one = 1;
     zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &one, sizeof one);
-    if (zmq_connect(c->sock, coord) != 0) {
-        psrec_err rc =
-            psrec_fail(err, PSREC_EINVAL, "coord client: cannot connect to %s: %s", coord, zmq_strerror(zmq_errno()));
+    char e[PSREC_ERRBUF];
+    psrec_err rc = psrec_zsec_connect(sec, zctx, c->sock, coord, c->timeout_ms, e);
+    if (rc) {
         psrec_coord_client_destroy(&c);
-        return rc;
+        return psrec_fail(err, rc, "coord client: %s", e);
     }
     *out = c;
     return PSREC_OK;

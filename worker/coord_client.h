@@ -14,12 +14,18 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
 
 typedef struct psrec_coord_client psrec_coord_client_t;
 
 /* Connects to the coordinator; nothing is sent yet. timeout_ms bounds every call (default 30000 if 0). */
 psrec_err psrec_coord_client_new(psrec_coord_client_t **c, void *zctx, const char *coord, uint64_t job_id,
                                  int timeout_ms, char *err) PSREC_MUST_CHECK;
+/* The same through the job's connection security (common/zsec.h; NULL: none): the handshake is
+ * tried first, so a coordinator that refuses this process's token or key is PSREC_EREFUSED saying
+ * which, not a timeout. */
+psrec_err psrec_coord_client_new_sec(psrec_coord_client_t **c, void *zctx, const char *coord, uint64_t job_id,
+                                     int timeout_ms, const psrec_zsec_t *sec, char *err) PSREC_MUST_CHECK;
 void psrec_coord_client_destroy(psrec_coord_client_t **c);
 /* The deadline of every later call (timeout_ms <= 0: the default 30000), e.g. a long one for barriers
  * while a member restarts. */

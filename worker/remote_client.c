@@ -163,7 +163,7 @@ static psrec_err check_map(const Psrec__ShardMap *map, char *err)
 }
 
 /* A DEALER connected to server i at addr: sends never block, few messages queue while it is away. */
-static psrec_err open_sock(void *zctx, uint32_t i, const char *addr, void **out, char *err)
+static psrec_err open_sock(void *zctx, const psrec_zsec_t *sec, uint32_t i, const char *addr, void **out, char *err)
 {
     void *s = zmq_socket(zctx, ZMQ_DEALER);
     if (!s) return psrec_fail(err, PSREC_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
@@ -175,9 +175,10 @@ static psrec_err open_sock(void *zctx, uint32_t i, const char *addr, void **out,
         zmq_close(s);
         return rc;
     }
-    if (zmq_connect(s, addr)) {
-        psrec_err rc =
-            psrec_fail(err, PSREC_EINVAL, "connect to server %u at %s: %s", i, addr, zmq_strerror(zmq_errno()));
+    char e[PSREC_ERRBUF];
+    psrec_err crc = psrec_zsec_connect(sec, zctx, s, addr, 0, e); /* the job's connection security */
+    if (crc) {
+        psrec_err rc = psrec_fail(err, crc, "server %u (%s): %s", i, addr, e);
         zmq_close(s);
         return rc;
     }
@@ -221,7 +222,7 @@ psrec_err psrec_remote_new(psrec_remote_t **out, void *zctx, const Psrec__ShardM
         if (!(r->addr[i] = strdup(map->server_addr[i])))
             rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
         else
-            rc = open_sock(zctx, i, r->addr[i], &r->socks[i], err);
+            rc = open_sock(zctx, r->conf.sec, i, r->addr[i], &r->socks[i], err);
     }
     if (rc) {
         psrec_remote_destroy(&r);
@@ -284,7 +285,7 @@ psrec_err psrec_remote_set_map(psrec_remote_t *r, const Psrec__ShardMap *map, ch
         } else if (!(addr[i] = strdup(map->server_addr[i]))) {
             rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
         } else {
-            rc = open_sock(r->zctx, i, addr[i], &socks[i], err);
+            rc = open_sock(r->zctx, r->conf.sec, i, addr[i], &socks[i], err);
         }
     }
     if (rc) {

@@ -21,6 +21,7 @@
 
 #include "common/err.h"
 #include "common/wire.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 #include "worker/table_client.h"
 
@@ -35,6 +36,7 @@ typedef struct {
     int timeout_ms;                             /* per attempt (default 10000) */
     int retries;                                /* attempts before giving up (default 3; recovery_ms 0) */
     int compress;                               /* LZ4 on bulk frames where it shrinks: 1 on, 0 off */
+    const psrec_zsec_t *sec;                    /* connection security (common/zsec.h; NULL: none) */
     uint32_t table_dim[PSREC_STORE_MAX_TABLES]; /* row width of each table (0 = no such table), for the
                                                    table-client ops, which do not pass it */
     /* > 0: re-send every timeout_ms until the server has been silent this long since the request's

@@ -165,6 +165,7 @@ struct trainer {
     psrec_store_t *store;         /* direct mode */
     psrec_table_client_t *client; /* direct mode: shared by the worker threads */
     void *zctx;                   /* cluster modes */
+    psrec_zsec_t *zsec;           /* cluster modes: connection security (common/zsec.h) */
     const char *coord;            /* cluster modes: the coordinator endpoint */
     int local_workers;            /* worker threads of this process */
     double last_line;             /* when the last progress line went to a log file */
@@ -655,7 +656,7 @@ static psrec_err join_cluster(worker_t *w, char *err)
 {
     trainer_t *tr = w->tr;
     const psrec_train_conf_t *c = tr->c;
-    psrec_err rc = psrec_coord_client_new(&w->cc, tr->zctx, tr->coord, c->job_id, c->timeout_ms * 3, err);
+    psrec_err rc = psrec_coord_client_new_sec(&w->cc, tr->zctx, tr->coord, c->job_id, c->timeout_ms * 3, tr->zsec, err);
     if (rc) return rc;
     Psrec__Header *reg = NULL;
     uint32_t want = c->rank >= 0 ? (uint32_t)c->rank + (uint32_t)w->id : UINT32_MAX;
@@ -682,7 +683,8 @@ static psrec_err join_cluster(worker_t *w, char *err)
                                .timeout_ms = c->timeout_ms,
                                .retries = 3,
                                .recovery_ms = w->ckpt_dir ? c->recovery_ms : 0,
-                               .compress = c->compress};
+                               .compress = c->compress,
+                               .sec = tr->zsec};
     for (size_t i = 0; i < reg->n_tables; i++)
         if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
@@ -976,6 +978,7 @@ void psrec_train_defaults(psrec_train_conf_t *c)
     c->transport = PSREC_TRANSPORT_INPROC;
     c->compress = -1; /* resolved by transport */
     c->job_id = 1;
+    c->sec.mode = PSREC_ZSEC_TOKEN;
     c->timeout_ms = 10000;
     c->max_staleness = -1;
     c->keep_checkpoints = 2;
@@ -1209,6 +1212,8 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
     if (!rc && direct) rc = setup_direct(tr, err);
     if (!rc && !direct) {
         if (!(tr->zctx = zmq_ctx_new())) rc = psrec_fail(err, PSREC_EIO, "cannot create a ZeroMQ context");
+        int roles = c->coord ? PSREC_ZSEC_CONNECT : PSREC_ZSEC_SERVE | PSREC_ZSEC_CONNECT;
+        if (!rc) rc = psrec_zsec_new(&tr->zsec, tr->zctx, &c->sec, c->job_id, roles, err);
         tr->coord = c->coord;
     }
     if (!rc && !direct && !c->coord) { /* embedded: coordinator and servers as threads */
@@ -1219,6 +1224,7 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
                                     .workers = W,
                                     .tcp = c->transport == PSREC_TRANSPORT_TCP,
                                     .compress = cc.compress,
+                                    .sec = tr->zsec,
                                     .job_id = c->job_id,
                                     .seed = c->seed,
                                     .ntables = nt,
@@ -1312,7 +1318,9 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
     }
     if (metrics) fclose(metrics);
     void *zctx = tr->zctx;
+    psrec_zsec_t *zsec = tr->zsec;
     destroy_trainer(tr, ws, W);
+    psrec_zsec_destroy(&zsec); /* after every socket that used it */
     if (zctx) zmq_ctx_term(zctx);
     return rc;
 }

@@ -30,6 +30,7 @@
 
 #include "common/batch.h"
 #include "common/err.h"
+#include "common/zsec.h"
 #include "ps/store.h"
 #include "worker/loss.h"
 #include "worker/sampler.h"
@@ -78,6 +79,8 @@ typedef struct {
     int durability_log;         /* servers log acknowledged pushes (--durability log) */
     int rank;                   /* cluster worker/server: the rank to take back after a restart (-1: any) */
     int recovery_ms;            /* how long to wait for a restarted peer (default 120000) */
+    /* connection security (default: the job token; embedded mode makes its secrets in memory) */
+    psrec_zsec_conf_t sec;
 } psrec_train_conf_t;
 
 enum { PSREC_TRANSPORT_INPROC = 0, PSREC_TRANSPORT_TCP = 1, PSREC_TRANSPORT_DIRECT = 2 };
