@@ -34,7 +34,7 @@ int psrec_cmd_coord(int argc, char **argv)
         fprintf(stderr, "psrec coord: %s\n", err);
         return 1;
     }
-    if ((c.checkpoint_steps || c.checkpoint_secs > 0 || c.durability_log) && !c.checkpoint_dir) {
+    if ((c.checkpoint_steps || c.checkpoint_secs != 0 || c.durability_log) && !c.checkpoint_dir) {
         fprintf(stderr, "psrec coord: --checkpoint-every and --durability need --checkpoint-dir\n");
         return 2;
     }
@@ -56,6 +56,8 @@ int psrec_cmd_coord(int argc, char **argv)
                              .checkpoint_dir = c.checkpoint_dir,
                              .checkpoint_steps = c.checkpoint_steps,
                              .checkpoint_secs = c.checkpoint_secs,
+                             .mtbf_secs = c.mtbf_secs,
+                             .heartbeat_timeout_ms = c.heartbeat_timeout_ms,
                              .keep_rounds = c.keep_checkpoints,
                              .resume = c.resume,
                              .durability_log = c.durability_log};

@@ -47,13 +47,16 @@ static void usage(FILE *f)
                "  --sync              same as --max-staleness 0\n"
                "fault tolerance (docs/operations.md):\n"
                "  --checkpoint-dir D  checkpoint rounds, push logs and coordinator state go here\n"
-               "  --checkpoint-every N  a round every N steps (summed over workers), or every Ns / Nm\n"
+               "  --checkpoint-every N  a round every N steps (summed over workers), or every Ns / Nm, or auto:\n"
+               "                      Young's sqrt(2 x round cost x MTBF), the cost measured on the job's rounds\n"
+               "  --mtbf T            expected time between failures for auto (default 24h; e.g. 90m, 6h)\n"
                "  --keep-checkpoints K  complete rounds kept (default 2)\n"
                "  --resume D          continue from the newest complete round in D (implies --checkpoint-dir D)\n"
                "  --durability M      none (default) | log: servers log acknowledged pushes, so a restarted\n"
                "                      server recovers every acknowledged update without rolling others back\n"
                "  --rank R            server/worker: take rank R back (a restarted process)\n"
-               "  --recovery-timeout MS  how long to wait for a restarted peer (default 120000)\n");
+               "  --recovery-timeout MS  how long to wait for a restarted peer (default 120000)\n"
+               "  --heartbeat-timeout MS  coordinator: a member silent this long is marked dead (default 10000)\n");
     psrec_cli_sec_usage(f, 1);
 }
 
@@ -118,6 +121,8 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"durability", 1, 0, 1017},
                                          {"rank", 1, 0, 1018},
                                          {"recovery-timeout", 1, 0, 1019},
+                                         {"mtbf", 1, 0, 1020},
+                                         {"heartbeat-timeout", 1, 0, 1021},
                                          {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
                                          {"secure", 0, 0, PSREC_CLI_SECURE},
                                          {"keys", 1, 0, PSREC_CLI_KEYS},
@@ -260,6 +265,10 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
         case 1009: c.max_staleness = 0; break;
         case 1013: c.checkpoint_dir = optarg; break;
         case 1014: {
+            if (!strcmp(optarg, "auto")) {
+                c.checkpoint_secs = -1;
+                break;
+            }
             char *end;
             double v = strtod(optarg, &end);
             int secs = *end == 's' || *end == 'm';
@@ -293,6 +302,20 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
         case 1019:
             if (psrec_cli_int(cmd, "--recovery-timeout", optarg, 1, 86400000, &c.recovery_ms)) return 2;
             break;
+        case 1021:
+            if (psrec_cli_int(cmd, "--heartbeat-timeout", optarg, 100, 3600000, &c.heartbeat_timeout_ms)) return 2;
+            break;
+        case 1020: {
+            char *end;
+            double v = strtod(optarg, &end);
+            double unit = *end == 'h' ? 3600 : *end == 'm' ? 60 : *end == 's' || !*end ? 1 : 0;
+            if (end == optarg || !(v > 0) || unit == 0 || (*end && end[1])) {
+                fprintf(stderr, "psrec %s: --mtbf: want a duration like 3600, 90m or 24h, not '%s'\n", cmd, optarg);
+                return 2;
+            }
+            c.mtbf_secs = v * unit;
+            break;
+        }
         case 1010:
         case 1011:
         case 1012:

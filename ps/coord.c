@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +45,9 @@
 #define RECV_BATCH 256       /* messages handled per poll round before the sweep */
 #define MAX_DATA_SHARDS 4096 /* data shards whose progress is kept (the trainer's limit) */
 #define STATE_SAVE_MS 1000   /* progress-only changes of the state file are written this often at most */
+#define AUTO_FIRST_SECS 60.0 /* automatic interval: the first round (to measure its cost) after this */
+#define AUTO_MIN_SECS 10.0   /* ... and the chosen interval is kept within these bounds */
+#define AUTO_MAX_SECS 21600.0
 
 typedef struct {
     int registered;
@@ -107,6 +111,9 @@ struct psrec_coord {
     char *ckpt_dir; /* NULL: no checkpoints, no state file */
     uint64_t ckpt_steps;
     int64_t ckpt_ns;
+    int ckpt_auto; /* interval from measured round cost and the MTBF (Young) */
+    double mtbf_secs;
+    double round_cost_s; /* duration of the last complete round (0: none yet) */
     int keep_rounds, durability_log;
     uint64_t round;      /* in progress (0: none) */
     uint64_t next_round; /* number of the next round (never reused, also after an abandoned one) */
@@ -186,6 +193,9 @@ psrec_err psrec_coord_new(psrec_coord_t **out, void *zctx, const psrec_coord_con
     c->keep_rounds = conf->keep_rounds > 0 ? conf->keep_rounds : 2;
     c->ckpt_steps = conf->checkpoint_steps;
     c->ckpt_ns = conf->checkpoint_secs > 0 ? (int64_t)(conf->checkpoint_secs * 1e9) : 0;
+    c->ckpt_auto = conf->checkpoint_secs < 0;
+    c->mtbf_secs = conf->mtbf_secs > 0 ? conf->mtbf_secs : 86400;
+    if (c->ckpt_auto) c->ckpt_ns = (int64_t)(AUTO_FIRST_SECS * 1e9);
     c->durability_log = conf->durability_log;
     c->next_round = 1;
     c->round_end_ns = now_ns();
@@ -880,6 +890,14 @@ static void complete_round(psrec_coord_t *c, int64_t now)
         fprintf(stderr, "psrec coord: checkpoint round %llu abandoned: %s\n", (unsigned long long)c->round, err);
     } else {
         c->complete = c->round;
+        c->round_cost_s = (double)(now - c->round_start_ns) / 1e9;
+        if (c->ckpt_auto) { /* Young (1974): the interval minimising expected lost work, sqrt(2 C M) */
+            double t = sqrt(2.0 * c->round_cost_s * c->mtbf_secs);
+            t = t < AUTO_MIN_SECS ? AUTO_MIN_SECS : t > AUTO_MAX_SECS ? AUTO_MAX_SECS : t;
+            c->ckpt_ns = (int64_t)(t * 1e9);
+            fprintf(stderr, "psrec coord: automatic checkpoint interval %.1f s (round cost %.3f s, MTBF %.0f s)\n", t,
+                    c->round_cost_s, c->mtbf_secs);
+        }
         fprintf(stderr, "psrec coord: checkpoint round %llu complete (%.2f s, %llu examples)\n",
                 (unsigned long long)c->round, (double)(now - c->round_start_ns) / 1e9, (unsigned long long)examples);
         if ((rc = psrec_manifest_prune(c->ckpt_dir, (uint64_t)c->keep_rounds, err)))

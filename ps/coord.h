@@ -65,7 +65,10 @@ typedef struct {
     /* fault tolerance (docs/operations.md); all off when checkpoint_dir is NULL */
     const char *checkpoint_dir; /* rounds (round-<r>/), coordinator state (coord.state), push logs */
     uint64_t checkpoint_steps;  /* start a round every N worker steps (summed over workers); 0 = off */
-    double checkpoint_secs;     /* ... or every T seconds after the previous one ended; 0 = off */
+    double checkpoint_secs;     /* ... or every T seconds after the previous one ended; 0 = off;
+                                   < 0 = automatic: Young's sqrt(2 C M) from the measured round cost C and
+                                   mtbf_secs M (the first round after AUTO_FIRST_SECS) */
+    double mtbf_secs;           /* expected time between failures of the job (default 24 h) */
     int keep_rounds;            /* complete rounds kept (default 2) */
     int resume;                 /* a new job that continues from the newest complete round */
     int durability_log;         /* servers log acknowledged pushes (REGISTER_OK tells them) */

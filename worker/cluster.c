@@ -118,6 +118,8 @@ psrec_err psrec_cluster_start(psrec_cluster_t **out, void *zctx, const psrec_clu
                              .checkpoint_dir = conf->checkpoint_dir,
                              .checkpoint_steps = conf->checkpoint_steps,
                              .checkpoint_secs = conf->checkpoint_secs,
+                             .mtbf_secs = conf->mtbf_secs,
+                             .heartbeat_timeout_ms = conf->heartbeat_timeout_ms,
                              .keep_rounds = conf->keep_rounds,
                              .resume = conf->resume,
                              .durability_log = conf->durability_log,

@@ -24,7 +24,8 @@ typedef struct {
     /* fault tolerance: handed to the coordinator (ps/coord.h) */
     const char *checkpoint_dir;
     uint64_t checkpoint_steps;
-    double checkpoint_secs;
+    double checkpoint_secs, mtbf_secs;
+    int heartbeat_timeout_ms;
     int keep_rounds, resume, durability_log;
 } psrec_cluster_conf_t;
 

@@ -111,6 +111,7 @@ typedef struct {
      * as of the last step whose pushes are acknowledged (acked: what heartbeats report) */
     psrec_shard_progress_t prog[MAX_SHARDS], before[MAX_SHARDS], acked[MAX_SHARDS];
     uint64_t round_seen, round_done; /* checkpoint rounds: announced, taken part in */
+    uint64_t map_version;            /* of the shard map the clients use */
     char *ckpt_dir;                  /* the coordinator's (cluster modes) */
     int resumed;                     /* started from a round or a restart: no tower init */
     psrec_shard_reader_t *rd;
@@ -688,6 +689,7 @@ static psrec_err join_cluster(worker_t *w, char *err)
     for (size_t i = 0; i < reg->n_tables; i++)
         if (reg->tables[i]->table < PSREC_STORE_MAX_TABLES) rcf.table_dim[reg->tables[i]->table] = reg->tables[i]->dim;
     if (!reg->shard_map) rc = psrec_fail(err, PSREC_EPROTO, "the coordinator sent no shard map");
+    if (!rc) w->map_version = reg->shard_map->version;
     if (!rc) rc = psrec_remote_new(&w->remote, tr->zctx, reg->shard_map, &rcf, err);
     if (!rc && (rc = psrec_table_client_new_remote(&w->client, w->remote))) {
         w->remote = NULL;
@@ -713,6 +715,21 @@ static psrec_err join_cluster(worker_t *w, char *err)
         }
     }
     psrec__header__free_unpacked(reg, NULL);
+    return rc;
+}
+
+/* A server came back at another address (a cluster manager restarted it elsewhere): the coordinator's
+ * map version moved, so both of this worker's clients reconnect (the pusher first finishes its push). */
+static psrec_err refresh_map(worker_t *w, char *err)
+{
+    Psrec__Header *st = NULL;
+    psrec_err rc = psrec_coord_client_status(w->cc, &st, err);
+    if (!rc && !st->shard_map) rc = psrec_fail(err, PSREC_ENOTREADY, "no shard map from the coordinator");
+    if (!rc && w->pusher && (rc = pusher_wait(w->pusher))) psrec_fail(err, rc, "%s", w->pusher->err);
+    if (!rc) rc = psrec_remote_set_map(w->remote, st->shard_map, err);
+    if (!rc && w->pusher) rc = psrec_remote_set_map(w->pusher->remote, st->shard_map, err);
+    if (!rc) w->map_version = st->shard_map->version;
+    psrec__header__free_unpacked(st, NULL);
     return rc;
 }
 
@@ -756,7 +773,9 @@ static psrec_err heartbeat(worker_t *w, int flags, char *err)
     Psrec__Header *r = NULL;
     psrec_err rc = psrec_coord_client_heartbeat_reply(w->cc, &hb, &r, err);
     if (!rc && r->checkpoint_round > w->round_seen) w->round_seen = r->checkpoint_round;
+    uint64_t mv = rc ? 0 : r->map_version;
     psrec__header__free_unpacked(r, NULL);
+    if (!rc && mv > w->map_version) rc = refresh_map(w, err);
     return rc;
 }
 
@@ -1057,7 +1076,7 @@ static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
         return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
     if (c->servers < 1 || c->servers > 1024) return psrec_fail(err, PSREC_EINVAL, "--servers must be in 1..1024");
     if (c->timeout_ms < 1) return psrec_fail(err, PSREC_EINVAL, "--timeout must be positive");
-    if ((c->checkpoint_steps || c->checkpoint_secs > 0 || c->durability_log || c->resume) && !c->checkpoint_dir)
+    if ((c->checkpoint_steps || c->checkpoint_secs != 0 || c->durability_log || c->resume) && !c->checkpoint_dir)
         return psrec_fail(err, PSREC_EINVAL, "--checkpoint-every, --durability and --resume need --checkpoint-dir");
     if (c->checkpoint_dir && !c->coord && c->transport == PSREC_TRANSPORT_DIRECT)
         return psrec_fail(err, PSREC_EINVAL, "checkpoints need the parameter servers (not --transport direct)");
@@ -1233,6 +1252,8 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
                                     .checkpoint_dir = c->checkpoint_dir,
                                     .checkpoint_steps = c->checkpoint_steps,
                                     .checkpoint_secs = c->checkpoint_secs,
+                                    .mtbf_secs = c->mtbf_secs,
+                                    .heartbeat_timeout_ms = c->heartbeat_timeout_ms,
                                     .keep_rounds = c->keep_checkpoints,
                                     .resume = c->resume,
                                     .durability_log = c->durability_log};

@@ -73,12 +73,14 @@ typedef struct {
     /* fault tolerance (docs/operations.md); the coordinator's settings rule (embedded: these) */
     const char *checkpoint_dir; /* checkpoint rounds, push logs, coordinator state (NULL: none) */
     uint64_t checkpoint_steps;  /* a round every N steps summed over workers (0: off) */
-    double checkpoint_secs;     /* a round every T seconds (0: off) */
+    double checkpoint_secs;     /* a round every T seconds (0: off; < 0: automatic from the MTBF) */
+    double mtbf_secs;           /* --mtbf: expected time between failures (automatic interval) */
     int keep_checkpoints;       /* complete rounds kept (default 2) */
     int resume;                 /* continue from the newest complete round of checkpoint_dir */
     int durability_log;         /* servers log acknowledged pushes (--durability log) */
     int rank;                   /* cluster worker/server: the rank to take back after a restart (-1: any) */
     int recovery_ms;            /* how long to wait for a restarted peer (default 120000) */
+    int heartbeat_timeout_ms;   /* coordinator: a member silent this long is dead (default 10000) */
     /* connection security (default: the job token; embedded mode makes its secrets in memory) */
     psrec_zsec_conf_t sec;
 } psrec_train_conf_t;
