@@ -50,8 +50,8 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 [[ "$max_restarts" =~ ^[0-9]+$ ]] || die "--max-restarts must be a non-negative integer"
 [ -x "$bin" ] || die "psrec binary not found at $bin (build with launch/setup.sh, or pass --bin PATH)"
 # a port in use is a clear error here rather than a confusing one from the coordinator
-# (servers use the next ports: a restarted server must come back at the address workers know)
-for ((p = port; p <= port + servers; p++)); do
+# (with --restart servers use the next ports: a restarted server must come back at the address workers know)
+for ((p = port; p <= port + servers * restart; p++)); do
   if (exec 3<>"/dev/tcp/$host/$p") 2>/dev/null; then
     die "port $p on $host is already in use (choose another with --port; servers use --port+1..--port+$servers)"
   fi
@@ -90,7 +90,9 @@ role_cmd() {
   case "$1" in
     coord) cmd=("$bin" coord --bind "$coord" --servers "$servers" --workers "$workers" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
     server-*) local i=${1#server-}
-      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$((port + 1 + i))" --rank "$i" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
+      # with --restart a server keeps its port, so a restarted one is where workers look for it
+      local sp=0; [ "$restart" = 1 ] && sp=$((port + 1 + i))
+      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$sp" --rank "$i" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
     worker-*) local i=${1#worker-}
       cmd=("$bin" worker --coord "$coord" --threads 1 --rank "$i" --job-id "$job" --no-progress "${sec[@]}" "${train[@]}") ;;
   esac
