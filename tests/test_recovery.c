@@ -209,12 +209,21 @@ static void test_kill_and_resume(void **state)
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     unsigned long r = newest_round(ck);
+    assert_int_equal(run(out, sizeof out, "cp -r %s %s-copy", ck, ck), 0);
     assert_int_equal(
         run(out, sizeof out, "%s train --data %s/s2 --model %s/res " OPTS1 " --resume %s", bin, dir, dir, ck), 0);
     assert_non_null(strstr(out, "resuming from checkpoint round"));
     double rest = json_num(out, "examples");
     print_message("killed after round %lu; resumed run trained %.0f of %.0f examples\n", r, rest, total);
     assert_true(rest > 0 && rest < total);
+    /* the same round resumed by two workers (one data shard each) and three servers trains the same rest */
+    assert_int_equal(run(out, sizeof out,
+                         "%s train --data %s/s2 --model %s/res2 --epochs 10 --dim 64 --negatives 1024 --seed 4 "
+                         "--threads 2 --servers 3 --quiet --resume %s-copy",
+                         bin, dir, dir, ck),
+                     0);
+    assert_true(json_num(out, "examples") == rest);
+    assert_true(recall_of("res2") > 0.1);
     double rr = recall_of("ref"), rs = recall_of("res");
     print_message("Recall@10 uninterrupted %.4f, killed and resumed %.4f\n", rr, rs);
     assert_true(rr > 0.1);
