@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/durable.h"
+#include "common/endian.h"
 #include "common/idmap.h"
 
 #define FREQ_MAGIC "PSRECFQ1"
@@ -108,20 +109,6 @@ psrec_err psrec_freq_counter_result(const psrec_freq_counter_t *c, psrec_freq_t 
     return PSREC_OK;
 }
 
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 psrec_err psrec_freq_save(const psrec_freq_t *f, const char *path, char *err)
 {
     for (size_t i = 1; i < f->n; i++)
@@ -132,15 +119,15 @@ psrec_err psrec_freq_save(const psrec_freq_t *f, const char *path, char *err)
     if (rc) return rc;
     unsigned char buf[4096];
     memcpy(buf, FREQ_MAGIC, 8);
-    put64(buf + 8, f->n);
+    psrec_put64(buf + 8, f->n);
     size_t used = FREQ_HEADER;
     for (size_t i = 0; i < f->n && !rc; i++) {
         if (used + FREQ_ENTRY > sizeof buf) {
             rc = psrec_dfile_write(d, buf, used, err);
             used = 0;
         }
-        put64(buf + used, f->ids[i]);
-        put64(buf + used + 8, f->counts[i]);
+        psrec_put64(buf + used, f->ids[i]);
+        psrec_put64(buf + used + 8, f->counts[i]);
         used += FREQ_ENTRY;
     }
     if (!rc) rc = psrec_dfile_write(d, buf, used, err);
@@ -163,7 +150,7 @@ psrec_err psrec_freq_load(psrec_freq_t *f, const char *path, char *err)
         free(buf);
         return psrec_fail(err, PSREC_ECORRUPT, "%s: not a psrec frequency file", path);
     }
-    uint64_t n = get64(p + 8);
+    uint64_t n = psrec_get64(p + 8);
     if (n != (len - FREQ_HEADER) / FREQ_ENTRY || (len - FREQ_HEADER) % FREQ_ENTRY != 0) {
         free(buf);
         return psrec_fail(err, PSREC_ECORRUPT, "%s: entry count %llu does not match the file size", path,
@@ -174,8 +161,8 @@ psrec_err psrec_freq_load(psrec_freq_t *f, const char *path, char *err)
         return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
     }
     for (size_t i = 0; i < n; i++) {
-        f->ids[i] = get64(p + FREQ_HEADER + i * FREQ_ENTRY);
-        f->counts[i] = get64(p + FREQ_HEADER + i * FREQ_ENTRY + 8);
+        f->ids[i] = psrec_get64(p + FREQ_HEADER + i * FREQ_ENTRY);
+        f->counts[i] = psrec_get64(p + FREQ_HEADER + i * FREQ_ENTRY + 8);
         if (i > 0 && f->ids[i] <= f->ids[i - 1]) {
             free(buf);
             psrec_freq_free(f);

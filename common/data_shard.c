@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/durable.h"
+#include "common/endian.h"
 #include "common/hash.h"
 
 #define FILE_MAGIC "PSRECSH1"
@@ -81,28 +82,6 @@ struct psrec_shard_reader {
 };
 
 /* ---- little-endian and varint helpers ---- */
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
 static size_t put_var(unsigned char *p, uint64_t v)
 {
@@ -185,7 +164,7 @@ psrec_err psrec_shard_writer_open(psrec_shard_writer_t **out, const char *path, 
     }
     unsigned char h[HEADER_SIZE] = {0};
     memcpy(h, FILE_MAGIC, 8);
-    put32(h + 8, SHARD_VERSION);
+    psrec_put32(h + 8, SHARD_VERSION);
     if ((rc = psrec_dfile_write(w->f, h, sizeof h, err))) {
         psrec_shard_writer_abort(&w);
         return rc;
@@ -216,10 +195,10 @@ static psrec_err flush_block(psrec_shard_writer_t *w, size_t upto, uint32_t nex,
     e->comp = (uint32_t)clen;
     unsigned char h[BLOCK_HDR_SIZE];
     memcpy(h, BLOCK_MAGIC, 4);
-    put32(h + 4, nex);
-    put32(h + 8, e->raw);
-    put32(h + 12, e->comp);
-    put64(h + 16, psrec_checksum(w->comp, (size_t)clen));
+    psrec_put32(h + 4, nex);
+    psrec_put32(h + 8, e->raw);
+    psrec_put32(h + 12, e->comp);
+    psrec_put64(h + 16, psrec_checksum(w->comp, (size_t)clen));
     psrec_err rc = psrec_dfile_write(w->f, h, sizeof h, err);
     if (!rc) rc = psrec_dfile_write(w->f, w->comp, (size_t)clen, err);
     if (rc) return rc;
@@ -255,7 +234,7 @@ psrec_err psrec_shard_writer_add(psrec_shard_writer_t *w, const psrec_batch_t *b
     for (uint32_t q = pa; q < pe; q++)
         p += put_var(p, b->pos_id[q]);
     for (uint32_t q = pa; q < pe; q++) {
-        put32(p, float_bits(b->pos_w[q]));
+        psrec_put32(p, float_bits(b->pos_w[q]));
         p += 4;
         if (same) break;
     }
@@ -320,28 +299,28 @@ psrec_err psrec_shard_writer_commit(psrec_shard_writer_t **pw, const psrec_schem
         uint64_t foot_off = psrec_dfile_tell(w->f);
         unsigned char *p = foot;
         memcpy(p, FOOTER_MAGIC, 8);
-        put32(p + 8, (uint32_t)schema->nslots);
+        psrec_put32(p + 8, (uint32_t)schema->nslots);
         p += 12;
         for (int s = 0; s < schema->nslots; s++)
             memcpy(p + s * PSREC_SLOT_NAME_MAX, schema->name[s], strnlen(schema->name[s], PSREC_SLOT_NAME_MAX - 1));
         p += PSREC_MAX_SLOTS * PSREC_SLOT_NAME_MAX;
-        put64(p, w->nblocks);
-        put64(p + 8, w->tot.examples);
-        put64(p + 16, w->tot.pos);
-        put64(p + 24, w->tot.home);
+        psrec_put64(p, w->nblocks);
+        psrec_put64(p + 8, w->tot.examples);
+        psrec_put64(p + 16, w->tot.pos);
+        psrec_put64(p + 24, w->tot.home);
         p += 32;
         for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8)
-            put64(p, w->tot.slot[s]);
+            psrec_put64(p, w->tot.slot[s]);
         for (size_t k = 0; k < w->nblocks; k++, p += INDEX_ENTRY_SIZE) {
-            put64(p, w->index[k].off);
-            put32(p + 8, w->index[k].nex);
-            put32(p + 12, w->index[k].raw);
-            put32(p + 16, w->index[k].comp);
+            psrec_put64(p, w->index[k].off);
+            psrec_put32(p + 8, w->index[k].nex);
+            psrec_put32(p + 12, w->index[k].raw);
+            psrec_put32(p + 16, w->index[k].comp);
         }
-        put64(p, psrec_checksum(foot, flen - 8));
+        psrec_put64(p, psrec_checksum(foot, flen - 8));
         p += 8;
-        put64(p, foot_off);
-        put64(p + 8, flen);
+        psrec_put64(p, foot_off);
+        psrec_put64(p + 8, flen);
         memcpy(p + 16, TAIL_MAGIC, 8);
         rc = psrec_dfile_write(w->f, foot, flen + TAIL_SIZE, err);
     }
@@ -387,8 +366,8 @@ static psrec_err parse_footer(psrec_shard_reader_t *r, const unsigned char *f, s
                               char *err)
 {
     if (flen < FOOTER_FIXED + 8 || memcmp(f, FOOTER_MAGIC, 8) != 0) return corrupt(r, err, "bad footer");
-    if (psrec_checksum(f, flen - 8) != get64(f + flen - 8)) return corrupt(r, err, "footer checksum mismatch");
-    uint32_t ns = get32(f + 8);
+    if (psrec_checksum(f, flen - 8) != psrec_get64(f + flen - 8)) return corrupt(r, err, "footer checksum mismatch");
+    uint32_t ns = psrec_get32(f + 8);
     if (ns > PSREC_MAX_SLOTS) return corrupt(r, err, "bad slot count in footer");
     const unsigned char *p = f + 12;
     r->schema.nslots = 0;
@@ -401,13 +380,13 @@ static psrec_err parse_footer(psrec_shard_reader_t *r, const unsigned char *f, s
         r->schema.nslots++;
     }
     p += PSREC_MAX_SLOTS * PSREC_SLOT_NAME_MAX;
-    r->nblocks = get64(p);
-    r->tot.examples = get64(p + 8);
-    r->tot.pos = get64(p + 16);
-    r->tot.home = get64(p + 24);
+    r->nblocks = psrec_get64(p);
+    r->tot.examples = psrec_get64(p + 8);
+    r->tot.pos = psrec_get64(p + 16);
+    r->tot.home = psrec_get64(p + 24);
     p += 32;
     for (int s = 0; s < PSREC_MAX_SLOTS; s++, p += 8)
-        r->tot.slot[s] = get64(p);
+        r->tot.slot[s] = psrec_get64(p);
     if (r->nblocks != (flen - FOOTER_FIXED - 8) / INDEX_ENTRY_SIZE || (flen - FOOTER_FIXED - 8) % INDEX_ENTRY_SIZE != 0)
         return corrupt(r, err, "footer size does not match its block count");
     r->index = malloc((r->nblocks ? r->nblocks : 1) * sizeof *r->index);
@@ -415,10 +394,10 @@ static psrec_err parse_footer(psrec_shard_reader_t *r, const unsigned char *f, s
     uint64_t expect = HEADER_SIZE, sum = 0;
     for (uint64_t k = 0; k < r->nblocks; k++, p += INDEX_ENTRY_SIZE) {
         index_t *e = &r->index[k];
-        e->off = get64(p);
-        e->nex = get32(p + 8);
-        e->raw = get32(p + 12);
-        e->comp = get32(p + 16);
+        e->off = psrec_get64(p);
+        e->nex = psrec_get32(p + 8);
+        e->raw = psrec_get32(p + 12);
+        e->comp = psrec_get32(p + 16);
         if (e->off != expect || e->nex == 0 || e->raw > MAX_RAW || (uint64_t)e->nex * MIN_EXAMPLE_BYTES > e->raw ||
             e->comp == 0 || e->comp > (uint32_t)LZ4_compressBound((int)e->raw))
             return corrupt(r, err, "inconsistent block index");
@@ -458,7 +437,8 @@ psrec_err psrec_shard_reader_open(psrec_shard_reader_t **out, const char *path, 
         goto out;
     }
     uint64_t payload = size - TRAILER_SIZE;
-    if (read_at(r->fd, buf, TRAILER_SIZE, payload) || memcmp(buf, DURABLE_MAGIC, 8) != 0 || get64(buf + 8) != payload) {
+    if (read_at(r->fd, buf, TRAILER_SIZE, payload) || memcmp(buf, DURABLE_MAGIC, 8) != 0 ||
+        psrec_get64(buf + 8) != payload) {
         rc = corrupt(r, err, "missing or inconsistent trailer");
         goto out;
     }
@@ -466,17 +446,17 @@ psrec_err psrec_shard_reader_open(psrec_shard_reader_t **out, const char *path, 
         rc = corrupt(r, err, "missing footer locator");
         goto out;
     }
-    uint64_t foot_off = get64(buf), flen = get64(buf + 8);
+    uint64_t foot_off = psrec_get64(buf), flen = psrec_get64(buf + 8);
     if (foot_off < HEADER_SIZE || flen > payload - TAIL_SIZE || foot_off != payload - TAIL_SIZE - flen) {
         rc = corrupt(r, err, "bad footer location");
         goto out;
     }
-    if (read_at(r->fd, buf, HEADER_SIZE, 0) || memcmp(buf, FILE_MAGIC, 8) != 0 || get32(buf + 12) != 0) {
+    if (read_at(r->fd, buf, HEADER_SIZE, 0) || memcmp(buf, FILE_MAGIC, 8) != 0 || psrec_get32(buf + 12) != 0) {
         rc = corrupt(r, err, "bad file header");
         goto out;
     }
-    if (get32(buf + 8) != SHARD_VERSION) {
-        rc = psrec_fail(err, PSREC_EVERSION, "%s: shard format version %u not supported", path, get32(buf + 8));
+    if (psrec_get32(buf + 8) != SHARD_VERSION) {
+        rc = psrec_fail(err, PSREC_EVERSION, "%s: shard format version %u not supported", path, psrec_get32(buf + 8));
         goto out;
     }
     if (!(foot = malloc(flen))) { /* flen <= file size, checked above */
@@ -530,14 +510,15 @@ static psrec_err load_block(psrec_shard_reader_t *r, uint64_t k, char *err)
     unsigned char h[BLOCK_HDR_SIZE];
     if (read_at(r->fd, h, sizeof h, e->off))
         return psrec_fail(err, PSREC_EIO, "%s: block %llu: read failed", r->path, (unsigned long long)k);
-    if (memcmp(h, BLOCK_MAGIC, 4) != 0 || get32(h + 4) != e->nex || get32(h + 8) != e->raw || get32(h + 12) != e->comp)
+    if (memcmp(h, BLOCK_MAGIC, 4) != 0 || psrec_get32(h + 4) != e->nex || psrec_get32(h + 8) != e->raw ||
+        psrec_get32(h + 12) != e->comp)
         return block_bad(r, k, "header does not match the index", err);
     /* sizes were checked against MAX_RAW / LZ4_compressBound at open, before any allocation */
     if (grow(&r->comp, &r->comp_cap, e->comp) || grow(&r->raw, &r->raw_cap, e->raw ? e->raw : 1))
         return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", r->path);
     if (read_at(r->fd, r->comp, e->comp, e->off + BLOCK_HDR_SIZE))
         return psrec_fail(err, PSREC_EIO, "%s: block %llu: read failed", r->path, (unsigned long long)k);
-    if (psrec_checksum(r->comp, e->comp) != get64(h + 16)) return block_bad(r, k, "checksum mismatch", err);
+    if (psrec_checksum(r->comp, e->comp) != psrec_get64(h + 16)) return block_bad(r, k, "checksum mismatch", err);
     int n = LZ4_decompress_safe((const char *)r->comp, (char *)r->raw, (int)e->comp, (int)e->raw);
     if (n < 0 || (uint32_t)n != e->raw) return block_bad(r, k, "bad compressed data", err);
     r->loaded = k;
@@ -590,7 +571,7 @@ static psrec_err decode(psrec_shard_reader_t *r, psrec_batch_t *b, char *err)
         psrec_batch_end(b);
         float *w = b->pos_w + b->pos_off[b->n - 1];
         for (uint64_t q = 0; q < npos; q++) { /* restore the stored weights bit-exactly */
-            uint32_t u = get32(r->raw + wat + (same ? 0 : 4 * q));
+            uint32_t u = psrec_get32(r->raw + wat + (same ? 0 : 4 * q));
             memcpy(&w[q], &u, 4);
         }
     }

@@ -42,6 +42,7 @@
 #include <xxhash.h>
 
 #include "common/durable.h"
+#include "common/endian.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "keys and vals are logged in host order: little-endian only");
 
@@ -72,28 +73,6 @@ struct psrec_pushlog {
 
 /* ---- encoding ---- */
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* Payload bytes of n keys of dim floats; 0 with *ok = 0 if over MAX_PAYLOAD. */
 static uint64_t payload_bytes(uint64_t n, uint32_t dim, int *ok)
 {
@@ -107,24 +86,25 @@ static void encode_file_header(unsigned char *h, uint32_t rank, uint64_t segment
     memset(h, 0, FILE_HDR);
     memcpy(h, FILE_MAGIC, 7);
     h[7] = VERSION;
-    put32(h + 8, rank);
-    put64(h + 16, segment);
-    put64(h + 24, (uint64_t)XXH64(h, 24, 0));
+    psrec_put32(h + 8, rank);
+    psrec_put64(h + 16, segment);
+    psrec_put64(h + 24, (uint64_t)XXH64(h, 24, 0));
 }
 
 /* A record header that checks out: magic, own checksum, known type, sane sizes. */
 static int header_ok(const unsigned char *h, psrec_logrec_t *r, uint64_t *payload)
 {
-    if (get32(h) != REC_MAGIC || get32(h + 60) != 0 || get32(h + 56) != (uint32_t)XXH64(h, 56, 0)) return 0;
-    r->type = get32(h + 4);
-    r->table = get32(h + 8);
-    r->dim = get32(h + 12);
-    r->role = get32(h + 16);
-    r->rank = get32(h + 20);
-    r->epoch = get64(h + 24);
-    r->seq = get64(h + 32);
-    uint64_t n = get64(h + 40);
-    *payload = get64(h + 48);
+    if (psrec_get32(h) != REC_MAGIC || psrec_get32(h + 60) != 0 || psrec_get32(h + 56) != (uint32_t)XXH64(h, 56, 0))
+        return 0;
+    r->type = psrec_get32(h + 4);
+    r->table = psrec_get32(h + 8);
+    r->dim = psrec_get32(h + 12);
+    r->role = psrec_get32(h + 16);
+    r->rank = psrec_get32(h + 20);
+    r->epoch = psrec_get64(h + 24);
+    r->seq = psrec_get64(h + 32);
+    uint64_t n = psrec_get64(h + 40);
+    *payload = psrec_get64(h + 48);
     int ok;
     if ((r->type != PSREC_LOGREC_PUSH && r->type != PSREC_LOGREC_SET) || r->dim == 0 || r->dim > MAX_DIM) return 0;
     if (payload_bytes(n, r->dim, &ok) != *payload || !ok) return 0;
@@ -266,7 +246,7 @@ static psrec_err scan(scan_t *s, uint32_t rank, uint64_t segment, int last, psre
         }
         memcpy(s->buf, h, REC_HDR);
         if ((rc = read_at(s, s->buf + REC_HDR, (size_t)payload + REC_SUM, off + REC_HDR))) return rc;
-        if ((uint64_t)XXH64(s->buf, REC_HDR + (size_t)payload, 0) != get64(s->buf + REC_HDR + payload)) {
+        if ((uint64_t)XXH64(s->buf, REC_HDR + (size_t)payload, 0) != psrec_get64(s->buf + REC_HDR + payload)) {
             why = "record checksum mismatch";
             if (end == s->size) goto torn; /* (b) */
             if ((rc = zeros_from(s, &z))) return rc;
@@ -421,23 +401,23 @@ psrec_err psrec_pushlog_append(psrec_pushlog_t *l, const psrec_logrec_t *r, char
         l->cap = nc;
     }
     unsigned char *h = l->buf + l->len;
-    put32(h, REC_MAGIC);
-    put32(h + 4, r->type);
-    put32(h + 8, r->table);
-    put32(h + 12, r->dim);
-    put32(h + 16, r->role);
-    put32(h + 20, r->rank);
-    put64(h + 24, r->epoch);
-    put64(h + 32, r->seq);
-    put64(h + 40, (uint64_t)r->n);
-    put64(h + 48, payload);
-    put32(h + 56, (uint32_t)XXH64(h, 56, 0));
-    put32(h + 60, 0);
+    psrec_put32(h, REC_MAGIC);
+    psrec_put32(h + 4, r->type);
+    psrec_put32(h + 8, r->table);
+    psrec_put32(h + 12, r->dim);
+    psrec_put32(h + 16, r->role);
+    psrec_put32(h + 20, r->rank);
+    psrec_put64(h + 24, r->epoch);
+    psrec_put64(h + 32, r->seq);
+    psrec_put64(h + 40, (uint64_t)r->n);
+    psrec_put64(h + 48, payload);
+    psrec_put32(h + 56, (uint32_t)XXH64(h, 56, 0));
+    psrec_put32(h + 60, 0);
     if (r->n) {
         memcpy(h + REC_HDR, r->keys, r->n * 8);
         memcpy(h + REC_HDR + r->n * 8, r->vals, r->n * r->dim * sizeof(float));
     }
-    put64(h + REC_HDR + payload, (uint64_t)XXH64(h, REC_HDR + (size_t)payload, 0));
+    psrec_put64(h + REC_HDR + payload, (uint64_t)XXH64(h, REC_HDR + (size_t)payload, 0));
     l->len += need;
     l->pending++;
     return PSREC_OK;

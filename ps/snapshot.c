@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 
 #include "common/durable.h"
+#include "common/endian.h"
 #include "ps/optim.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "rows are streamed in host order: little-endian only");
@@ -53,38 +54,16 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "rows are streamed in 
 
 /* ---- little-endian fields ---- */
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static void putf(unsigned char *p, float f)
 {
     uint32_t v;
     memcpy(&v, &f, 4);
-    put32(p, v);
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+    psrec_put32(p, v);
 }
 
 static float getf(const unsigned char *p)
 {
-    uint32_t v = get32(p);
+    uint32_t v = psrec_get32(p);
     float f;
     memcpy(&f, &v, 4);
     return f;
@@ -152,10 +131,10 @@ static void put_row(uint64_t key, const float *row, uint32_t width, void *ctx)
 
 static void encode_table(unsigned char *p, uint32_t id, const psrec_table_conf_t *c, uint32_t width, uint64_t rows)
 {
-    put32(p, id);
-    put32(p + 4, c->dim);
-    put32(p + 8, (uint32_t)c->opt.kind);
-    put32(p + 12, (uint32_t)c->init);
+    psrec_put32(p, id);
+    psrec_put32(p + 4, c->dim);
+    psrec_put32(p + 8, (uint32_t)c->opt.kind);
+    psrec_put32(p + 12, (uint32_t)c->init);
     putf(p + 16, c->opt.lr);
     putf(p + 20, c->opt.eps);
     putf(p + 24, c->opt.init_acc);
@@ -163,9 +142,9 @@ static void encode_table(unsigned char *p, uint32_t id, const psrec_table_conf_t
     putf(p + 32, c->opt.beta2);
     putf(p + 36, c->opt.l2);
     putf(p + 40, c->init_scale);
-    put32(p + 44, width);
-    put64(p + 48, c->max_rows);
-    put64(p + 56, rows);
+    psrec_put32(p + 44, width);
+    psrec_put64(p + 48, c->max_rows);
+    psrec_put64(p + 56, rows);
 }
 
 static psrec_err write_all(wctx_t *w, psrec_store_t *store, const psrec_snapshot_meta_t *meta, const void *extra,
@@ -185,13 +164,13 @@ static psrec_err write_all(wctx_t *w, psrec_store_t *store, const psrec_snapshot
     unsigned char h[HEADER_BYTES] = {0};
     memcpy(h, MAGIC, 7);
     h[7] = VERSION;
-    put64(h + 8, meta->job_id);
-    put64(h + 16, meta->round);
-    put64(h + 24, meta->seed);
-    put32(h + 32, meta->rank);
-    put32(h + 36, meta->n_servers);
-    put32(h + 40, ntables);
-    put64(h + 48, (uint64_t)extra_len);
+    psrec_put64(h + 8, meta->job_id);
+    psrec_put64(h + 16, meta->round);
+    psrec_put64(h + 24, meta->seed);
+    psrec_put32(h + 32, meta->rank);
+    psrec_put32(h + 36, meta->n_servers);
+    psrec_put32(h + 40, ntables);
+    psrec_put64(h + 48, (uint64_t)extra_len);
     put(w, h, sizeof h);
     for (uint32_t i = 0; i < ntables; i++) {
         psrec_table_conf_t c;
@@ -398,13 +377,13 @@ static psrec_err read_header(reader_t *r, header_t *h)
     if (b[7] != VERSION)
         return psrec_fail(r->err, PSREC_EVERSION, "%s: snapshot format version %u, this build reads %u", r->path, b[7],
                           VERSION);
-    h->meta.job_id = get64(b + 8);
-    h->meta.round = get64(b + 16);
-    h->meta.seed = get64(b + 24);
-    h->meta.rank = get32(b + 32);
-    h->meta.n_servers = get32(b + 36);
-    uint32_t nt = get32(b + 40);
-    h->extra_len = get64(b + 48);
+    h->meta.job_id = psrec_get64(b + 8);
+    h->meta.round = psrec_get64(b + 16);
+    h->meta.seed = psrec_get64(b + 24);
+    h->meta.rank = psrec_get32(b + 32);
+    h->meta.n_servers = psrec_get32(b + 36);
+    uint32_t nt = psrec_get32(b + 40);
+    h->extra_len = psrec_get64(b + 48);
     if (nt > PSREC_STORE_MAX_TABLES) return corrupt(r, "table count out of range");
     /* what the compressed payload can expand to bounds every declared size */
     const uint64_t cap = r->payload * LZ4_MAX_RATIO + EXTRA_SLACK;
@@ -415,10 +394,10 @@ static psrec_err read_header(reader_t *r, header_t *h)
         unsigned char t[TABLE_BYTES];
         if ((rc = get(r, t, sizeof t))) return rc;
         psrec_table_conf_t *c = &h->info.conf[i];
-        uint32_t id = get32(t);
-        c->dim = get32(t + 4);
-        c->opt.kind = (psrec_opt_kind)get32(t + 8);
-        c->init = (psrec_init_kind)get32(t + 12);
+        uint32_t id = psrec_get32(t);
+        c->dim = psrec_get32(t + 4);
+        c->opt.kind = (psrec_opt_kind)psrec_get32(t + 8);
+        c->init = (psrec_init_kind)psrec_get32(t + 12);
         c->opt.lr = getf(t + 16);
         c->opt.eps = getf(t + 20);
         c->opt.init_acc = getf(t + 24);
@@ -426,13 +405,13 @@ static psrec_err read_header(reader_t *r, header_t *h)
         c->opt.beta2 = getf(t + 32);
         c->opt.l2 = getf(t + 36);
         c->init_scale = getf(t + 40);
-        uint32_t width = get32(t + 44);
-        c->max_rows = get64(t + 48);
-        uint64_t rows = get64(t + 56);
+        uint32_t width = psrec_get32(t + 44);
+        c->max_rows = psrec_get64(t + 48);
+        uint64_t rows = psrec_get64(t + 56);
         if (id >= PSREC_STORE_MAX_TABLES) return corrupt(r, "table id out of range");
         for (uint32_t j = 0; j < i; j++)
             if (h->info.ids[j] == id) return corrupt(r, "table listed twice");
-        if (get32(t + 8) > PSREC_OPT_ADAM || get32(t + 12) > PSREC_INIT_NORMAL || !valid_conf(c))
+        if (psrec_get32(t + 8) > PSREC_OPT_ADAM || psrec_get32(t + 12) > PSREC_INIT_NORMAL || !valid_conf(c))
             return corrupt(r, "invalid table configuration");
         if (width != c->dim + psrec_optim_state_floats(c->opt.kind, c->dim))
             return corrupt(r, "row width does not match the table's dim and optimizer");
