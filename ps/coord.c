@@ -891,9 +891,8 @@ static void complete_round(psrec_coord_t *c, int64_t now)
     } else {
         c->complete = c->round;
         c->round_cost_s = (double)(now - c->round_start_ns) / 1e9;
-        if (c->ckpt_auto) { /* Young (1974): the interval minimising expected lost work, sqrt(2 C M) */
-            double t = sqrt(2.0 * c->round_cost_s * c->mtbf_secs);
-            t = t < AUTO_MIN_SECS ? AUTO_MIN_SECS : t > AUTO_MAX_SECS ? AUTO_MAX_SECS : t;
+        if (c->ckpt_auto) {
+            double t = psrec_coord_auto_interval(c->round_cost_s, c->mtbf_secs);
             c->ckpt_ns = (int64_t)(t * 1e9);
             fprintf(stderr, "psrec coord: automatic checkpoint interval %.1f s (round cost %.3f s, MTBF %.0f s)\n", t,
                     c->round_cost_s, c->mtbf_secs);
@@ -906,6 +905,13 @@ static void complete_round(psrec_coord_t *c, int64_t now)
     c->round = 0;
     c->round_end_ns = now;
     c->dirty = 2;
+}
+
+/* Young (1974): the interval minimising the expected work lost to failures plus checkpoints. */
+double psrec_coord_auto_interval(double round_cost_s, double mtbf_s)
+{
+    double t = sqrt(2.0 * (round_cost_s > 0 ? round_cost_s : 0) * (mtbf_s > 0 ? mtbf_s : 0));
+    return t < AUTO_MIN_SECS ? AUTO_MIN_SECS : t > AUTO_MAX_SECS ? AUTO_MAX_SECS : t;
 }
 
 /* Starts a round when one is due and every worker can take part. */

@@ -84,6 +84,9 @@ psrec_err psrec_coord_new(psrec_coord_t **c, void *zctx, const psrec_coord_conf_
 void psrec_coord_destroy(psrec_coord_t **c);
 const char *psrec_coord_endpoint(const psrec_coord_t *c);
 psrec_err psrec_coord_run(psrec_coord_t *c, char *err) PSREC_MUST_CHECK;
+/* The automatic checkpoint interval (seconds) for a measured round cost and an MTBF: Young's
+ * sqrt(2 C M), kept within [10 s, 6 h]. */
+double psrec_coord_auto_interval(double round_cost_s, double mtbf_s);
 void psrec_coord_stop(psrec_coord_t *c);
 
 #endif

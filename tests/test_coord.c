@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1293,6 +1294,24 @@ static void test_tcp_shutdown(void **st)
     finish(&f);
 }
 
+/* --checkpoint-every auto: Young's interval, against the expected loss it minimises. */
+static void test_auto_interval(void **st)
+{
+    (void)st;
+    /* 0.2 s rounds, one failure a day: sqrt(2 x 0.2 x 86400) = 185.9 s */
+    assert_true(fabs(psrec_coord_auto_interval(0.2, 86400) - 185.903) < 0.01);
+    /* it minimises C/T + T/(2M) (checkpoint overhead + expected rework per unit time): its neighbours
+     * cost more */
+    double C = 3.0, M = 7200, T = psrec_coord_auto_interval(C, M);
+    double f = C / T + T / (2 * M);
+    assert_true(f < C / (0.8 * T) + 0.8 * T / (2 * M));
+    assert_true(f < C / (1.25 * T) + 1.25 * T / (2 * M));
+    /* kept within [10 s, 6 h] */
+    assert_true(psrec_coord_auto_interval(0.001, 60) == 10.0);
+    assert_true(psrec_coord_auto_interval(0, 86400) == 10.0);
+    assert_true(psrec_coord_auto_interval(600, 1e9) == 21600.0);
+}
+
 static void test_conf_errors(void **st)
 {
     (void)st;
@@ -1344,6 +1363,7 @@ int main(void)
         cmocka_unit_test(test_barrier_duplicate),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_tcp_shutdown),
+        cmocka_unit_test(test_auto_interval),
         cmocka_unit_test(test_conf_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
