@@ -127,6 +127,12 @@ int psrec_cmd_server(int argc, char **argv)
                 "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
                 " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed; holds %" PRIu64 " rows (%.1f MB)\n",
                 st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed, rows, bytes / 1e6);
+        if (st.checkpoints || st.log_commits)
+            fprintf(stderr,
+                    "psrec server: %" PRIu64 " snapshot(s) taken; push log: %" PRIu64 " records in %" PRIu64
+                    " group commits (%.1f records each, %.2f s in fdatasync)\n",
+                    st.checkpoints, st.log_records, st.log_commits,
+                    st.log_commits ? (double)st.log_records / (double)st.log_commits : 0.0, st.log_fsync_seconds);
     }
     psrec_server_destroy(&s);
     psrec_zsec_destroy(&zs);
@@ -152,6 +158,9 @@ static const char *role_name(Psrec__Role r)
 static void print_status(const Psrec__Header *st, const Psrec__Header *prev, double dt, const char *coord,
                          const psrec_zsec_t *zs)
 {
+    if (st->complete_round || st->checkpoint_round)
+        printf("checkpoints: newest complete round %" PRIu64 "%s\n", st->complete_round,
+               st->checkpoint_round ? " (a round is being taken)" : "");
     printf("job %" PRIu64 ": %u server(s), %u worker(s); shard map version %" PRIu64 "\n", st->job_id, st->n_servers,
            st->n_workers, st->shard_map ? st->shard_map->version : 0);
     /* what listens where: the coordinator here, each server in its row (workers only connect) */
