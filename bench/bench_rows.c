@@ -2,7 +2,7 @@
  * with row-wise Adagrad, filled through the real path (a remote client pushing to a server thread
  * over inproc). Reports the store's own accounting (psrec_store_bytes_per_row) next to an independent
  * measurement (growth of the process's resident memory divided by the rows), and the ideal payload
- * (4d + 4 bytes) they are compared with. Usage: bench_rows [rows] [dim]. */
+ * (4d + 4 bytes, or 2d + 4 with 16-bit rows) they are compared with. Usage: bench_rows [rows] [dim] [f32|f16|bf16]. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +42,19 @@ int main(int argc, char **argv)
 {
     size_t rows = argc > 1 ? strtoull(argv[1], NULL, 10) : 10000000;
     uint32_t dim = argc > 2 ? (uint32_t)atoi(argv[2]) : 32;
+    psrec_row_dtype dt = PSREC_ROW_F32;
+    if (argc > 3 && psrec_row_dtype_parse(argv[3], &dt)) {
+        fprintf(stderr, "bench_rows: row type %s: want f32, f16 or bf16\n", argv[3]);
+        return 2;
+    }
     char err[PSREC_ERRBUF] = "";
     void *zctx = zmq_ctx_new();
     uint32_t tid = 0;
     psrec_table_conf_t tc = {.dim = dim,
                              .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
                              .init = PSREC_INIT_NORMAL,
-                             .init_scale = 0.1f};
+                             .init_scale = 0.1f,
+                             .dtype = dt};
     psrec_server_conf_t sc = {
         .bind = "inproc://bench-rows", .ntables = 1, .table_ids = &tid, .tables = &tc, .seed = 1, .compress = -1};
     psrec_server_t *srv;
@@ -93,10 +99,11 @@ int main(int argc, char **argv)
     psrec_store_t *st = psrec_server_store(srv);
     double rss1 = rss_bytes();
     uint64_t have = psrec_store_rows(st, tid);
-    printf("rows %llu, dim %u, row-wise Adagrad (1 state float): filled by pushes at %.2f M rows/s\n",
-           (unsigned long long)have, dim, have / (t1 - t0) / 1e6);
-    printf("store accounting: %.1f bytes/row; resident memory growth: %.1f bytes/row; payload 4d+4 = %u bytes\n",
-           psrec_store_bytes_per_row(st, tid), (rss1 - rss0) / (double)have, 4 * dim + 4);
+    unsigned payload = 4 * psrec_store_row_width(st, tid);
+    printf("rows %llu, dim %u, %s rows, row-wise Adagrad (1 state float): filled by pushes at %.2f M rows/s\n",
+           (unsigned long long)have, dim, psrec_row_dtype_name(dt), have / (t1 - t0) / 1e6);
+    printf("store accounting: %.1f bytes/row; resident memory growth: %.1f bytes/row; payload %u bytes\n",
+           psrec_store_bytes_per_row(st, tid), (rss1 - rss0) / (double)have, payload);
     psrec_remote_destroy(&r);
     psrec_server_stop(srv);
     pthread_join(th, NULL);

@@ -34,6 +34,8 @@ static void usage(FILE *f)
                "  --lr X              item tables learning rate (default 0.05)\n"
                "  --dense-opt O       tower weights optimizer (default adam)   --dense-lr X (default 0.002)\n"
                "  --init-scale X      std of the item embedding init (default 1/sqrt(dim))\n"
+               "  --row-dtype T       how servers store embedding rows: f32 (default) | f16 | bf16 (half the\n"
+               "                      memory; updates computed in f32 and rounded; tower weights stay f32)\n"
                "  --max-steps N       stop each worker after N steps\n"
                "  --seed N            (default 1)   --quiet   --no-progress\n"
                "parameters (embedded mode runs a coordinator and servers as threads of this process):\n"
@@ -123,6 +125,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"recovery-timeout", 1, 0, 1019},
                                          {"mtbf", 1, 0, 1020},
                                          {"heartbeat-timeout", 1, 0, 1021},
+                                         {"row-dtype", 1, 0, 1022},
                                          {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
                                          {"secure", 0, 0, PSREC_CLI_SECURE},
                                          {"keys", 1, 0, PSREC_CLI_KEYS},
@@ -301,6 +304,12 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
             break;
         case 1019:
             if (psrec_cli_int(cmd, "--recovery-timeout", optarg, 1, 86400000, &c.recovery_ms)) return 2;
+            break;
+        case 1022:
+            if (psrec_row_dtype_parse(optarg, &c.row_dtype)) {
+                fprintf(stderr, "psrec %s: --row-dtype: want f32, f16 or bf16, not '%s'\n", cmd, optarg);
+                return 2;
+            }
             break;
         case 1021:
             if (psrec_cli_int(cmd, "--heartbeat-timeout", optarg, 100, 3600000, &c.heartbeat_timeout_ms)) return 2;

@@ -194,6 +194,7 @@ void psrec_table_conf_to_wire(uint32_t id, const psrec_table_conf_t *c, Psrec__T
     w->init = (uint32_t)c->init;
     w->init_scale = c->init_scale;
     w->max_rows = c->max_rows;
+    w->dtype = (uint32_t)c->dtype;
 }
 
 psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c, char *err)
@@ -205,6 +206,8 @@ psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, ps
         return psrec_fail(err, PSREC_EPROTO, "table %u: unknown optimizer %u", w->table, w->opt);
     if (w->init > PSREC_INIT_NORMAL)
         return psrec_fail(err, PSREC_EPROTO, "table %u: unknown init %u", w->table, w->init);
+    if (w->dtype > PSREC_ROW_BF16)
+        return psrec_fail(err, PSREC_EPROTO, "table %u: unknown row type %u", w->table, w->dtype);
     memset(c, 0, sizeof *c);
     *id = w->table;
     c->dim = w->dim;
@@ -218,6 +221,7 @@ psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, ps
     c->init = (psrec_init_kind)w->init;
     c->init_scale = w->init_scale;
     c->max_rows = w->max_rows;
+    c->dtype = (psrec_row_dtype)w->dtype;
     return PSREC_OK;
 }
 

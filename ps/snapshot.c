@@ -134,7 +134,7 @@ static void encode_table(unsigned char *p, uint32_t id, const psrec_table_conf_t
     psrec_put32(p, id);
     psrec_put32(p + 4, c->dim);
     psrec_put32(p + 8, (uint32_t)c->opt.kind);
-    psrec_put32(p + 12, (uint32_t)c->init);
+    psrec_put32(p + 12, (uint32_t)c->init | (uint32_t)c->dtype << 16); /* row type in the high half */
     putf(p + 16, c->opt.lr);
     putf(p + 20, c->opt.eps);
     putf(p + 24, c->opt.init_acc);
@@ -397,7 +397,8 @@ static psrec_err read_header(reader_t *r, header_t *h)
         uint32_t id = psrec_get32(t);
         c->dim = psrec_get32(t + 4);
         c->opt.kind = (psrec_opt_kind)psrec_get32(t + 8);
-        c->init = (psrec_init_kind)psrec_get32(t + 12);
+        c->init = (psrec_init_kind)(psrec_get32(t + 12) & 0xffff);
+        c->dtype = (psrec_row_dtype)(psrec_get32(t + 12) >> 16);
         c->opt.lr = getf(t + 16);
         c->opt.eps = getf(t + 20);
         c->opt.init_acc = getf(t + 24);
@@ -411,9 +412,11 @@ static psrec_err read_header(reader_t *r, header_t *h)
         if (id >= PSREC_STORE_MAX_TABLES) return corrupt(r, "table id out of range");
         for (uint32_t j = 0; j < i; j++)
             if (h->info.ids[j] == id) return corrupt(r, "table listed twice");
-        if (psrec_get32(t + 8) > PSREC_OPT_ADAM || psrec_get32(t + 12) > PSREC_INIT_NORMAL || !valid_conf(c))
+        if (psrec_get32(t + 8) > PSREC_OPT_ADAM || (psrec_get32(t + 12) & 0xffff) > PSREC_INIT_NORMAL ||
+            (psrec_get32(t + 12) >> 16) > PSREC_ROW_BF16 || !valid_conf(c))
             return corrupt(r, "invalid table configuration");
-        if (width != c->dim + psrec_optim_state_floats(c->opt.kind, c->dim))
+        uint32_t wwords = c->dtype == PSREC_ROW_F32 ? c->dim : (c->dim + 1) / 2;
+        if (width != wwords + psrec_optim_state_floats(c->opt.kind, c->dim))
             return corrupt(r, "row width does not match the table's dim and optimizer");
         uint64_t row_bytes = 8 + 4 * (uint64_t)width;
         if (rows > cap / row_bytes || total > cap - rows * row_bytes)

@@ -27,6 +27,10 @@
  *   its keys that have no row yet (a repeated new key counts twice), reserves that many rows of the
  *   table's capacity atomically, and fails with PSREC_EFULL, changing nothing, if they do not fit.
  *   Unused reservations are returned at the end of the call. Without max_rows this pass is skipped.
+ * - 16-bit rows (conf.dtype f16/bf16): the weights are stored as dim 16-bit values packed two to a
+ *   32-bit word, the optimizer state stays float32 after them; a pull widens, a push widens the row into
+ *   a per-call float buffer, runs the optimizer and rounds back to nearest even, a set rounds. So a
+ *   d=32 row-wise Adagrad row is 17 words (68 bytes) instead of 33 (132).
  * - Init: the row's RNG is psrec_rng_seed(seed ^ psrec_mix64(TABLE_SALT + table), key), so a row's first
  *   value depends only on (seed, table, key), not on the order or place of its creation.
  *
@@ -108,8 +112,10 @@ typedef struct {
 } __attribute__((aligned(64))) stripe_t;
 
 typedef struct {
-    uint32_t id, dim, stride; /* stride = dim + state floats */
-    uint32_t slab_log;        /* log2 of the rows of a full-size slab */
+    uint32_t id, dim, stride; /* stride = weight words + state floats (32-bit words) */
+    uint32_t wwords;          /* 32-bit words of weights: dim (f32) or ceil(dim / 2) (16-bit) */
+    psrec_row_dtype dtype;
+    uint32_t slab_log; /* log2 of the rows of a full-size slab */
     uint32_t nlocks;
     psrec_init_kind init;
     float init_scale;
@@ -332,6 +338,88 @@ static inline slot_t *probe(const stripe_t *st, uint64_t key, uint64_t h)
     }
 }
 
+/* ---- 16-bit weights ---- */
+
+uint16_t psrec_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
+    u += 0x7fffu + ((u >> 16) & 1);                                           /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+float psrec_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t psrec_f32_to_f16(float f)
+{
+    return ((union {
+               _Float16 h;
+               uint16_t u;
+           }){.h = (_Float16)f})
+        .u; /* GCC's conversion: round to nearest even, overflow to infinity */
+}
+
+float psrec_f16_to_f32(uint16_t h)
+{
+    return (float)((union {
+               uint16_t u;
+               _Float16 h;
+           }){.u = h})
+        .h;
+}
+
+const char *psrec_row_dtype_name(psrec_row_dtype d)
+{
+    return d == PSREC_ROW_F16 ? "f16" : d == PSREC_ROW_BF16 ? "bf16" : "f32";
+}
+
+int psrec_row_dtype_parse(const char *name, psrec_row_dtype *d)
+{
+    if (!strcmp(name, "f32") || !strcmp(name, "fp32") || !strcmp(name, "float32"))
+        *d = PSREC_ROW_F32;
+    else if (!strcmp(name, "f16") || !strcmp(name, "fp16") || !strcmp(name, "float16"))
+        *d = PSREC_ROW_F16;
+    else if (!strcmp(name, "bf16") || !strcmp(name, "bfloat16"))
+        *d = PSREC_ROW_BF16;
+    else
+        return -1;
+    return 0;
+}
+
+typedef uint16_t __attribute__((may_alias)) u16_alias; /* the packed weights live in float-typed slabs */
+
+/* Widens the row's weights into w (dim floats). */
+static inline void load_w(const table_t *t, const float *p, float *w)
+{
+    const u16_alias *h = (const u16_alias *)p;
+    if (t->dtype == PSREC_ROW_F16)
+        for (uint32_t i = 0; i < t->dim; i++)
+            w[i] = psrec_f16_to_f32(h[i]);
+    else
+        for (uint32_t i = 0; i < t->dim; i++)
+            w[i] = psrec_bf16_to_f32(h[i]);
+}
+
+/* Rounds w (dim floats) into the row's weights. */
+static inline void store_w(const table_t *t, const float *w, float *p)
+{
+    u16_alias *h = (u16_alias *)p;
+    if (t->dtype == PSREC_ROW_F16)
+        for (uint32_t i = 0; i < t->dim; i++)
+            h[i] = psrec_f32_to_f16(w[i]);
+    else
+        for (uint32_t i = 0; i < t->dim; i++)
+            h[i] = psrec_f32_to_bf16(w[i]);
+    if (t->dim & 1) h[t->dim] = 0; /* the padding half of the last word: deterministic snapshots */
+}
+
 static void init_weights(const table_t *t, uint64_t key, float *w)
 {
     if (t->init == PSREC_INIT_ZERO || t->init_scale == 0) {
@@ -352,7 +440,7 @@ static void init_weights(const table_t *t, uint64_t key, float *w)
 /* The row of key in stripe st, created if absent (with the table's init unless op is OP_SET or OP_RAW,
  * whose caller overwrites the weights, and the state too for OP_RAW). *added counts created rows. */
 static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint64_t h, int op, float **row,
-                                    uint64_t *added)
+                                    uint64_t *added, float *tmp)
 {
     slot_t *sl = probe(st, key, h);
     if (sl->row != EMPTY_ROW) {
@@ -370,8 +458,13 @@ static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint
     sl->row = r;
     float *p = row_ptr(t, st, r);
     if (op != OP_RAW) {
-        if (op != OP_SET) init_weights(t, key, p);
-        psrec_optim_reset_state(&t->opt, p + t->dim, t->dim);
+        if (op != OP_SET && t->dtype == PSREC_ROW_F32) {
+            init_weights(t, key, p);
+        } else if (op != OP_SET) {
+            init_weights(t, key, tmp);
+            store_w(t, tmp, p);
+        }
+        psrec_optim_reset_state(&t->opt, p + t->wwords, t->dim);
     }
     *row = p;
     (*added)++;
@@ -420,10 +513,11 @@ static inline void prefetch_slot(const table_t *t, const scratch_t *sc, uint32_t
  * stripe), key k is looked up and its row prefetched, and the row of key k - PREFETCH_ROW is copied or
  * updated. */
 static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scratch_t *sc, uint32_t lo, uint32_t hi,
-                            uint32_t m, int op, const float *in, float *out, uint64_t *added)
+                            uint32_t m, int op, const float *in, float *out, uint64_t *added, float *tmp)
 {
-    const uint32_t dim = t->dim;
-    const size_t rbytes = (size_t)(op == OP_PULL ? dim : t->stride) * sizeof(float);
+    const uint32_t dim = t->dim, ww = t->wwords;
+    const int f32 = t->dtype == PSREC_ROW_F32;
+    const size_t rbytes = (size_t)(op == OP_PULL ? ww : t->stride) * sizeof(float);
     psrec_err rc = PSREC_OK;
     pthread_mutex_lock(&st->mu);
     for (uint32_t k = lo; k < hi + PREFETCH_ROW; k++) {
@@ -431,7 +525,7 @@ static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scra
             if (k + PREFETCH_SLOT < m) prefetch_slot(t, sc, k + PREFETCH_SLOT);
             uint32_t j = sc->order[k];
             float **rp = &sc->rp[k % RING];
-            if ((rc = find_or_add(t, st, keys[j], sc->h[j], op, rp, added))) break;
+            if ((rc = find_or_add(t, st, keys[j], sc->h[j], op, rp, added, tmp))) break;
             prefetch_row(*rp, rbytes);
         }
         if (k < lo + PREFETCH_ROW) continue;
@@ -439,12 +533,28 @@ static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scra
         size_t j = sc->order[k0];
         float *p = sc->rp[k0 % RING];
         switch (op) {
-        case OP_PULL: memcpy(out + j * dim, p, dim * sizeof(float)); break;
-        case OP_PUSH: psrec_optim_apply(&t->opt, p, p + dim, in + j * dim, dim); break;
+        case OP_PULL:
+            if (f32)
+                memcpy(out + j * dim, p, dim * sizeof(float));
+            else
+                load_w(t, p, out + j * dim);
+            break;
+        case OP_PUSH:
+            if (f32) {
+                psrec_optim_apply(&t->opt, p, p + dim, in + j * dim, dim);
+            } else { /* in float32, then rounded back */
+                load_w(t, p, tmp);
+                psrec_optim_apply(&t->opt, tmp, p + ww, in + j * dim, dim);
+                store_w(t, tmp, p);
+            }
+            break;
         case OP_RAW: memcpy(p, in + j * t->stride, t->stride * sizeof(float)); break;
         default:
-            memcpy(p, in + j * dim, dim * sizeof(float));
-            psrec_optim_reset_state(&t->opt, p + dim, dim);
+            if (f32)
+                memcpy(p, in + j * dim, dim * sizeof(float));
+            else
+                store_w(t, in + j * dim, p);
+            psrec_optim_reset_state(&t->opt, p + ww, dim);
             break;
         }
     }
@@ -501,6 +611,8 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
     psrec_err rc = PSREC_OK;
     if (t->max_rows && (rc = reserve(t, keys, n, &sc, &reserved))) return rc;
     const size_t dim = t->dim, win = op == OP_RAW ? t->stride : dim; /* floats per key of `in` */
+    float *tmp = NULL;                                               /* 16-bit rows: one widened row (init, push) */
+    if (t->dtype != PSREC_ROW_F32 && !(tmp = malloc(dim * sizeof *tmp))) rc = PSREC_ENOMEM;
     for (size_t base = 0; base < n && !rc; base += CHUNK) {
         size_t m = n - base < CHUNK ? n - base : CHUNK;
         group(t, keys + base, m, &sc);
@@ -511,13 +623,14 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
             uint32_t lo = st ? sc.end[st - 1] : 0, hi = sc.end[st];
             if (lo < hi)
                 rc = run_stripe(t, &t->stripes[st], keys + base, &sc, lo, hi, (uint32_t)m, op,
-                                in ? in + base * win : NULL, out ? out + base * dim : NULL, &a);
+                                in ? in + base * win : NULL, out ? out + base * dim : NULL, &a, tmp);
         }
         if (a) atomic_fetch_add_explicit(&t->rows, a, memory_order_relaxed);
         added += a;
     }
     if (t->max_rows && reserved > added)
         atomic_fetch_sub_explicit(&t->committed, reserved - added, memory_order_relaxed);
+    free(tmp);
     return rc;
 }
 
@@ -607,6 +720,8 @@ static psrec_err table_new(table_t **out, const psrec_store_t *s, uint32_t table
         return psrec_fail(err, PSREC_EINVAL, "table %u: dim %u out of range [1, %u]", table, c->dim, MAX_DIM);
     if ((unsigned)c->init > PSREC_INIT_NORMAL)
         return psrec_fail(err, PSREC_EINVAL, "table %u: unknown init kind %d", table, (int)c->init);
+    if ((unsigned)c->dtype > PSREC_ROW_BF16)
+        return psrec_fail(err, PSREC_EINVAL, "table %u: unknown row type %d", table, (int)c->dtype);
     if (!isfinite(c->init_scale) || c->init_scale < 0)
         return psrec_fail(err, PSREC_EINVAL, "table %u: init scale %g must be finite and >= 0", table, c->init_scale);
     psrec_optim_t opt;
@@ -616,7 +731,9 @@ static psrec_err table_new(table_t **out, const psrec_store_t *s, uint32_t table
     if (!t) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     t->id = table;
     t->dim = c->dim;
-    t->stride = c->dim + psrec_optim_state_floats(opt.kind, c->dim);
+    t->dtype = c->dtype;
+    t->wwords = c->dtype == PSREC_ROW_F32 ? c->dim : (c->dim + 1) / 2;
+    t->stride = t->wwords + psrec_optim_state_floats(opt.kind, c->dim);
     t->slab_log = 6;
     while (t->slab_log < 16 && ((size_t)2 << t->slab_log) * t->stride * sizeof(float) <= SLAB_TARGET_BYTES)
         t->slab_log++;
@@ -704,21 +821,32 @@ void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn
 {
     table_t *t = get_table(s, table);
     if (!t) return;
+    float *w = NULL; /* 16-bit rows are handed out widened */
+    if (t->dtype != PSREC_ROW_F32 && !(w = malloc(t->dim * sizeof *w))) return;
     for (uint32_t i = 0; i < t->nlocks; i++) {
         stripe_t *st = &t->stripes[i];
         pthread_mutex_lock(&st->mu);
         for (uint32_t k = 0; k < st->cap; k++) {
             const slot_t *sl = &st->slots[k];
-            if (sl->row != EMPTY_ROW) fn(sl->key, row_ptr(t, st, sl->row), t->dim, ctx);
+            if (sl->row == EMPTY_ROW) continue;
+            const float *p = row_ptr(t, st, sl->row);
+            if (w) load_w(t, p, w);
+            fn(sl->key, w ? w : p, t->dim, ctx);
         }
         pthread_mutex_unlock(&st->mu);
     }
+    free(w);
 }
 
 void psrec_store_init_row(const psrec_store_t *s, uint32_t table, uint64_t key, float *out)
 {
     const table_t *t = get_table(s, table);
-    if (t) init_weights(t, key, out);
+    if (!t) return;
+    init_weights(t, key, out);
+    if (t->dtype == PSREC_ROW_F32) return;
+    for (uint32_t i = 0; i < t->dim; i++) /* what a first touch stores, rounded */
+        out[i] = t->dtype == PSREC_ROW_F16 ? psrec_f16_to_f32(psrec_f32_to_f16(out[i]))
+                                           : psrec_bf16_to_f32(psrec_f32_to_bf16(out[i]));
 }
 
 /* ---- raw rows (checkpoints) ---- */

@@ -41,12 +41,21 @@ typedef enum {
     PSREC_INIT_NORMAL   /* N(0, scale^2) */
 } psrec_init_kind;
 
+/* How a row's weights are stored. Optimizer state stays float32; pulls and pushes are float32 either
+ * way (a push updates the weights in float32, then rounds them to nearest even). */
+typedef enum {
+    PSREC_ROW_F32 = 0,
+    PSREC_ROW_F16, /* IEEE binary16: 11 significant bits, |w| < 65504 */
+    PSREC_ROW_BF16 /* bfloat16: float32's range, 8 significant bits */
+} psrec_row_dtype;
+
 typedef struct {
     uint32_t dim;
     psrec_opt_t opt;
     psrec_init_kind init;
     float init_scale;
     uint64_t max_rows; /* 0 = unbounded; beyond it new keys are refused with PSREC_EFULL */
+    psrec_row_dtype dtype;
 } psrec_table_conf_t;
 
 typedef struct psrec_store psrec_store_t;
@@ -98,7 +107,8 @@ void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn
 
 /* ---- raw rows (checkpoints) ---- */
 
-/* Floats per stored row: dim weights + optimizer state (what a snapshot saves). 0 if no table. */
+/* 32-bit words per stored row: the weights (dim floats, or dim 16-bit values packed two to a word)
+ * then the optimizer state (what a snapshot saves). 0 if no table. */
 uint32_t psrec_store_row_width(const psrec_store_t *s, uint32_t table);
 /* The table's configuration as added (PSREC_ENOTFOUND if none). */
 psrec_err psrec_store_table_conf(const psrec_store_t *s, uint32_t table, psrec_table_conf_t *conf) PSREC_MUST_CHECK;
@@ -114,6 +124,13 @@ psrec_err psrec_store_put_raw(psrec_store_t *s, uint32_t table, const uint64_t *
 void psrec_store_init_row(const psrec_store_t *s, uint32_t table, uint64_t key, float *out);
 
 const char *psrec_opt_name(psrec_opt_kind k);
+const char *psrec_row_dtype_name(psrec_row_dtype d);
+int psrec_row_dtype_parse(const char *name, psrec_row_dtype *d); /* "f32", "f16", "bf16"; 0 ok */
+/* float32 <-> 16-bit conversions of the stored weights (round to nearest even; NaN stays NaN). */
+uint16_t psrec_f32_to_f16(float f);
+float psrec_f16_to_f32(uint16_t h);
+uint16_t psrec_f32_to_bf16(float f);
+float psrec_bf16_to_f32(uint16_t h);
 int psrec_opt_parse(const char *name, psrec_opt_kind *k); /* "sgd","adagrad","rowwise-adagrad","adam"; 0 ok */
 
 #endif

@@ -1,13 +1,16 @@
 /* test_store.c: the parameter store: deterministic init, optimizer updates through push against the
  * double reference of optim_ref.h, set, repeated keys, max_rows, errors, foreach, growth across slabs,
  * concurrent pushes without lost updates, the bytes-per-row accounting, and raw rows (weights + optimizer
- * state) out of one store and into another. */
+ * state) out of one store and into another. 16-bit rows (f16, bf16): the conversions (exact values,
+ * round to nearest even, NaN), and every operation against a float32 reference that rounds the same way;
+ * the row is half the memory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -603,6 +606,134 @@ static void test_raw_errors(void **st)
     psrec_store_destroy(&s);
 }
 
+/* ---- 16-bit rows ---- */
+
+static float round16(psrec_row_dtype d, float x)
+{
+    return d == PSREC_ROW_F16 ? psrec_f16_to_f32(psrec_f32_to_f16(x)) : psrec_bf16_to_f32(psrec_f32_to_bf16(x));
+}
+
+static void test_half_conversions(void **st)
+{
+    (void)st;
+    /* exactly representable values come back unchanged */
+    const float exact[] = {0.0f, 1.0f, -2.5f, 0.099609375f, 65504.0f, 6.103515625e-05f};
+    for (size_t i = 0; i < sizeof exact / sizeof *exact; i++)
+        assert_true(psrec_f16_to_f32(psrec_f32_to_f16(exact[i])) == exact[i]);
+    assert_true(psrec_bf16_to_f32(psrec_f32_to_bf16(-2.5f)) == -2.5f);
+    assert_true(psrec_bf16_to_f32(psrec_f32_to_bf16(3.0e38f)) == 2.99881e38f ||
+                fabsf(psrec_bf16_to_f32(psrec_f32_to_bf16(3.0e38f)) - 3.0e38f) < 3.0e38f / 128);
+    /* halfway cases round to even: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 in binary16 */
+    assert_true(psrec_f16_to_f32(psrec_f32_to_f16(1.0f + 0x1p-11f)) == 1.0f);
+    assert_true(psrec_f16_to_f32(psrec_f32_to_f16(1.0f + 3 * 0x1p-11f)) == 1.0f + 0x1p-9f);
+    assert_true(psrec_bf16_to_f32(psrec_f32_to_bf16(1.0f + 0x1p-8f)) == 1.0f);
+    assert_true(psrec_bf16_to_f32(psrec_f32_to_bf16(1.0f + 3 * 0x1p-8f)) == 1.0f + 0x1p-6f);
+    /* error bounds: half an ulp of 11 (f16) and 8 (bf16) significant bits */
+    psrec_rng_t r;
+    psrec_rng_seed(&r, 3, 0);
+    for (int i = 0; i < 10000; i++) {
+        float x = (float)psrec_rng_normal(&r);
+        assert_true(fabsf(round16(PSREC_ROW_F16, x) - x) <= fabsf(x) * 0x1p-11f + 0x1p-25f);
+        assert_true(fabsf(round16(PSREC_ROW_BF16, x) - x) <= fabsf(x) * 0x1p-8f);
+    }
+    assert_true(isnan(psrec_f16_to_f32(psrec_f32_to_f16(NAN))));
+    assert_true(isnan(psrec_bf16_to_f32(psrec_f32_to_bf16(NAN))));
+    assert_true(isinf(psrec_f16_to_f32(psrec_f32_to_f16(1e6f)))); /* beyond binary16's range */
+    psrec_row_dtype d;
+    assert_int_equal(psrec_row_dtype_parse("bf16", &d), 0);
+    assert_int_equal(d, PSREC_ROW_BF16);
+    assert_int_equal(psrec_row_dtype_parse("f8", &d), -1);
+}
+
+static void test_half_rows(void **st)
+{
+    (void)st;
+    char err[PSREC_ERRBUF];
+    const uint32_t D = 33; /* odd: the last word is half padding */
+    for (int dt = PSREC_ROW_F16; dt <= PSREC_ROW_BF16; dt++) {
+        psrec_store_t *s, *s32, *copy;
+        psrec_table_conf_t tc = {.dim = D,
+                                 .opt = {.kind = PSREC_OPT_ROWWISE_ADAGRAD, .lr = 0.1f},
+                                 .init = PSREC_INIT_NORMAL,
+                                 .init_scale = 0.3f,
+                                 .dtype = (psrec_row_dtype)dt};
+        psrec_table_conf_t tf = tc;
+        tf.dtype = PSREC_ROW_F32;
+        assert_int_equal(psrec_store_new(&s, 11, 8), PSREC_OK);
+        assert_int_equal(psrec_store_new(&s32, 11, 8), PSREC_OK);
+        assert_int_equal(psrec_store_new(&copy, 11, 8), PSREC_OK);
+        assert_int_equal(psrec_store_add_table(s, 2, &tc, err), PSREC_OK);
+        assert_int_equal(psrec_store_add_table(s32, 2, &tf, err), PSREC_OK);
+        assert_int_equal(psrec_store_add_table(copy, 2, &tc, err), PSREC_OK);
+        assert_int_equal(psrec_store_row_width(s, 2), (D + 1) / 2 + 1);
+        enum { N = 200 };
+        uint64_t keys[N];
+        for (int i = 0; i < N; i++)
+            keys[i] = (uint64_t)i * 977 + 5;
+        /* first touch: the float32 init, rounded (init_row says the same) */
+        float *got = malloc(N * D * sizeof *got), *ref = malloc(N * D * sizeof *ref), *g = malloc(N * D * sizeof *g);
+        float acc[N] = {0};
+        assert_int_equal(psrec_store_pull(s, 2, keys, N, got), PSREC_OK);
+        assert_int_equal(psrec_store_pull(s32, 2, keys, N, ref), PSREC_OK);
+        float one[64];
+        for (int i = 0; i < N; i++) {
+            psrec_store_init_row(s, 2, keys[i], one);
+            for (uint32_t j = 0; j < D; j++) {
+                assert_true(got[i * D + j] == round16((psrec_row_dtype)dt, ref[i * D + j]));
+                assert_true(one[j] == got[i * D + j]);
+            }
+        }
+        /* pushes: the optimizer in float32 on the widened row, then rounded (reference kept here) */
+        memcpy(ref, got, N * D * sizeof *ref);
+        psrec_rng_t r;
+        psrec_rng_seed(&r, 9, (uint64_t)dt);
+        for (int step = 0; step < 5; step++) {
+            for (int i = 0; i < N * (int)D; i++)
+                g[i] = (float)psrec_rng_normal(&r);
+            assert_int_equal(psrec_store_push(s, 2, keys, N, g), PSREC_OK);
+            for (int i = 0; i < N; i++) {
+                double n2 = 0;
+                for (uint32_t j = 0; j < D; j++)
+                    n2 += (double)g[i * D + j] * g[i * D + j];
+                acc[i] += (float)(n2 / D);
+                for (uint32_t j = 0; j < D; j++) {
+                    float w = ref[i * D + j] - 0.1f * g[i * D + j] / (sqrtf(acc[i]) + 1e-8f);
+                    ref[i * D + j] = round16((psrec_row_dtype)dt, w);
+                }
+            }
+        }
+        assert_int_equal(psrec_store_pull(s, 2, keys, N, got), PSREC_OK);
+        for (int i = 0; i < N * (int)D; i++) /* one rounding step apart at most (the state sum's order) */
+            assert_true(fabsf(got[i] - ref[i]) <= fabsf(ref[i]) * (dt == PSREC_ROW_F16 ? 0x1p-10f : 0x1p-7f) + 1e-6f);
+        /* set rounds; raw rows carry the packed weights and the state bit for bit */
+        assert_int_equal(psrec_store_set(s, 2, keys, 1, ref), PSREC_OK);
+        assert_int_equal(psrec_store_pull(s, 2, keys, 1, got), PSREC_OK);
+        for (uint32_t j = 0; j < D; j++)
+            assert_true(got[j] == round16((psrec_row_dtype)dt, ref[j]));
+        raw_t rw = raw_collect(s, 2, N + 1);
+        assert_int_equal(rw.n, N);
+        assert_int_equal(psrec_store_put_raw(copy, 2, rw.keys, rw.n, rw.rows), PSREC_OK);
+        float *a = malloc(N * D * sizeof *a), *b = malloc(N * D * sizeof *b);
+        assert_int_equal(psrec_store_push(s, 2, keys, N, g), PSREC_OK);
+        assert_int_equal(psrec_store_push(copy, 2, keys, N, g), PSREC_OK);
+        assert_int_equal(psrec_store_pull(s, 2, keys, N, a), PSREC_OK);
+        assert_int_equal(psrec_store_pull(copy, 2, keys, N, b), PSREC_OK);
+        assert_memory_equal(a, b, N * D * sizeof *a);
+        /* half the memory of float32 rows (payload 17 words + hash entry against 34 + hash entry) */
+        assert_true(psrec_store_bytes_per_row(s, 2) < 0.65 * psrec_store_bytes_per_row(s32, 2));
+        free(rw.keys), free(rw.rows), free(a), free(b), free(got), free(ref), free(g);
+        psrec_store_destroy(&s);
+        psrec_store_destroy(&s32);
+        psrec_store_destroy(&copy);
+    }
+    /* an unknown row type is refused */
+    psrec_store_t *s;
+    assert_int_equal(psrec_store_new(&s, 1, 4), PSREC_OK);
+    psrec_table_conf_t bad = {.dim = 4, .opt = {.kind = PSREC_OPT_SGD, .lr = 0.1f}, .dtype = (psrec_row_dtype)7};
+    assert_int_equal(psrec_store_add_table(s, 0, &bad, err), PSREC_EINVAL);
+    psrec_store_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -617,6 +748,8 @@ int main(void)
         cmocka_unit_test(test_bytes_per_row),
         cmocka_unit_test(test_raw_roundtrip),
         cmocka_unit_test(test_raw_errors),
+        cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_half_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

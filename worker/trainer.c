@@ -1012,10 +1012,16 @@ int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema
     float scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->dim);
     float in_scale = c->init_scale > 0 ? c->init_scale : 1.0f / sqrtf((float)c->emb_dim);
     ids[n] = PSREC_TABLE_ITEM_OUT;
-    tables[n++] = (psrec_table_conf_t){
-        .dim = (uint32_t)c->dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL, .init_scale = scale};
-    psrec_table_conf_t tin = {
-        .dim = (uint32_t)c->emb_dim, .opt = c->item_opt, .init = PSREC_INIT_NORMAL, .init_scale = in_scale};
+    tables[n++] = (psrec_table_conf_t){.dim = (uint32_t)c->dim,
+                                       .opt = c->item_opt,
+                                       .init = PSREC_INIT_NORMAL,
+                                       .init_scale = scale,
+                                       .dtype = c->row_dtype};
+    psrec_table_conf_t tin = {.dim = (uint32_t)c->emb_dim,
+                              .opt = c->item_opt,
+                              .init = PSREC_INIT_NORMAL,
+                              .init_scale = in_scale,
+                              .dtype = c->row_dtype};
     if (!c->tie && hist >= 0) {
         ids[n] = PSREC_TABLE_ITEM_IN;
         tables[n++] = tin;

@@ -55,9 +55,10 @@ typedef struct {
     int dim, emb_dim;
     psrec_tower_conf_t tower; /* hidden layers (n_in/out_dim are derived) */
     int tie;
-    psrec_opt_t item_opt;  /* item/feature embedding tables */
-    psrec_opt_t dense_opt; /* tower weights */
-    float init_scale;      /* N(0, init_scale^2) embedding init (0: 1/sqrt(dim)) */
+    psrec_opt_t item_opt;      /* item/feature embedding tables */
+    psrec_opt_t dense_opt;     /* tower weights */
+    float init_scale;          /* N(0, init_scale^2) embedding init (0: 1/sqrt(dim)) */
+    psrec_row_dtype row_dtype; /* how servers store embedding rows (f32, f16, bf16); tower weights stay f32 */
     uint64_t seed;
     uint64_t max_steps; /* per worker; 0 = until epochs are done */
     int progress;       /* print the progress line */
