@@ -27,7 +27,9 @@
  * - Reading (open's scan, replay) holds one record at a time; its buffer never exceeds what the file
  *   really holds, so a lying length cannot make it allocate absurdly.
  *
- * Thread model: a psrec_pushlog_t belongs to one thread; replay, prune and discard are stateless. */
+ * Thread model: a psrec_pushlog_t belongs to one thread; replay, prune and discard are stateless. A sealed
+ * batch has its own buffer, so a writer thread's write_sealed() touches only it, the fd and the committed
+ * offset, which the owner does not change until finish_sealed(). */
 #include "ps/pushlog.h"
 
 #include <dirent.h>
@@ -69,6 +71,13 @@ struct psrec_pushlog {
     uint64_t pending;
     int broken;
     psrec_pushlog_stats_t st;
+    /* a sealed batch, written by a writer thread (seal / write_sealed / finish_sealed) */
+    unsigned char *sbuf;
+    size_t slen, scap;
+    uint64_t spending;
+    int sealed, s_errno;
+    const char *s_what;
+    double s_fsync;
 };
 
 /* ---- encoding ---- */
@@ -423,9 +432,63 @@ psrec_err psrec_pushlog_append(psrec_pushlog_t *l, const psrec_logrec_t *r, char
     return PSREC_OK;
 }
 
+psrec_err psrec_pushlog_seal(psrec_pushlog_t *l, char *err)
+{
+    if (l->broken) return unusable(l, err);
+    if (l->sealed) return psrec_fail(err, PSREC_EINVAL, "%s: a sealed batch is still being written", l->path);
+    unsigned char *b = l->sbuf; /* swap: the appends go on into the other buffer */
+    size_t c = l->scap;
+    l->sbuf = l->buf, l->scap = l->cap, l->slen = l->len, l->spending = l->pending;
+    l->buf = b, l->cap = c, l->len = 0, l->pending = 0;
+    l->sealed = 1;
+    return PSREC_OK;
+}
+
+void psrec_pushlog_write_sealed(psrec_pushlog_t *l)
+{
+    l->s_errno = 0;
+    l->s_fsync = 0;
+    if (!l->sealed || l->slen == 0) return;
+    if (write_all(l->fd, l->sbuf, l->slen, l->off)) {
+        l->s_errno = errno ? errno : EIO;
+        l->s_what = "write";
+        return;
+    }
+    double t0 = now_s();
+    if (fdatasync(l->fd) != 0) l->s_errno = errno ? errno : EIO, l->s_what = "fdatasync";
+    l->s_fsync = now_s() - t0;
+}
+
+psrec_err psrec_pushlog_finish_sealed(psrec_pushlog_t *l, char *err)
+{
+    if (!l->sealed) return PSREC_OK;
+    l->sealed = 0;
+    if (l->s_errno) {
+        l->broken = 1;
+        l->len = l->pending = 0;
+        if (ftruncate(l->fd, (off_t)l->off) == 0) (void)fdatasync(l->fd);
+        return psrec_fail(err, PSREC_EIO, "%s: %s failed: %s (the log is now unusable)", l->path, l->s_what,
+                          strerror(l->s_errno));
+    }
+    l->off += l->slen;
+    l->st.records += l->spending;
+    l->st.commits += l->slen > 0;
+    l->st.bytes += l->slen;
+    l->st.fsync_seconds += l->s_fsync;
+    l->slen = 0;
+    l->spending = 0;
+    if (l->scap > KEEP_BUF) {
+        free(l->sbuf);
+        l->sbuf = NULL;
+        l->scap = 0;
+    }
+    return PSREC_OK;
+}
+
 psrec_err psrec_pushlog_commit(psrec_pushlog_t *l, char *err)
 {
     if (l->broken) return unusable(l, err);
+    if (l->sealed) return psrec_fail(err, PSREC_EINVAL, "%s: a sealed batch is still being written", l->path);
     if (l->len == 0) return PSREC_OK;
     int e = 0;
     const char *what = "write";
@@ -478,6 +541,7 @@ void psrec_pushlog_close(psrec_pushlog_t **pl)
     psrec_pushlog_t *l = *pl;
     if (l->fd >= 0) close(l->fd);
     free(l->buf);
+    free(l->sbuf);
     free(l->path);
     free(l->dir);
     free(l);

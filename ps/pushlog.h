@@ -9,7 +9,8 @@
  * one write() and one fdatasync(). The server acknowledges updates only after commit() returned OK, so a
  * crash can only tear records that were never acknowledged: the torn tail of the last segment.
  *
- * Thread model: a psrec_pushlog_t belongs to one thread (the server's loop); replay/prune/discard are
+ * Thread model: a psrec_pushlog_t belongs to one thread (the server's loop), except that a writer
+ * thread may run write_sealed() on it (see seal()); replay/prune/discard are
  * stateless. */
 #ifndef PSREC_PUSHLOG_H
 #define PSREC_PUSHLOG_H
@@ -46,6 +47,15 @@ psrec_err psrec_pushlog_append(psrec_pushlog_t *l, const psrec_logrec_t *r, char
  * write or sync is PSREC_EIO: the pending records are dropped (never acknowledge them), the file is cut
  * back to the last commit if possible, and every later append/commit/rotate fails. */
 psrec_err psrec_pushlog_commit(psrec_pushlog_t *l, char *err) PSREC_MUST_CHECK;
+/* The same group commit split for a writer thread, so the owner goes on appending while a batch is
+ * written and synced: seal() (owner) makes everything appended so far the batch (PSREC_EINVAL if one is
+ * sealed already); write_sealed() (the writer, while the owner calls nothing but append) writes and
+ * fdatasyncs it; finish_sealed() (owner, after the writer is done) accounts for it, or makes the log
+ * unusable with PSREC_EIO if the write or sync failed. commit() and rotate() refuse while a batch is
+ * sealed. */
+psrec_err psrec_pushlog_seal(psrec_pushlog_t *l, char *err) PSREC_MUST_CHECK;
+void psrec_pushlog_write_sealed(psrec_pushlog_t *l);
+psrec_err psrec_pushlog_finish_sealed(psrec_pushlog_t *l, char *err) PSREC_MUST_CHECK;
 /* Commits, closes the current segment, starts `segment` (a checkpoint round began). */
 psrec_err psrec_pushlog_rotate(psrec_pushlog_t *l, uint64_t segment, char *err) PSREC_MUST_CHECK;
 

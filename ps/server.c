@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -168,7 +169,14 @@ struct psrec_server {
     psrec_err reported_err;
     uint64_t pruned;      /* log segments below this were deleted */
     psrec_err log_failed; /* the log lost a record: the server must stop (and be restarted) */
-    int bye;              /* the job is over: the last heartbeat says so (stop = 1) */
+    /* the log's writer thread: lwork = a sealed batch to write, ldone = written (efd wakes the loop) */
+    pthread_t lthread;
+    int lstarted, lwork, ldone, lquit, efd;
+    pthread_mutex_t lmu;
+    pthread_cond_t lcv;
+    ack_t *sacks; /* the acknowledgements of the batch being written */
+    size_t nsacks, capsacks;
+    int bye; /* the job is over: the last heartbeat says so (stop = 1) */
 
     /* STATS_OK / heartbeat scratch */
     Psrec__TableStats ts[PSREC_STORE_MAX_TABLES];
@@ -287,6 +295,7 @@ static int owned(uint32_t table, uint64_t key, void *ctx)
 }
 
 static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out, char *err);
+static void *log_writer(void *p);
 static int seen(const dedup_t *d, uint64_t seq);
 static void mark(dedup_t *d, uint64_t seq);
 static int grow(void **p, size_t *cap, size_t need, size_t elem);
@@ -387,6 +396,11 @@ static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
         }
         if (!rc) rc = psrec_pushlog_open(&s->log, s->ckpt_dir, s->rank, seg, err);
         if (rc) return rc;
+        if ((s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+            return psrec_fail(err, PSREC_EIO, "eventfd: %s", strerror(errno));
+        if (pthread_create(&s->lthread, NULL, log_writer, s) != 0)
+            return psrec_fail(err, PSREC_ENOMEM, "cannot start the push log's writer thread");
+        s->lstarted = 1;
     }
     if (round || reg->replay_log)
         fprintf(stderr,
@@ -453,6 +467,9 @@ psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_
     psrec_limits_resolve(&s->lim);
     atomic_init(&s->stop, 0);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->lmu, NULL);
+    pthread_cond_init(&s->lcv, NULL);
+    s->efd = -1;
     psrec_err rc = psrec_idmap_new(&s->senders, 64);
     if (!rc) rc = psrec_limits_burst_new(&s->burst, BURST, s->lim.max_inflight);
     if (!rc) rc = psrec_ratelog_new(&s->rlog, stderr, 10000);
@@ -490,6 +507,17 @@ void psrec_server_destroy(psrec_server_t **ps)
         kill(s->child, SIGKILL);
         waitpid(s->child, NULL, 0);
     }
+    if (s->lstarted) {
+        pthread_mutex_lock(&s->lmu);
+        s->lquit = 1;
+        pthread_cond_broadcast(&s->lcv);
+        pthread_mutex_unlock(&s->lmu);
+        pthread_join(s->lthread, NULL);
+    }
+    if (s->efd >= 0) close(s->efd);
+    pthread_mutex_destroy(&s->lmu);
+    pthread_cond_destroy(&s->lcv);
+    free(s->sacks);
     psrec_pushlog_close(&s->log);
     free(s->acks);
     free(s->ckpt_dir);
@@ -947,23 +975,11 @@ static psrec_err send_error(psrec_server_t *s, const psrec_wire_route_t *route, 
     return send_reply(s, route, &h, NULL, 0, fatal);
 }
 
-static psrec_err flush_acks(psrec_server_t *s, char *fatal)
+static psrec_err send_acks(psrec_server_t *s, const ack_t *acks, size_t n, char *fatal)
 {
-    if (!s->nacks) return PSREC_OK;
-    char err[PSREC_ERRBUF] = "an earlier record could not be logged";
-    psrec_err rc = s->log_failed;
-    if (!rc && (rc = psrec_pushlog_commit(s->log, err))) s->log_failed = rc;
-    if (rc) {
-        s->nacks = 0; /* never acknowledged: the senders retry against the restarted server */
-        return psrec_fail(fatal, rc, "push log: %s", err);
-    }
-    psrec_pushlog_stats_t ls;
-    psrec_pushlog_stats(s->log, &ls);
-    s->st.log_records = ls.records;
-    s->st.log_commits = ls.commits;
-    s->st.log_fsync_seconds = ls.fsync_seconds;
-    for (size_t i = 0; !rc && i < s->nacks; i++) {
-        const ack_t *a = &s->acks[i];
+    psrec_err rc = PSREC_OK;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const ack_t *a = &acks[i];
         Psrec__Header h;
         psrec_wire_header_init(&h, (Psrec__Type)a->type);
         h.role = PSREC__ROLE__SERVER;
@@ -977,8 +993,92 @@ static psrec_err flush_acks(psrec_server_t *s, char *fatal)
         h.dim = a->dim;
         rc = send_reply(s, &a->route, &h, NULL, 0, fatal);
     }
-    s->nacks = 0;
     return rc;
+}
+
+/* The push log's writer thread: writes and syncs the sealed batch it is handed, then wakes the serving
+ * loop through the eventfd, which sends the batch's acknowledgements. */
+static void *log_writer(void *p)
+{
+    psrec_server_t *s = p;
+    pthread_mutex_lock(&s->lmu);
+    for (;;) {
+        while (!s->lwork && !s->lquit)
+            pthread_cond_wait(&s->lcv, &s->lmu);
+        if (!s->lwork) break;
+        pthread_mutex_unlock(&s->lmu);
+        psrec_pushlog_write_sealed(s->log);
+        pthread_mutex_lock(&s->lmu);
+        s->lwork = 0;
+        s->ldone = 1;
+        pthread_cond_broadcast(&s->lcv);
+        uint64_t one = 1;
+        ssize_t w = write(s->efd, &one, sizeof one);
+        (void)w; /* the counter only wakes the poll; a full counter wakes it too */
+    }
+    pthread_mutex_unlock(&s->lmu);
+    return NULL;
+}
+
+/* Group commit without stalling the loop: the batch being written is finished (its acknowledgements
+ * sent) when the writer is done, and the acknowledgements held since then become the next batch. With
+ * wait, returns only once everything appended so far is committed and acknowledged. A failed write or
+ * sync stops the server (log_failed): nothing unlogged is ever acknowledged. */
+static psrec_err log_step(psrec_server_t *s, int wait, char *fatal)
+{
+    char err[PSREC_ERRBUF] = "an earlier record could not be logged";
+    for (;;) {
+        pthread_mutex_lock(&s->lmu);
+        while (wait && s->lwork)
+            pthread_cond_wait(&s->lcv, &s->lmu);
+        int busy = s->lwork, done = s->ldone;
+        s->ldone = 0;
+        pthread_mutex_unlock(&s->lmu);
+        psrec_err rc = PSREC_OK;
+        if (done) {
+            uint64_t v;
+            ssize_t r = read(s->efd, &v, sizeof v);
+            (void)r;
+            if ((rc = psrec_pushlog_finish_sealed(s->log, err))) s->log_failed = rc;
+            if (!rc)
+                rc = send_acks(s, s->sacks, s->nsacks, fatal);
+            else
+                psrec_fail(fatal, rc, "push log: %s", err);
+            s->nsacks = 0; /* on failure never acknowledged: the senders retry against the restarted server */
+            psrec_pushlog_stats_t ls;
+            psrec_pushlog_stats(s->log, &ls);
+            s->st.log_records = ls.records;
+            s->st.log_commits = ls.commits;
+            s->st.log_fsync_seconds = ls.fsync_seconds;
+            if (rc) return rc;
+        }
+        if (s->log_failed) {
+            s->nacks = 0;
+            return psrec_fail(fatal, s->log_failed, "push log: %s", err);
+        }
+        if (!busy && s->nacks) { /* the held acknowledgements become the next batch */
+            if ((rc = psrec_pushlog_seal(s->log, err))) {
+                s->log_failed = rc;
+                s->nacks = 0;
+                return psrec_fail(fatal, rc, "push log: %s", err);
+            }
+            ack_t *t = s->sacks;
+            size_t c = s->capsacks;
+            s->sacks = s->acks, s->capsacks = s->capacks, s->nsacks = s->nacks;
+            s->acks = t, s->capacks = c, s->nacks = 0;
+            pthread_mutex_lock(&s->lmu);
+            s->lwork = 1;
+            pthread_cond_broadcast(&s->lcv);
+            pthread_mutex_unlock(&s->lmu);
+            busy = 1;
+        }
+        if (!wait || (!busy && !s->nacks)) return PSREC_OK;
+    }
+}
+
+static psrec_err flush_acks(psrec_server_t *s, char *fatal)
+{
+    return s->log ? log_step(s, 1, fatal) : PSREC_OK;
 }
 
 static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const psrec_wire_msg_t *m, char *fatal)
@@ -1147,14 +1247,15 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
     psrec_err rc = PSREC_OK;
     if (s->hb_sock) heartbeat(s);
     while (!rc && !atomic_load(&s->stop)) {
-        zmq_pollitem_t it[2] = {{.socket = s->sock, .events = ZMQ_POLLIN},
-                                {.socket = s->hb_sock, .events = ZMQ_POLLIN}};
+        zmq_pollitem_t it[3] = {{.socket = s->sock, .events = ZMQ_POLLIN},
+                                {.socket = s->hb_sock, .events = ZMQ_POLLIN},
+                                {.socket = NULL, .fd = s->efd, .events = ZMQ_POLLIN}};
         int timeout = POLL_MS;
         if (s->hb_sock) {
             int64_t left = ms_until(&s->hb_next);
             if (left < timeout) timeout = left < 0 ? 0 : (int)left;
         }
-        int r = zmq_poll(it, s->hb_sock ? 2 : 1, timeout);
+        int r = zmq_poll(it, s->efd >= 0 ? 3 : s->hb_sock ? 2 : 1, timeout); /* a log implies a coordinator */
         if (r < 0) {
             if (zmq_errno() == EINTR) continue;
             rc = zfail(err, "zmq_poll");
@@ -1191,7 +1292,7 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
             psrec_wire_msg_clear(&m);
             if (rc || atomic_load(&s->stop)) break;
         }
-        if (!rc) rc = flush_acks(s, err); /* one group commit for the burst's updates */
+        if (!rc && s->log) rc = log_step(s, 0, err); /* the burst's updates: the next group commit */
         if (!rc && s->log_failed) rc = psrec_fail(err, s->log_failed, "push log failed: stopping");
         if (!rc) reap(s);
         if (!rc && s->hb_sock) {
@@ -1200,7 +1301,8 @@ psrec_err psrec_server_run(psrec_server_t *s, char *err)
         }
         publish(s);
     }
-    if (!rc && s->bye) heartbeat(s); /* the last one: "heard the stop" */
+    if (!rc && s->log) rc = log_step(s, 1, err); /* what was logged before the stop is acknowledged */
+    if (!rc && s->bye) heartbeat(s);             /* the last one: "heard the stop" */
     publish(s);
     return rc;
 }

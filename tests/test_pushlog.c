@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +252,53 @@ static psrec_err stop_at_two(const psrec_logrec_t *r, void *ctx, char *err)
 {
     (void)r;
     return ++*(int *)ctx == 2 ? psrec_fail(err, PSREC_EREFUSED, "stop") : PSREC_OK;
+}
+
+/* The split group commit: a writer thread writes a sealed batch while the owner appends the next. */
+static void *write_sealed_thread(void *p)
+{
+    psrec_pushlog_write_sealed(p);
+    return NULL;
+}
+
+static void test_sealed_batches(void **st)
+{
+    (void)st;
+    char err[PSREC_ERRBUF];
+    const char *dir = sub("sealed/log");
+    psrec_rng_t r;
+    psrec_rng_seed(&r, 4, 4);
+    rec_t x[5] = {mkrec(&r, PSREC_LOGREC_PUSH, 0, 4, 50), mkrec(&r, PSREC_LOGREC_SET, 1, 2, 3),
+                  mkrec(&r, PSREC_LOGREC_PUSH, 0, 4, 7), mkrec(&r, PSREC_LOGREC_PUSH, 2, 8, 100),
+                  mkrec(&r, PSREC_LOGREC_SET, 0, 4, 1)};
+    psrec_pushlog_t *l;
+    assert_int_equal(psrec_pushlog_open(&l, dir, 0, 0, err), PSREC_OK);
+    int64_t size0 = fsize(seg(dir, 0, 0));
+    append(l, &x[0]), append(l, &x[1]);
+    assert_int_equal(psrec_pushlog_seal(l, err), PSREC_OK);
+    assert_int_equal(psrec_pushlog_seal(l, err), PSREC_EINVAL);   /* one batch at a time */
+    assert_int_equal(psrec_pushlog_commit(l, err), PSREC_EINVAL); /* not while one is sealed */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, write_sealed_thread, l), 0);
+    append(l, &x[2]), append(l, &x[3]); /* the owner goes on meanwhile */
+    pthread_join(t, NULL);
+    assert_int_equal(psrec_pushlog_finish_sealed(l, err), PSREC_OK);
+    psrec_pushlog_stats_t s;
+    psrec_pushlog_stats(l, &s);
+    assert_int_equal(s.records, 2); /* the batch, not what was appended since */
+    assert_int_equal(s.commits, 1);
+    assert_int_equal((int64_t)s.bytes, fsize(seg(dir, 0, 0)) - size0);
+    assert_int_equal(psrec_pushlog_seal(l, err), PSREC_OK);
+    psrec_pushlog_write_sealed(l);
+    assert_int_equal(psrec_pushlog_finish_sealed(l, err), PSREC_OK);
+    assert_int_equal(psrec_pushlog_finish_sealed(l, err), PSREC_OK); /* nothing sealed: no-op */
+    append(l, &x[4]);
+    commit(l);
+    psrec_pushlog_close(&l);
+    const rec_t *w[] = {&x[0], &x[1], &x[2], &x[3], &x[4]};
+    expect_replay(dir, 0, 0, w, 5); /* every record once, in append order */
+    for (int i = 0; i < 5; i++)
+        freerec(&x[i]);
 }
 
 static void test_replay_fn_error(void **st)
@@ -633,9 +681,13 @@ static void test_recovery(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),     cmocka_unit_test(test_replay_fn_error),
-        cmocka_unit_test(test_torn_tail),     cmocka_unit_test(test_corrupt),
-        cmocka_unit_test(test_absurd_length), cmocka_unit_test(test_rotate_prune_discard),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_sealed_batches),
+        cmocka_unit_test(test_replay_fn_error),
+        cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_absurd_length),
+        cmocka_unit_test(test_rotate_prune_discard),
         cmocka_unit_test(test_recovery),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
