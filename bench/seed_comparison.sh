@@ -129,13 +129,14 @@ for n in 16 64 256 1024; do   # n, means, then the min and max over the seeds
 done
 : >"$out/fold-vs-w0.dat"
 for w in $W0S; do x=$w; [ "$w" = 0 ] && x=0.001; echo "$x ${REC[w0_$w]} ${FR[w0_$w]}" >>"$out/fold-vs-w0.dat"; done
-bars=yerrorlines ufr=1:3:6:7 urec=1:2:4:5; [ "$SEEDS" -gt 1 ] || { bars=lp ufr=1:3 urec=1:2; }
+bars=yerrorlines ufr=1:3:6:7 urec=1:2:4:5 seeds_title="mean of $SEEDS runs (--seed 1..$SEEDS), bars from the smallest to the largest run"
+[ "$SEEDS" -gt 1 ] || { bars=lp ufr=1:3 urec=1:2 seeds_title="one run"; }
 term=png; gnuplot -e 'set terminal pngcairo' >/dev/null 2>&1 && term=pngcairo
 gnuplot <<EOF
 set terminal $term noenhanced size 800,500
 set grid; set yrange [0:1.05]; set key center right; set ylabel 'FoldRatio / Recall@10'
 set output 'docs/img/fold-vs-negatives.png'
-set title 'Softmax DNN, uniform negatives (2000 items, 10 planted categories, 5 epochs; mean of $SEEDS seeds, bars min-max)'
+set title "Softmax DNN, uniform negatives (2000 items, 10 planted categories, 5 epochs)\n$seeds_title"
 set logscale x 2; set xlabel 'uniform negatives shared per batch (log scale)'; set xrange [10:1600]
 plot '$out/fold-vs-negatives.dat' u $ufr w $bars lw 2 pt 7 t 'FoldRatio', \
      '' u $urec w $bars lw 2 pt 5 t 'Recall@10', \
