@@ -21,10 +21,10 @@ port=17790
 rate() { # label, extra options...: mean examples/s over REPS runs
   local label=$1 sum=0; shift
   for ((r = 0; r < REPS; r++)); do
-    rm -rf "$out/ck"
+    rm -rf "$out/ck" "$out/logs-$label-$r" # (run.sh appends to an existing log)
     port=$((port + 3))
     launch/run.sh --quiet --servers 1 --workers 1 --port $port --logs "$out/logs-$label-$r" -- "${opts[@]}" "$@"
-    sum=$(echo "$sum + $(grep '^{' "$out/logs-$label-$r/worker-0.log" | num examples_per_sec)" | bc -l)
+    sum=$(echo "$sum + $(grep '^{' "$out/logs-$label-$r/worker-0.log" | tail -1 | num examples_per_sec)" | bc -l)
   done
   echo "$sum / $REPS" | bc -l
 }
