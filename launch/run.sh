@@ -98,6 +98,7 @@ case "$mode" in
   slurm)
     [ -n "$logs" ] || logs="$PWD/psrec-logs-${SLURM_JOB_ID:-none}"
     slurm_place
+    trap slurm_cleanup EXIT
     coord="tcp://${H_addr[${R_host[coord]}]}:$port" ;;
 esac
 [ -n "$logs" ] || logs=$(mktemp -d /tmp/psrec-run-XXXXXX)

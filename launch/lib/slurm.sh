@@ -41,7 +41,14 @@ slurm_place() {
   if [ "$copy_bin" = 1 ]; then
     slurm_bin=/tmp/psrec-$SLURM_JOB_ID
     sbcast --force "$bin" "$slurm_bin" || die "sbcast of $bin to the nodes' $slurm_bin failed"
+    [ "$quiet" = 1 ] || echo "run.sh: $bin copied to $slurm_bin on the allocation's nodes (sbcast)" >&2
   fi
+}
+
+# Deletes the broadcast binary again (a step on every node).
+slurm_cleanup() {
+  [ "$copy_bin" = 1 ] || return 0
+  srun --nodes="$nh" --ntasks="$nh" --ntasks-per-node=1 --overlap --input=none --quiet rm -f "$slurm_bin" >/dev/null 2>&1
 }
 
 # Starts a role as a job step in the background (its pid: $!).
