@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
     --remote-dir) remote_dir=$2; shift 2 ;;
     --host-timeout) host_timeout=$2; shift 2 ;;
     --reconnect-timeout) reconnect_timeout=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; train+=("$@"); break ;;
     *) train+=("$1"); shift ;;
   esac
