@@ -28,16 +28,17 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 servers=1 workers=1 port=7750 host=127.0.0.1 logs="" bin="$here/build/psrec" quiet=0 security=token keys="" token=""
-restart=0 max_restarts=20 servers_set=0 workers_set=0
+restart=0 max_restarts=20 servers_set=0 workers_set=0 host_set=0
 mode=local hostfile="" ssh_cmd=${PSREC_SSH:-ssh} remote_bin="" copy_bin=0 remote_dir="" host_timeout=15
 reconnect_timeout=300
+declare -i modes=0
 train=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --servers) servers=$2; servers_set=1; shift 2 ;;
     --workers) workers=$2; workers_set=1; shift 2 ;;
     --port) port=$2; shift 2 ;;
-    --host) host=$2; shift 2 ;;
+    --host) host=$2; host_set=1; shift 2 ;;
     --logs) logs=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
@@ -47,8 +48,8 @@ while [ $# -gt 0 ]; do
     --keys) keys=$2; shift 2 ;;
     --token-file) token=$2; shift 2 ;;
     --insecure) security=none; shift ;;
-    --hosts) mode=hosts; hostfile=$2; shift 2 ;;
-    --slurm) mode=slurm; shift ;;
+    --hosts) mode=hosts; hostfile=$2; modes+=1; shift 2 ;;
+    --slurm) mode=slurm; modes+=1; shift ;;
     --ssh) ssh_cmd=$2; shift 2 ;;
     --remote-bin) remote_bin=$2; shift 2 ;;
     --copy-bin) copy_bin=1; shift ;;
@@ -71,6 +72,8 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 bin=$(realpath "$bin")
 [ "$mode" = hosts ] || [ -z "$remote_bin$remote_dir" ] || die "--remote-bin and --remote-dir go with --hosts"
 [ "$mode" != local ] || [ "$copy_bin" = 0 ] || die "--copy-bin goes with --hosts or --slurm"
+[ "$modes" -le 1 ] || die "--hosts and --slurm are two ways to launch: choose one"
+[ "$mode" = local ] || [ "$host_set" = 0 ] || die "--host is the one-machine mode's address; with --hosts or --slurm each host has its own"
 
 declare -A R_host=()
 H_target=() H_addr=() H_bind=() H_bin=() H_dir=() H_run=() nh=0
@@ -132,7 +135,9 @@ esac
 
 tmpd=""
 if [ "$mode" = hosts ]; then
-  tmpd=$(mktemp -d /tmp/psrec-launch-XXXXXX) || die "cannot create a temporary directory"
+  # run.sh's own files (in LOGS, so that even a kill -9 leaves nothing elsewhere)
+  tmpd=$logs/.launch
+  rm -rf "$tmpd" && mkdir -m 700 "$tmpd" || die "cannot create $tmpd"
   # every ssh session reads this fifo, which only run.sh holds open for writing: when run.sh ends (even
   # by kill -9) the sessions see end of input and the remote wrappers stop their roles
   hold=$tmpd/hold

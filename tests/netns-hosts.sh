@@ -18,7 +18,11 @@ set -uo pipefail
 cmd=${1:-} dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 skip() { echo "netns-hosts: $*" >&2; exit 77; }
-fail() { echo "netns-hosts: $*" >&2; exit 1; }
+fail() { # a half-built set of hosts is taken down again
+  echo "netns-hosts: $*" >&2
+  [ "$cmd" != up ] || "$0" down "$dir"
+  exit 1
+}
 
 # the names of this set of hosts: an id kept in DIR/netns.env (interface names must fit in 15 chars)
 load() { [ -f "$dir/netns.env" ] || return 1; . "$dir/netns.env"; }

@@ -6,8 +6,8 @@
  *  - 2 servers x 2 workers over three hosts train and evaluate, reaching the embedded trainer's
  *    Recall@10; every role listened on its own host's address; the secrets' copies are gone afterwards;
  *  - a bad hostfile, a host without the binary and an unreachable host are clear errors; Ctrl-C and
- *    kill -9 of run.sh leave no role running on any host (the first run with roles given as counts
- *    and CURVE keys, the keys dir copied to each host);
+ *    kill -9 of run.sh leave no role running on any host (the first run with roles given as counts,
+ *    CURVE keys and the binary copied to each host);
  *  - fault tolerance across hosts: the link of the host running server 1 and worker 1 is cut mid-run
  *    (`ip link set ... down`), run.sh notices the lost host, restarts both there once the link is back,
  *    the server recovers its shard from the shared checkpoint directory and push log, and the run
@@ -45,6 +45,15 @@ static double now_s(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    /* the namespaces, their sshds and anything left running in them, the bridge and the veths */
+    snprintf(cmd, sizeof cmd, "%s/tests/netns-hosts.sh down %s; rm -rf %s", src, net, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -66,13 +75,18 @@ static int setup(void **state)
     }
     if (rc != 0) {
         print_message("cannot set up the hosts: %s\n", out);
+        teardown(state); /* cmocka runs no group teardown after a failed setup */
         return -1;
     }
     FILE *f = fopen(strcat(strcpy(out, net), "/hosts"), "r");
-    if (!f) return -1;
-    for (int i = 0; i < 3; i++)
-        if (fscanf(f, "%31s", host[i]) != 1) return fclose(f), -1;
-    fclose(f);
+    int n = 0;
+    for (; f && n < 3; n++)
+        if (fscanf(f, "%31s", host[n]) != 1) break;
+    if (f) fclose(f);
+    if (n != 3) {
+        teardown(state);
+        return -1;
+    }
     char cmd[1024];
     snprintf(
         cmd, sizeof cmd,
@@ -80,16 +94,11 @@ static int setup(void **state)
         "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 "
         "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s3 --shards 3 2>/dev/null",
         bin, dir, bin, dir, dir, dir, bin, dir, dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[512];
-    /* the namespaces, their sshds and anything left running in them, the bridge and the veths */
-    snprintf(cmd, sizeof cmd, "%s/tests/netns-hosts.sh down %s; rm -rf %s", src, net, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    if (system(cmd) != 0) {
+        teardown(state);
+        return -1;
+    }
+    return 0;
 }
 
 static double recall_of(const char *model)
@@ -193,6 +202,7 @@ static void calm_run(void)
     assert_non_null(w0);
     assert_non_null(strstr(w0 + 1, want));
     assert_run_dirs_gone(out);
+    assert_int_not_equal(run(NULL, 0, "test -e %s/logs-calm/.launch", dir), 0); /* run.sh's own files too */
     assert_int_equal(roles_left(), 0);
 }
 
@@ -218,7 +228,7 @@ static void test_errors_and_stopping(void **state)
     assert_non_null(strstr(out, "exactly one coord"));
     /* no binary at that path on the third host: named before any role starts */
     hostfile("hosts-nobin", "%s coord server\n%s worker\n%s worker bin=/nonexistent/psrec\n");
-    assert_int_equal(run(out, sizeof out, RUNSH "--hosts hosts-nobin -- --data s2", RUNSH_ARGS), 2);
+    assert_int_equal(run(out, sizeof out, RUNSH "--hosts hosts-nobin --logs logs-err -- --data s2", RUNSH_ARGS), 2);
     assert_non_null(strstr(out, "no executable psrec at /nonexistent/psrec"));
     /* a host that does not answer (an address nobody has on the bridge) */
     char unreachable[32];
@@ -226,7 +236,8 @@ static void test_errors_and_stopping(void **state)
     char text[256];
     snprintf(text, sizeof text, "%%1$s coord server worker\n%s worker\n", unreachable);
     hostfile("hosts-down", text);
-    assert_int_equal(run(out, sizeof out, RUNSH "--hosts hosts-down --host-timeout 3 -- --data s2", RUNSH_ARGS), 2);
+    assert_int_equal(
+        run(out, sizeof out, RUNSH "--hosts hosts-down --host-timeout 3 --logs logs-err -- --data s2", RUNSH_ARGS), 2);
     char want[96];
     snprintf(want, sizeof want, "cannot set up %s", unreachable);
     assert_non_null(strstr(out, want));
@@ -247,7 +258,7 @@ static void test_errors_and_stopping(void **state)
             snprintf(cmd, sizeof cmd,
                      RUNSH "--hosts %s --port %d --logs logs-stop%d -- --data %s --epochs 100000 --dim 8 "
                            "--negatives 64 > %s 2>&1",
-                     RUNSH_ARGS, sig == 0 ? "hosts-plain --servers 2 --workers 3 --secure" : "hosts-named",
+                     RUNSH_ARGS, sig == 0 ? "hosts-plain --servers 2 --workers 3 --secure --copy-bin" : "hosts-named",
                      7770 + 10 * sig, sig, sig == 0 ? "s3" : "s2", outf);
             execl("/bin/bash", "bash", "-c", cmd, (char *)NULL);
             _exit(127);
@@ -269,6 +280,12 @@ static void test_errors_and_stopping(void **state)
             assert_non_null(strstr(out, want));
             assert_int_equal(run(out, sizeof out, "cat %s/logs-stop0/*.log", dir), 0);
             assert_non_null(strstr(out, "connection security: curve"));
+            /* --copy-bin: the six roles run the copy in their host's run directory */
+            assert_int_equal(run(out, sizeof out,
+                                 "for p in $(pgrep -x psrec); do readlink /proc/$p/exe; done | grep -c "
+                                 "'^/tmp/psrec-remote-.*/psrec$'"),
+                             0);
+            assert_int_equal(atoi(out), 6);
         }
         assert_int_equal(kill(pid, sig == 0 ? SIGINT : SIGKILL), 0);
         int st;
@@ -288,7 +305,7 @@ static void test_errors_and_stopping(void **state)
             assert_run_dirs_gone(out);
         } else { /* no EXIT trap ran: the run directories stay (documented); remove them here */
             assert_int_equal(run(NULL, 0,
-                                 "sed -n 's/.*run directory \\(\\/tmp\\/psrec-run-[A-Za-z0-9]*\\).*/\\1/p' %s "
+                                 "sed -n 's/.*run directory \\(\\/tmp\\/psrec-remote-[A-Za-z0-9]*\\).*/\\1/p' %s "
                                  "| xargs -r rm -rf",
                                  outf),
                              0);

@@ -40,6 +40,14 @@ static double now_s(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s/tests/slurm-local.sh down %s; rm -rf %s", src, sl, dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -63,6 +71,7 @@ static int setup(void **state)
     }
     if (rc != 0) {
         print_message("cannot start Slurm: %s\n", out);
+        teardown(state); /* cmocka runs no group teardown after a failed setup */
         return -1;
     }
     char cmd[1024];
@@ -71,18 +80,14 @@ static int setup(void **state)
              "2>/dev/null && %s prep --in %s/data/train.txt --items %s/data/items.tsv --out %s/s2 --shards 2 "
              "2>/dev/null",
              bin, dir, bin, dir, dir, dir);
-    if (system(cmd) != 0) return -1;
-    snprintf(cmd, sizeof cmd,
-             "%s train --data %s/s2 --model %s/emb --threads 2 --servers 2 --quiet " OPTS " >/dev/null", bin, dir, dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s/tests/slurm-local.sh down %s; rm -rf %s", src, sl, dir);
-    return system(cmd) == 0 ? 0 : -1;
+    if (system(cmd) == 0) {
+        snprintf(cmd, sizeof cmd,
+                 "%s train --data %s/s2 --model %s/emb --threads 2 --servers 2 --quiet " OPTS " >/dev/null", bin, dir,
+                 dir);
+        if (system(cmd) == 0) return 0;
+    }
+    teardown(state);
+    return -1;
 }
 
 static double recall_of(const char *model)

@@ -62,7 +62,7 @@ exit $rc'
 
 # prepares a host: sh -c PREP psrec-prep BIN WORKDIR < tar stream; prints the run directory
 PREP_SCRIPT='umask 077
-d=$(mktemp -d "${TMPDIR:-/tmp}/psrec-run-XXXXXX") || exit 1
+d=$(mktemp -d "${TMPDIR:-/tmp}/psrec-remote-XXXXXX") || exit 1
 tar -C "$d" -xf - || { rm -rf "$d"; exit 1; }
 b=$1; [ -n "$b" ] || b=$d/psrec
 [ -x "$b" ] || { echo "no executable psrec at $b on $(hostname) (bin= in the hostfile, --remote-bin, or --copy-bin)" >&2; rm -rf "$d"; exit 3; }
