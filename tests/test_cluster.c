@@ -60,18 +60,6 @@ static double recall_of(const char *model)
     return json_num(out, "recall");
 }
 
-/* A free tcp port on 127.0.0.1 (bound and released; run.sh checks it is still free). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* One worker, one server, synchronous, fixed seed: every transport applies the same updates in the
  * same order, so the models are byte-identical (a stronger check than following the loss curve). */
 static void test_one_worker_equivalence(void **state)
@@ -111,7 +99,7 @@ static void test_run_sh_two_by_two(void **state)
         assert_int_equal(run(out, sizeof out,
                              "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logs22 "
                              "-- --data %s/s2 --model %s/dist %s",
-                             src, bin, free_port(), dir, dir, dir, opts),
+                             src, bin, psrec_test_free_port(), dir, dir, dir, opts),
                          0);
         rd += recall_of("dist") / 2;
     }
@@ -178,7 +166,7 @@ static void on_alarm(int sig)
 static void test_status_and_interrupt(void **state)
 {
     static char out[1 << 14];
-    int port = free_port();
+    int port = psrec_test_free_port();
     char script[512], portarg[16], logs[256], data[256], token[256];
     snprintf(script, sizeof script, "%s/launch/run.sh", src);
     snprintf(token, sizeof token, "%s/int.token", dir); /* the job's token: status needs it too */
@@ -248,7 +236,7 @@ static void test_run_sh_errors(void **state)
     assert_int_equal(run(out, sizeof out,
                          "%s/launch/run.sh --bin %s --port %d --logs %s/logs-bad -- --data %s/none "
                          "--timeout 500",
-                         src, bin, free_port(), dir, dir),
+                         src, bin, psrec_test_free_port(), dir, dir),
                      1);
     assert_non_null(strstr(out, "failed"));
     assert_non_null(strstr(out, "run `psrec prep` first"));

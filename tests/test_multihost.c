@@ -38,13 +38,6 @@ static double calm_recall, total_examples;
 #define json_num psrec_test_json_num
 #define OPTS "--epochs 6 --dim 32 --negatives 256 --seed 4"
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static int teardown(void **state)
 {
     (void)state;
@@ -136,9 +129,9 @@ static int roles_left(void)
 /* Waits (bounded) until no role is left in any namespace; returns the number left. */
 static int wait_no_roles(double deadline_s)
 {
-    double end = now_s() + deadline_s;
+    double end = psrec_test_now() + deadline_s;
     int n;
-    while ((n = roles_left()) > 0 && now_s() < end)
+    while ((n = roles_left()) > 0 && psrec_test_now() < end)
         usleep(50000); /* polling a condition */
     return n;
 }
@@ -176,12 +169,12 @@ static void calm_run(void)
     double total = total_examples = json_num(out, "examples");
     double re = recall_of("emb");
     hostfile("hosts-named", "# three hosts\n%s coord\n%s server worker   # rank 0 of each\n%s server worker\n");
-    double t0 = now_s();
+    double t0 = psrec_test_now();
     assert_int_equal(run(out, sizeof out,
                          RUNSH "--hosts hosts-named --port 7750 --logs logs-calm -- --data s2 --model calm " OPTS,
                          RUNSH_ARGS),
                      0);
-    double secs = now_s() - t0;
+    double secs = psrec_test_now() - t0;
     calm_recall = recall_of("calm");
     print_message("Recall@10 embedded %.4f, 2x2 over three hosts %.4f (run.sh took %.1f s)\n", re, calm_recall, secs);
     assert_true(re > 0.1);
@@ -264,9 +257,9 @@ static void test_errors_and_stopping(void **state)
             _exit(127);
         }
         /* training has started on every host: both workers' progress shows in the combined line */
-        double end = now_s() + 30;
+        double end = psrec_test_now() + 30;
         int started = 0;
-        while (!started && now_s() < end) {
+        while (!started && psrec_test_now() < end) {
             run(out, sizeof out, "cat %s", outf);
             started = strstr(out, sig == 0 ? "workers: 3/3" : "workers: 2/2") != NULL;
             if (!started) usleep(50000);
@@ -311,8 +304,8 @@ static void test_errors_and_stopping(void **state)
                              0);
         }
         /* the ssh clients run.sh started, and the wrappers on the hosts, are gone too */
-        end = now_s() + 10;
-        while (run(out, sizeof out, "pgrep -f '[p]srec-role' | wc -l") == 0 && atoi(out) > 0 && now_s() < end)
+        end = psrec_test_now() + 10;
+        while (run(out, sizeof out, "pgrep -f '[p]srec-role' | wc -l") == 0 && atoi(out) > 0 && psrec_test_now() < end)
             usleep(50000);
         assert_int_equal(atoi(out), 0);
     }
@@ -342,8 +335,8 @@ static void test_link_cut(void **state)
         _exit(127);
     }
     /* mid-run: a complete checkpoint round with at least 30% of the examples trained */
-    double end = now_s() + 60, at = 0;
-    while (at < 0.3 * total_examples && now_s() < end) {
+    double end = psrec_test_now() + 60, at = 0;
+    while (at < 0.3 * total_examples && psrec_test_now() < end) {
         if (run(out, sizeof out, "grep -so 'complete ([0-9.]* s, [0-9]* examples' %s/logs-cut/coord.log | tail -1",
                 dir) == 0 &&
             strchr(out, ','))
@@ -352,24 +345,24 @@ static void test_link_cut(void **state)
     }
     print_message("cutting the link after a round at %.0f of %.0f examples\n", at, total_examples);
     assert_true(at >= 0.3 * total_examples);
-    double t_cut = now_s();
+    double t_cut = psrec_test_now();
     assert_int_equal(run(out, sizeof out, "%s/tests/netns-hosts.sh cut %s 3", src, net), 0);
     /* run.sh notices that it lost the host (its ssh sessions get no keepalive answers) */
-    end = now_s() + 30;
+    end = psrec_test_now() + 30;
     int lost = 0;
-    while (lost < 2 && now_s() < end) {
+    while (lost < 2 && psrec_test_now() < end) {
         run(out, sizeof out, "grep -c 'lost the connection to %s' %s", host[2], outf);
         lost = atoi(out);
         if (lost < 2) usleep(50000);
     }
-    double t_lost = now_s();
+    double t_lost = psrec_test_now();
     assert_int_equal(run(NULL, 0, "%s/tests/netns-hosts.sh heal %s 3", src, net), 0);
     print_message("link down for %.1f s: run.sh saw %d role(s) lost on %s\n", t_lost - t_cut, lost, host[2]);
     assert_int_equal(lost, 2);
     /* the run completes by itself */
-    end = now_s() + 90;
+    end = psrec_test_now() + 90;
     int st = 0, done = 0;
-    while (!done && now_s() < end) {
+    while (!done && psrec_test_now() < end) {
         done = waitpid(pid, &st, WNOHANG) == pid;
         if (!done) usleep(50000);
     }
@@ -382,7 +375,7 @@ static void test_link_cut(void **state)
     assert_true(done);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
-    print_message("the run took %.1f s in all\n", now_s() - t_cut);
+    print_message("the run took %.1f s in all\n", psrec_test_now() - t_cut);
     assert_non_null(strstr(out, "server-1 on"));
     assert_non_null(strstr(out, "restarting it"));
     char want[96];

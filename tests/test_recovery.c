@@ -58,13 +58,6 @@ static int teardown(void **state)
     return system(cmd);
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static double recall_of(const char *model)
 {
     static char out[8192];
@@ -93,8 +86,8 @@ static unsigned long newest_round(const char *ckpt)
 /* Waits (bounded) until ckpt has a complete round newer than `after`, or pid exited. 1 = found. */
 static int wait_round(const char *ckpt, unsigned long after, pid_t pid, double deadline_s)
 {
-    double end = now_s() + deadline_s;
-    while (now_s() < end) {
+    double end = psrec_test_now() + deadline_s;
+    while (psrec_test_now() < end) {
         if (newest_round(ckpt) > after) return 1;
         if (pid > 0 && waitpid(pid, NULL, WNOHANG) == pid) return 0;
         usleep(20000); /* polling a condition, not a delay standing in for one */
@@ -124,9 +117,9 @@ static pid_t spawn(const char *fmt, ...)
 /* Waits for pid with a deadline; kills its group and fails the test when it is exceeded. */
 static int wait_exit(pid_t pid, double deadline_s)
 {
-    double end = now_s() + deadline_s;
+    double end = psrec_test_now() + deadline_s;
     int st;
-    while (now_s() < end) {
+    while (psrec_test_now() < end) {
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         usleep(20000);
@@ -135,17 +128,6 @@ static int wait_exit(pid_t pid, double deadline_s)
     waitpid(pid, &st, 0);
     print_message("process %d did not finish within %.0f s\n", (int)pid, deadline_s);
     return -1;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 #define OPTS "--epochs 10 --dim 64 --negatives 1024 --seed 4 --threads 2 --servers 2"
@@ -249,7 +231,7 @@ static void test_chaos(void **state)
         assert_int_equal(run(out, sizeof out,
                              "%s/launch/run.sh --quiet --bin %s --servers 2 --workers 2 --port %d --logs %s/calm -- "
                              "--data %s/s2 --model %s/calm %s",
-                             src, bin, free_port(), dir, dir, dir, opts),
+                             src, bin, psrec_test_free_port(), dir, dir, dir, opts),
                          0);
         rcalm += recall_of("calm") / RUNS;
     }
@@ -259,7 +241,7 @@ static void test_chaos(void **state)
         char ck[128], name[32];
         snprintf(ck, sizeof ck, "%s/ck3-%d", dir, k);
         snprintf(name, sizeof name, "chaos%d", k);
-        int port = free_port();
+        int port = psrec_test_free_port();
         pid_t pid = spawn("exec %s/launch/run.sh --quiet --restart --bin %s --servers 2 --workers 2 --port %d --logs "
                           "%s/%s -- --data %s/s2 --model %s/%s %s --checkpoint-dir %s --checkpoint-every 0.1s "
                           "--durability log > %s/%s.out 2>&1",

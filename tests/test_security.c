@@ -66,20 +66,9 @@ static int teardown(void **state)
     return psrec_test_rmtmp();
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void test_token(void **state)
 {
-    int port = free_port();
+    int port = psrec_test_free_port();
     /* no token at all: refused with the way to make one */
     assert_int_equal(run(out, sizeof out, "%s coord --data %s/s1 --bind tcp://127.0.0.1:%d", bin, dir, port), 2);
     assert_non_null(strstr(out, "psrec keygen --token"));
@@ -139,7 +128,7 @@ static void test_token(void **state)
 /* Job A alone, or with job B's server and worker aimed at A's coordinator first (same job id). */
 static void run_job_a(const char *model, int with_b)
 {
-    int pa = free_port();
+    int pa = psrec_test_free_port();
     assert_int_equal(
         run(out, sizeof out,
             "cd %s && (timeout 60 %s coord --bind tcp://127.0.0.1:%d --job-id 1 --token-file a.token " TRAIN
@@ -185,7 +174,7 @@ static void test_curve(void **state)
         print_message("this libzmq has no CURVE (zmq_has(\"curve\") is false): the --secure tests are skipped\n");
         skip();
     }
-    int port = free_port();
+    int port = psrec_test_free_port();
     /* keys for the job; an intruder with its own client key and the job's server.pub */
     assert_int_equal(
         run(out, sizeof out,
@@ -223,7 +212,7 @@ static void test_curve(void **state)
     assert_int_equal(run(out, sizeof out,
                          "%s/launch/run.sh --bin %s --port %d --logs %s/run-secure --quiet --secure -- --data %s/s1 "
                          "--epochs 1 --dim 8 --negatives 32",
-                         src, bin, free_port(), dir, dir),
+                         src, bin, psrec_test_free_port(), dir, dir),
                      0);
     assert_int_equal(run(out, sizeof out, "grep -c 'connection security: curve' %s/run-secure/coord.log", dir), 0);
     assert_int_equal(run(out, sizeof out, "stat -c %%a %s/run-secure/keys/client.key", dir), 0);

@@ -33,13 +33,6 @@ static double ref_recall;
 #define json_num psrec_test_json_num
 #define OPTS "--epochs 6 --dim 32 --negatives 256 --seed 4"
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static int teardown(void **state)
 {
     (void)state;
@@ -129,11 +122,11 @@ static void test_salloc_steps_and_restart(void **state)
         _exit(127);
     }
     /* the roles are job steps named after them; wait for all five, then for a complete round */
-    double end = now_s() + 30;
+    double end = psrec_test_now() + 30;
     const char *want[5] = {" psrec-coord\n", " psrec-server-0\n", " psrec-server-1\n", " psrec-worker-0\n",
                            " psrec-worker-1\n"};
     int seen = 0;
-    while (seen < 5 && now_s() < end) {
+    while (seen < 5 && psrec_test_now() < end) {
         run(out, sizeof out, "squeue -h -s -o '%%i %%j'");
         seen = 0;
         for (int i = 0; i < 5; i++)
@@ -143,7 +136,7 @@ static void test_salloc_steps_and_restart(void **state)
     print_message("job steps:\n%s", out);
     assert_int_equal(seen, 5);
     int round = 0;
-    while (!round && now_s() < end) {
+    while (!round && psrec_test_now() < end) {
         round = run(NULL, 0, "ls %s/ck/round-*/MANIFEST", dir) == 0;
         if (!round) usleep(20000);
     }
@@ -154,9 +147,9 @@ static void test_salloc_steps_and_restart(void **state)
                          "test -n \"$st\" && scancel --signal=KILL \"$st\" && echo \"$st\""),
                      0);
     print_message("killed step %s", out);
-    end = now_s() + 60;
+    end = psrec_test_now() + 60;
     int st = 0, done = 0;
-    while (!done && now_s() < end) {
+    while (!done && psrec_test_now() < end) {
         done = waitpid(pid, &st, WNOHANG) == pid;
         if (!done) usleep(50000);
     }

@@ -1,14 +1,20 @@
 /* test_util.h: helpers shared by the test executables (header-only, since each test is one .c file;
  * include after <cmocka.h>): a temporary directory per test group, running a shell command with its
- * output captured, and reading a number out of a JSON line. */
+ * output captured, reading a number out of a JSON line, a monotonic clock for deadlines, and a free
+ * tcp port on 127.0.0.1. */
 #ifndef PSREC_TEST_UTIL_H
 #define PSREC_TEST_UTIL_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static char psrec_test_tmp[64];
 
@@ -59,6 +65,26 @@ static inline double psrec_test_json_num(const char *text, const char *key)
     const char *p = strstr(text, pat);
     assert_non_null(p);
     return atof(p + strlen(pat));
+}
+
+/* Monotonic seconds (for deadlines when waiting on a condition). */
+static inline double psrec_test_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* A tcp port on 127.0.0.1 that was free a moment ago (bound and released). */
+static inline int psrec_test_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
 }
 
 #endif
