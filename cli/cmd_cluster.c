@@ -127,6 +127,13 @@ int psrec_cmd_server(int argc, char **argv)
                 "psrec server: stopped after %" PRIu64 " requests (%" PRIu64 " errors, %" PRIu64
                 " duplicate pushes), %" PRIu64 " rows pulled, %" PRIu64 " pushed; holds %" PRIu64 " rows (%.1f MB)\n",
                 st.requests, st.errors, st.duplicates, st.rows_pulled, st.rows_pushed, rows, bytes / 1e6);
+        for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) { /* what each table's rows really cost */
+            psrec_table_conf_t tc;
+            if (psrec_store_table_conf(psrec_server_store(s), t, &tc)) continue;
+            fprintf(stderr, "psrec server:   table %u: %" PRIu64 " rows of %u (%s, %s), %.1f bytes/row\n", t,
+                    psrec_store_rows(psrec_server_store(s), t), tc.dim, psrec_row_dtype_name(tc.dtype),
+                    psrec_opt_name(tc.opt.kind), psrec_store_bytes_per_row(psrec_server_store(s), t));
+        }
         if (st.checkpoints || st.log_commits)
             fprintf(stderr,
                     "psrec server: %" PRIu64 " snapshot(s) taken; push log: %" PRIu64 " records in %" PRIu64
