@@ -4,6 +4,7 @@
  * Thread model: a psrec_dfile_t is used by one thread; the functions keep no global state. */
 #include "common/durable.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -250,5 +251,58 @@ psrec_err psrec_mkdirs(const char *path, char *err)
             buf[i] = c;
         }
     }
+    return PSREC_OK;
+}
+
+static int cmp_u64_asc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+psrec_err psrec_dir_numbers(const char *dir, const char *prefix, const char *suffix, uint64_t **out, size_t *n,
+                            char *err)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        int e = errno;
+        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", dir, strerror(e));
+    }
+    size_t pl = strlen(prefix), cap = 0;
+    uint64_t *v = NULL;
+    psrec_err rc = PSREC_OK;
+    for (struct dirent *de; (de = readdir(d));) {
+        const char *s = de->d_name;
+        if (strncmp(s, prefix, pl) != 0) continue;
+        size_t dl = strspn(s + pl, "0123456789");
+        if (dl < 6 || dl > 20 || strcmp(s + pl + dl, suffix) != 0) continue;
+        errno = 0;
+        unsigned long long x = strtoull(s + pl, NULL, 10);
+        char canon[512];
+        if (errno || (size_t)snprintf(canon, sizeof canon, "%s%06llu%s", prefix, x, suffix) >= sizeof canon ||
+            strcmp(canon, s) != 0)
+            continue; /* "round-0000007" is not a name psrec writes */
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            uint64_t *nv = realloc(v, nc * sizeof *nv);
+            if (!nv) {
+                rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        v[(*n)++] = x;
+    }
+    closedir(d);
+    if (rc) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    if (*n) qsort(v, *n, sizeof *v, cmp_u64_asc);
+    *out = v;
     return PSREC_OK;
 }

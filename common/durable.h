@@ -43,6 +43,12 @@ psrec_err psrec_dfile_read_all(const char *path, void **buf, size_t *len, char *
  * *payload_len gets the payload size. Same codes as psrec_dfile_read_all. */
 psrec_err psrec_dfile_verify(const char *path, uint64_t *payload_len, char *err) PSREC_MUST_CHECK;
 
+/* The numbers N of the entries of dir named exactly prefix + N + suffix, with N printed as "%06llu"
+ * prints it (6 to 20 digits, no other spelling), in ascending order; the caller frees *out (NULL when
+ * *n = 0). A missing directory is PSREC_ENOTFOUND, another failure to read it PSREC_EIO. */
+psrec_err psrec_dir_numbers(const char *dir, const char *prefix, const char *suffix, uint64_t **out, size_t *n,
+                            char *err) PSREC_MUST_CHECK;
+
 /* mkdir -p; existing directories are fine. */
 psrec_err psrec_mkdirs(const char *path, char *err) PSREC_MUST_CHECK;
 

@@ -350,59 +350,19 @@ psrec_err psrec_manifest_read(const char *dir, uint64_t round, psrec_manifest_t 
 
 /* ---- finding and pruning rounds ---- */
 
-static int cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
 /* The round numbers of dir's "round-NNNNNN" directories, newest first (malloc'ed; *n of them). */
 static psrec_err list_rounds(const char *dir, uint64_t **out, size_t *n, char *err)
 {
     *out = NULL;
     *n = 0;
     if (check_dir(dir, err)) return PSREC_EINVAL;
-    DIR *d = opendir(dir);
-    if (!d) {
-        int e = errno;
-        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open checkpoint directory: %s",
-                          dir, strerror(e));
+    psrec_err rc = psrec_dir_numbers(dir, ROUND_PREFIX, "", out, n, err);
+    if (rc) return psrec_fail(err, rc, "checkpoint directory %s", err);
+    for (size_t i = 0; i < *n / 2; i++) { /* newest first */
+        uint64_t t = (*out)[i];
+        (*out)[i] = (*out)[*n - 1 - i];
+        (*out)[*n - 1 - i] = t;
     }
-    uint64_t *v = NULL;
-    size_t cap = 0;
-    struct dirent *de;
-    psrec_err rc = PSREC_OK;
-    while ((de = readdir(d))) {
-        /* "round-" and 6..20 digits, exactly as psrec_manifest_round_dir prints the number */
-        if (strncmp(de->d_name, ROUND_PREFIX, strlen(ROUND_PREFIX)) != 0) continue;
-        const char *q = de->d_name + strlen(ROUND_PREFIX);
-        size_t dl = strlen(q);
-        if (dl < 6 || dl > 20 || strspn(q, "0123456789") != dl) continue;
-        errno = 0;
-        uint64_t r = strtoull(q, NULL, 10);
-        char canon[64];
-        snprintf(canon, sizeof canon, ROUND_PREFIX "%06llu", (unsigned long long)r);
-        if (errno || strcmp(canon, de->d_name) != 0) continue;
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            uint64_t *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) {
-                rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        v[(*n)++] = r;
-    }
-    closedir(d);
-    if (rc) {
-        free(v);
-        *n = 0;
-        return rc;
-    }
-    if (*n) qsort(v, *n, sizeof *v, cmp_desc);
-    *out = v;
     return PSREC_OK;
 }
 

@@ -32,7 +32,6 @@
  * offset, which the owner does not change until finish_sealed(). */
 #include "ps/pushlog.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -550,60 +549,13 @@ void psrec_pushlog_close(psrec_pushlog_t **pl)
 
 /* ---- segments of a directory ---- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* rank's segment numbers in dir, ascending (malloc'ed). A missing directory has none. */
 static psrec_err list_segments(const char *dir, uint32_t rank, uint64_t **out, size_t *n, char *err)
 {
-    *out = NULL;
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        if (errno == ENOENT) return PSREC_OK;
-        return psrec_fail(err, PSREC_EIO, "%s: cannot open: %s", dir, strerror(errno));
-    }
     char prefix[64];
-    int pl = snprintf(prefix, sizeof prefix, "pushlog-%u-", rank);
-    uint64_t *v = NULL;
-    size_t cap = 0;
-    psrec_err rc = PSREC_OK;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *s = de->d_name;
-        if (strncmp(s, prefix, (size_t)pl) != 0) continue;
-        const char *q = s + pl;
-        size_t dl = strspn(q, "0123456789");
-        if (dl < 6 || dl > 20 || strcmp(q + dl, ".log") != 0) continue;
-        errno = 0;
-        uint64_t seg = strtoull(q, NULL, 10);
-        char canon[96];
-        snprintf(canon, sizeof canon, "%s%06llu.log", prefix, (unsigned long long)seg);
-        if (errno || strcmp(canon, s) != 0) continue;
-        if (*n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            uint64_t *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) {
-                rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        v[(*n)++] = seg;
-    }
-    closedir(d);
-    if (rc) {
-        free(v);
-        *n = 0;
-        return rc;
-    }
-    if (*n) qsort(v, *n, sizeof *v, cmp_u64);
-    *out = v;
-    return PSREC_OK;
+    snprintf(prefix, sizeof prefix, "pushlog-%u-", rank);
+    psrec_err rc = psrec_dir_numbers(dir, prefix, ".log", out, n, err);
+    return rc == PSREC_ENOTFOUND ? PSREC_OK : rc; /* no directory yet: nothing logged */
 }
 
 psrec_err psrec_pushlog_replay(const char *dir, uint32_t rank, uint64_t from_segment, psrec_logrec_fn fn, void *ctx,
