@@ -19,7 +19,6 @@
  * Thread model: psrec_coord_run on one thread; psrec_coord_stop from any thread (atomic flag). */
 #include "ps/coord.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -852,6 +851,8 @@ static void abandon_round(psrec_coord_t *c, const char *why, uint32_t rank)
     c->dirty = 2;
 }
 
+_Static_assert(PSREC_MANIFEST_MAX_FILES >= PSREC_WIRE_NSLOTS, "a manifest lists one snapshot per server");
+
 /* Every member did its part of the round: write its manifest, prune old rounds. */
 static void complete_round(psrec_coord_t *c, int64_t now)
 {
@@ -859,14 +860,18 @@ static void complete_round(psrec_coord_t *c, int64_t now)
         if (c->servers[i].ckpt_done != c->round) return;
     for (int i = 0; i < c->n_workers; i++)
         if (c->workers[i].ckpt_done != c->round) return;
-    char names[PSREC_MANIFEST_MAX_FILES][64];
-    uint64_t bytes[PSREC_MANIFEST_MAX_FILES];
+    int nf = c->n_servers; /* <= PSREC_WIRE_NSLOTS = PSREC_MANIFEST_MAX_FILES */
+    char(*names)[64] = malloc((size_t)nf * sizeof *names);
+    uint64_t *bytes = malloc((size_t)nf * sizeof *bytes);
+    if (!names || !bytes) {
+        free(names), free(bytes);
+        return; /* tried again at the next tick */
+    }
     uint64_t steps = 0, examples = 0;
     for (int i = 0; i < c->n_workers; i++)
         steps += c->workers[i].step;
     for (uint32_t i = 0; i < c->nshards; i++)
         examples += c->round_prog[i].examples;
-    int nf = c->n_servers < PSREC_MANIFEST_MAX_FILES ? c->n_servers : PSREC_MANIFEST_MAX_FILES;
     for (int i = 0; i < nf; i++) {
         snprintf(names[i], sizeof names[i], "server-%d.snap", i);
         bytes[i] = c->servers[i].ckpt_bytes;
@@ -886,6 +891,7 @@ static void complete_round(psrec_coord_t *c, int64_t now)
                            .shards = c->round_prog};
     char err[PSREC_ERRBUF];
     psrec_err rc = psrec_manifest_write(c->ckpt_dir, &mf, err);
+    free(names), free(bytes);
     if (rc) {
         fprintf(stderr, "psrec coord: checkpoint round %llu abandoned: %s\n", (unsigned long long)c->round, err);
     } else {
@@ -1080,15 +1086,12 @@ static psrec_err load_state(psrec_coord_t *c, const char *path, int *loaded, cha
 /* The highest N of the round-N directories in dir (complete or not), 0 if none. */
 static uint64_t newest_round_dir(const char *dir)
 {
-    uint64_t best = 0;
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        unsigned long long r;
-        char tail;
-        if (sscanf(e->d_name, "round-%llu%c", &r, &tail) == 1 && r > best) best = r;
-    }
-    closedir(d);
+    uint64_t *v = NULL, best;
+    size_t n = 0;
+    char err[PSREC_ERRBUF];
+    psrec_err rc = psrec_dir_numbers(dir, "round-", "", &v, &n, err);
+    best = !rc && n ? v[n - 1] : 0; /* ascending */
+    free(v);
     return best;
 }
 

@@ -346,15 +346,16 @@ static psrec_err replay_one(const psrec_logrec_t *r, void *ctx, char *err)
 }
 
 /* The newest push-log segment of this rank at or above from (from if there is none). */
-static uint64_t newest_segment(const psrec_server_t *s, uint64_t from)
+static psrec_err newest_segment(const psrec_server_t *s, uint64_t from, uint64_t *seg, char *err)
 {
-    char path[4096];
-    uint64_t best = from;
-    for (uint64_t seg = from; seg < from + 4096; seg++) { /* segments are round numbers: few, consecutive */
-        snprintf(path, sizeof path, "%s/pushlog-%u-%06llu.log", s->ckpt_dir, s->rank, (unsigned long long)seg);
-        if (access(path, F_OK) == 0) best = seg;
-    }
-    return best;
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "pushlog-%u-", s->rank);
+    uint64_t *v = NULL;
+    size_t n = 0;
+    psrec_err rc = psrec_dir_numbers(s->ckpt_dir, prefix, ".log", &v, &n, err);
+    *seg = n && v[n - 1] > from ? v[n - 1] : from; /* ascending */
+    free(v);
+    return rc == PSREC_ENOTFOUND ? PSREC_OK : rc;
 }
 
 /* At registration: the newest complete round, then (a restart with --durability log) the push log. */
@@ -390,7 +391,7 @@ static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
         uint64_t seg = round;
         if (reg->replay_log) {
             rc = psrec_pushlog_replay(s->ckpt_dir, s->rank, round, replay_one, s, NULL, err);
-            seg = newest_segment(s, round);
+            if (!rc) rc = newest_segment(s, round, &seg, err);
         } else {
             rc = psrec_pushlog_discard(s->ckpt_dir, s->rank, round, err); /* a new run from the round */
         }
@@ -818,6 +819,7 @@ static psrec_err on_dump(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
 
 /* Commits the push log, then sends the acknowledgements it held. A failed commit stops the server. */
 static psrec_err flush_acks(psrec_server_t *s, char *fatal);
+static psrec_err take_snapshot(psrec_server_t *s, uint64_t round, char *err);
 
 static psrec_err on_checkpoint(psrec_server_t *s, const psrec_wire_msg_t *m, char *err)
 {
@@ -829,10 +831,31 @@ static psrec_err on_checkpoint(psrec_server_t *s, const psrec_wire_msg_t *m, cha
                           s->rank);
     uint64_t round = h->checkpoint_round;
     if (round == 0) return psrec_fail(err, PSREC_EINVAL, "CHECKPOINT without a round");
-    if (round == s->taken) return PSREC_OK; /* a retry: the snapshot is on its way */
+    if (round == s->taken) { /* a retry: the snapshot is on its way, or failed */
+        if (s->reported == round && s->reported_err)
+            return psrec_fail(err, s->reported_err, "the snapshot of round %llu failed", (unsigned long long)round);
+        return PSREC_OK;
+    }
     if (round < s->taken)
         return psrec_fail(err, PSREC_ESTALE, "CHECKPOINT round %llu, round %llu was taken already",
                           (unsigned long long)round, (unsigned long long)s->taken);
+    /* from here on a failure is the round's, not the request's: the coordinator hears it in the next
+     * heartbeat and abandons the round, and training goes on */
+    if ((rc = take_snapshot(s, round, err))) {
+        if (s->log_failed) return rc; /* the log itself failed: the server stops */
+        fprintf(stderr, "psrec server %u: checkpoint round %llu: %s\n", s->rank, (unsigned long long)round, err);
+        s->taken = s->reported = round;
+        s->reported_bytes = 0;
+        s->reported_err = rc;
+        clock_gettime(CLOCK_MONOTONIC, &s->hb_next);
+    }
+    return rc;
+}
+
+/* Rotates the push log and fork()s the child that writes round's snapshot. */
+static psrec_err take_snapshot(psrec_server_t *s, uint64_t round, char *err)
+{
+    psrec_err rc;
     if (s->child > 0) { /* an abandoned round's writer: the new round supersedes it */
         kill(s->child, SIGKILL);
         waitpid(s->child, NULL, 0);

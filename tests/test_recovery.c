@@ -83,6 +83,13 @@ static unsigned long newest_round(const char *ckpt)
     return best;
 }
 
+static unsigned long newest_round_of(const char *d, const char *name)
+{
+    char ck[256];
+    snprintf(ck, sizeof ck, "%s/%s", d, name);
+    return newest_round(ck);
+}
+
 /* Waits (bounded) until ckpt has a complete round newer than `after`, or pid exited. 1 = found. */
 static int wait_round(const char *ckpt, unsigned long after, pid_t pid, double deadline_s)
 {
@@ -217,6 +224,21 @@ static void test_kill_and_resume(void **state)
     assert_non_null(strstr(out, "no complete checkpoint round"));
 }
 
+/* A disk that refuses every write (PSREC_FAULTS write_fail=1): every round is abandoned, training is not. */
+static void test_failing_disk(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    assert_int_equal(run(out, sizeof out,
+                         "PSREC_FAULTS=write_fail=1 %s train --data %s/s2 --epochs 2 --dim 32 --negatives 256 "
+                         "--threads 2 --servers 2 --quiet --checkpoint-dir %s/ckfail --checkpoint-every 0.1s",
+                         bin, dir, dir),
+                     0);
+    assert_true(json_num(out, "examples") == 32000);
+    assert_non_null(strstr(out, "abandoned"));
+    assert_int_equal(newest_round_of(dir, "ckfail"), 0);
+}
+
 /* Chaos: run.sh --restart, 2 servers x 2 workers; kill -9 a server, a worker, the coordinator. */
 static void test_chaos(void **state)
 {
@@ -283,6 +305,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rounds_and_export),
         cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_failing_disk),
         cmocka_unit_test(test_chaos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

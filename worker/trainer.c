@@ -791,7 +791,10 @@ static psrec_err take_part_in_round(worker_t *w, char *err)
     w->round_done = round;
     snprintf(name, sizeof name, "ckpt-%llu", (unsigned long long)round);
     rc = psrec_coord_client_barrier(w->cc, name, w->nworkers, err);
-    if (!rc && w->rank == 0) rc = psrec_remote_checkpoint(w->remote, round, err);
+    if (!rc && w->rank == 0 && psrec_remote_checkpoint(w->remote, round, err))
+        /* a server that cannot snapshot reports it to the coordinator, which abandons the round: the
+         * workers waiting at the next barrier are released, and training goes on */
+        fprintf(stderr, "psrec worker %u: checkpoint round %llu: %s\n", w->rank, (unsigned long long)round, err);
     snprintf(name, sizeof name, "ckpt-%llu-go", (unsigned long long)round);
     if (!rc) rc = psrec_coord_client_barrier(w->cc, name, w->nworkers, err);
     if (rc == PSREC_ESTALE) return PSREC_OK; /* the round was abandoned (a member died): train on */
@@ -878,8 +881,11 @@ static psrec_err worker_start(worker_t *w, char *err)
     pthread_mutex_unlock(&tr->mu);
     if ((rc = alloc_worker(w))) return psrec_fail(err, rc, "cannot allocate worker buffers");
     if (tr->coord && w->ckpt_dir && w->rank == 0 && !w->resumed) {
-        /* the model's shape next to the rounds: `psrec export --checkpoint` needs no running cluster */
-        if ((rc = psrec_model_save_conf(w->ckpt_dir, &tr->mconf, err))) return rc;
+        /* the model's shape next to the rounds: `psrec export --checkpoint` needs no running cluster; a
+         * disk that refuses it costs that export, not the training */
+        char e[PSREC_ERRBUF];
+        if (psrec_model_save_conf(w->ckpt_dir, &tr->mconf, e))
+            fprintf(stderr, "psrec worker 0: %s (export --checkpoint will not find the model's shape)\n", e);
     }
     if (tr->coord && !w->resumed) {
         /* rank 0 writes the initial tower weights; nobody trains before they are there */
