@@ -22,6 +22,9 @@ static void usage(FILE *f)
                "  --sampler K         uniform | popularity | inbatch | mixed | hard | all (default uniform)\n"
                "  --alpha A           popularity exponent (default 0.75)\n"
                "  --hard-keep H       hard negatives kept from a uniform pool of S (default S/4)\n"
+               "  --negatives-on W    workers (default) | servers: each parameter server draws S/servers\n"
+               "                      negatives from its own rows and scores them; negative rows never\n"
+               "                      cross the network (uniform sampler, softmax loss; docs/scaling.md)\n"
                "  --temperature T     hard-negative sampling temperature (default 1)\n"
                "  --neg-weight K      logistic loss: weight of the negatives term (default 5)\n"
                "  --gravity L         gravity regularizer lambda (default 0 = off)\n"
@@ -126,6 +129,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"mtbf", 1, 0, 1020},
                                          {"heartbeat-timeout", 1, 0, 1021},
                                          {"row-dtype", 1, 0, 1022},
+                                         {"negatives-on", 1, 0, 1023},
                                          {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
                                          {"secure", 0, 0, PSREC_CLI_SECURE},
                                          {"keys", 1, 0, PSREC_CLI_KEYS},
@@ -310,6 +314,13 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 fprintf(stderr, "psrec %s: --row-dtype: want f32, f16 or bf16, not '%s'\n", cmd, optarg);
                 return 2;
             }
+            break;
+        case 1023:
+            if (strcmp(optarg, "servers") && strcmp(optarg, "workers")) {
+                fprintf(stderr, "psrec %s: --negatives-on: want workers or servers, not '%s'\n", cmd, optarg);
+                return 2;
+            }
+            c.negatives_on_servers = strcmp(optarg, "servers") == 0;
             break;
         case 1021:
             if (psrec_cli_int(cmd, "--heartbeat-timeout", optarg, 100, 3600000, &c.heartbeat_timeout_ms)) return 2;

@@ -49,17 +49,21 @@
 #include "common/durable.h"
 #include "common/idmap.h"
 #include "ps/manifest.h"
+#include "ps/negatives.h"
 #include "ps/pushlog.h"
 #include "ps/snapshot.h"
 #include "common/ratelog.h"
 #include "worker/coord_client.h"
 
-#define POLL_MS 50             /* longest wait before the stop flag and heartbeats are looked at */
-#define BURST 64               /* requests served between two looks at them */
-#define DUMP_PAGE 65536        /* rows per DUMP_OK at most */
-#define MAX_DUMPS 4            /* dump snapshots kept at once */
-#define MAX_SENDERS (1u << 16) /* senders with a duplicate-suppression window */
-#define HWM 1000               /* messages queued per peer */
+#define POLL_MS 50                 /* longest wait before the stop flag and heartbeats are looked at */
+#define BURST 64                   /* requests served between two looks at them */
+#define DUMP_PAGE 65536            /* rows per DUMP_OK at most */
+#define MAX_DUMPS 4                /* dump snapshots kept at once */
+#define MAX_SENDERS (1u << 16)     /* senders with a duplicate-suppression window */
+#define HWM 1000                   /* messages queued per peer */
+#define MAX_NEG_SENDERS 4096       /* senders with a scored batch kept for NEG_APPLY */
+#define NEG_MAX_DRAWS (1u << 20)   /* negatives one NEG_SCORE may ask of a server */
+#define NEG_MAX_CELLS (1ull << 26) /* B x negatives kept per sender (256 MiB of floats) */
 
 typedef struct {
     uint64_t who; /* (role << 32) | rank */
@@ -68,6 +72,15 @@ typedef struct {
     uint64_t window; /* bit i: seq hi - 1 - i applied */
     int any;
 } dedup_t;
+
+/* A sender's scored batch of server-side negatives, kept until its NEG_APPLY (ps/negatives.h). */
+typedef struct {
+    uint64_t who, epoch;
+    uint64_t seq; /* of the NEG_SCORE */
+    uint32_t table;
+    int live;
+    psrec_negpart_t *part;
+} negslot_t;
 
 /* A sender's window as saved in a snapshot (the blob after the rows). */
 typedef struct {
@@ -140,6 +153,9 @@ struct psrec_server {
     psrec_idmap_t *senders; /* (role << 32 | rank) -> index into dd */
     dedup_t *dd;
     size_t ndd, capdd;
+    psrec_idmap_t *negidx; /* (role << 32 | rank) -> index into negs */
+    negslot_t *negs;
+    size_t nnegs, capnegs;
     dump_t dumps[MAX_DUMPS];
     uint64_t tick;
 
@@ -297,6 +313,8 @@ static int owned(uint32_t table, uint64_t key, void *ctx)
 static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out, char *err);
 static void *log_writer(void *p);
 static int seen(const dedup_t *d, uint64_t seq);
+static psrec_err apply_update(psrec_server_t *s, const Psrec__Header *h, dedup_t *d, int push, uint32_t dim,
+                              const uint64_t *keys, size_t n, const float *vals, char *err);
 static void mark(dedup_t *d, uint64_t seq);
 static int grow(void **p, size_t *cap, size_t need, size_t elem);
 
@@ -472,6 +490,7 @@ psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_
     pthread_cond_init(&s->lcv, NULL);
     s->efd = -1;
     psrec_err rc = psrec_idmap_new(&s->senders, 64);
+    if (!rc) rc = psrec_idmap_new(&s->negidx, 64);
     if (!rc) rc = psrec_limits_burst_new(&s->burst, BURST, s->lim.max_inflight);
     if (!rc) rc = psrec_ratelog_new(&s->rlog, stderr, 10000);
     if (rc) rc = psrec_fail(err, rc, "out of memory");
@@ -529,6 +548,10 @@ void psrec_server_destroy(psrec_server_t **ps)
     for (int i = 0; i < MAX_DUMPS; i++)
         free(s->dumps[i].keys);
     free(s->dd);
+    for (size_t i = 0; i < s->nnegs; i++)
+        psrec_negpart_destroy(&s->negs[i].part);
+    free(s->negs);
+    psrec_idmap_destroy(&s->negidx);
     free(s->slot_server);
     free(s->out);
     pthread_mutex_destroy(&s->mu);
@@ -723,8 +746,92 @@ static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t
         return PSREC_OK;
     }
     int push = h->type == PSREC__TYPE__PUSH;
-    rc = push ? psrec_store_push(s->store, h->table, keys, n, m->bulk[1])
-              : psrec_store_set(s->store, h->table, keys, n, m->bulk[1]);
+    if ((rc = apply_update(s, h, d, push, dim, keys, n, m->bulk[1], err))) return rc;
+    if (push)
+        s->st.rows_pushed += n;
+    else
+        s->st.rows_set += n;
+    return PSREC_OK;
+}
+
+/* ---- server-side negatives ---- */
+
+/* The sender's scored-batch slot (created on first use; reset when the sender's epoch moves on). */
+static psrec_err neg_slot(psrec_server_t *s, const Psrec__Header *h, negslot_t **out, char *err)
+{
+    uint64_t who = ((uint64_t)h->role << 32) | h->rank;
+    int found;
+    uint64_t idx = psrec_idmap_get(s->negidx, who, &found);
+    if (!found) {
+        if (s->nnegs >= MAX_NEG_SENDERS)
+            return psrec_fail(err, PSREC_EFULL, "too many senders of negatives (%u)", MAX_NEG_SENDERS);
+        if (grow((void **)&s->negs, &s->capnegs, s->nnegs + 1, sizeof *s->negs) ||
+            psrec_idmap_put(s->negidx, who, s->nnegs))
+            return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        idx = s->nnegs++;
+        s->negs[idx] = (negslot_t){.who = who, .epoch = h->epoch};
+    }
+    negslot_t *n = &s->negs[idx];
+    if (h->epoch > n->epoch) {
+        n->epoch = h->epoch;
+        n->live = 0;
+    }
+    if (!n->part && psrec_negpart_new(&n->part)) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    *out = n;
+    return PSREC_OK;
+}
+
+/* NEG_SCORE: draw this server's share of the negatives from its rows and score them (ps/negatives.h). */
+static psrec_err on_neg_score(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    uint32_t dim;
+    dedup_t *d = NULL;
+    negslot_t *ns = NULL;
+    psrec_err rc = check_table(s, h, &dim, err);
+    if (rc) return rc;
+    uint64_t B = h->count, S = h->negatives, P = h->n_pos;
+    if (B < 1 || B > PSREC_WIRE_MAX_KEYS || P > PSREC_WIRE_MAX_KEYS || S > NEG_MAX_DRAWS || B * S > NEG_MAX_CELLS ||
+        B * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
+        return psrec_fail(err, PSREC_EMSGSIZE, "NEG_SCORE of %llu rows x %llu negatives (%llu positives) is too big",
+                          (unsigned long long)B, (unsigned long long)S, (unsigned long long)P);
+    size_t bytes[3] = {(size_t)B * dim * sizeof(float), ((size_t)B + 1) * sizeof(uint32_t),
+                       (size_t)P * sizeof(uint64_t)};
+    if ((rc = psrec_wire_check_bulk(m, 3, bytes, err))) return rc;
+    const uint32_t *pos_off = m->bulk[1];
+    if (pos_off[B] != P)
+        return psrec_fail(err, PSREC_EPROTO, "NEG_SCORE: offsets end at %u, %llu positives sent", pos_off[B],
+                          (unsigned long long)P);
+    if ((rc = sender(s, h, &d, err)) || (rc = neg_slot(s, h, &ns, err))) return rc;
+    if (grow((void **)&s->out, &s->out_cap, (size_t)B * (dim + 1), sizeof(float)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %llu rows", (unsigned long long)B);
+    psrec_negbatch_t nb = {.B = (int)B, .d = (int)dim, .U = m->bulk[0], .pos_off = pos_off, .pos_key = m->bulk[2]};
+    psrec_rng_t rng;
+    psrec_rng_seed(&rng, h->seed, s->rank); /* the worker's seed, this shard's stream: reproducible */
+    float logE = 0, *lse = s->out, *ybar = s->out + B;
+    ns->live = 0;
+    if ((rc = psrec_negpart_draw_score(ns->part, s->store, h->table, &rng, &nb, (int)S, lse, ybar, &logE, err)))
+        return rc;
+    *ns = (negslot_t){.who = ns->who, .epoch = h->epoch, .seq = h->seq, .table = h->table, .live = 1, .part = ns->part};
+    uint64_t drawn = psrec_store_rows(s->store, h->table) ? S : 0;
+    s->st.neg_scored += drawn;
+    r->h.count = B;
+    r->h.dim = dim;
+    r->h.negatives = (uint32_t)drawn;
+    r->h.neg_log_expected = logE;
+    r->bulk[0] = (psrec_wire_bulk_t){lse, (size_t)B * sizeof(float)};
+    r->bulk[1] = (psrec_wire_bulk_t){ybar, (size_t)B * dim * sizeof(float)};
+    r->nbulk = 2;
+    return PSREC_OK;
+}
+
+/* Applies an update that passed every check, logs it (--durability log) and marks its seq: what a
+ * PUSH, a SET and a NEG_APPLY share. */
+static psrec_err apply_update(psrec_server_t *s, const Psrec__Header *h, dedup_t *d, int push, uint32_t dim,
+                              const uint64_t *keys, size_t n, const float *vals, char *err)
+{
+    psrec_err rc =
+        push ? psrec_store_push(s->store, h->table, keys, n, vals) : psrec_store_set(s->store, h->table, keys, n, vals);
     if (rc) return psrec_fail(err, rc, "%s of %zu rows: %s", push ? "push" : "set", n, psrec_strerror(rc));
     if (s->log) {
         psrec_logrec_t lr = {.type = push ? 1 : 2,
@@ -736,16 +843,52 @@ static psrec_err on_update(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t
                              .seq = h->seq,
                              .n = n,
                              .keys = keys,
-                             .vals = m->bulk[1]};
+                             .vals = vals};
         /* applied but not logged: acknowledging it, or a retry of it, would lose it at a restart */
         if ((rc = psrec_pushlog_append(s->log, &lr, err))) s->log_failed = rc;
         if (rc) return rc;
     }
     mark(d, h->seq);
-    if (push)
-        s->st.rows_pushed += n;
-    else
-        s->st.rows_set += n;
+    return PSREC_OK;
+}
+
+/* NEG_APPLY: the worker's row weights for the batch this sender scored last; the negatives' summed
+ * gradients are pushed through the optimizer like a PUSH of those rows (and logged as one). */
+static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
+{
+    const Psrec__Header *h = m->hdr;
+    uint32_t dim;
+    dedup_t *d = NULL;
+    negslot_t *ns = NULL;
+    psrec_err rc = check_table(s, h, &dim, err);
+    if (rc) return rc;
+    if (h->count < 1 || h->count > PSREC_WIRE_MAX_KEYS)
+        return psrec_fail(err, PSREC_EMSGSIZE, "NEG_APPLY of %llu rows", (unsigned long long)h->count);
+    size_t bytes[1] = {(size_t)h->count * sizeof(float)};
+    if ((rc = psrec_wire_check_bulk(m, 1, bytes, err))) return rc;
+    if ((rc = sender(s, h, &d, err))) return rc;
+    r->h.dim = dim;
+    if (seen(d, h->seq)) {
+        s->st.duplicates++;
+        return PSREC_OK;
+    }
+    if ((rc = neg_slot(s, h, &ns, err))) return rc;
+    int B, pd;
+    psrec_negpart_shape(ns->part, &B, &pd);
+    if (!ns->live || ns->seq != h->score_seq || ns->table != h->table || (uint64_t)B != h->count)
+        return psrec_fail(err, PSREC_ESTALE,
+                          "NEG_APPLY: no scored batch %llu of %llu rows from rank %u here (restarted server, or a "
+                          "newer batch replaced it)",
+                          (unsigned long long)h->score_seq, (unsigned long long)h->count, h->rank);
+    const uint64_t *keys;
+    const float *grads;
+    size_t n;
+    if ((rc = psrec_negpart_gradients(ns->part, m->bulk[0], &keys, &grads, &n, err))) return rc;
+    ns->live = 0;
+    if ((rc = apply_update(s, h, d, 1, dim, keys, n, grads, err))) return rc;
+    s->st.neg_applied += n;
+    s->st.rows_pushed += n;
+    r->h.count = n;
     return PSREC_OK;
 }
 
@@ -1153,6 +1296,14 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
             r.h.type = PSREC__TYPE__SHUTDOWN_OK;
             shutdown = 1;
             break;
+        case PSREC__TYPE__NEG_SCORE:
+            r.h.type = PSREC__TYPE__NEG_SCORE_OK;
+            rc = on_neg_score(s, m, &r, err);
+            break;
+        case PSREC__TYPE__NEG_APPLY:
+            r.h.type = PSREC__TYPE__NEG_APPLY_OK;
+            rc = on_neg_apply(s, m, &r, err);
+            break;
         case PSREC__TYPE__CHECKPOINT:
             r.h.type = PSREC__TYPE__CHECKPOINT_OK;
             r.h.checkpoint_round = h->checkpoint_round;
@@ -1161,7 +1312,8 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
         default: rc = psrec_fail(err, PSREC_EPROTO, "a server does not answer message type %d", (int)h->type);
         }
     }
-    if (rc == PSREC_OK && s->log && (h->type == PSREC__TYPE__PUSH || h->type == PSREC__TYPE__SET)) {
+    if (rc == PSREC_OK && s->log &&
+        (h->type == PSREC__TYPE__PUSH || h->type == PSREC__TYPE__SET || h->type == PSREC__TYPE__NEG_APPLY)) {
         /* acknowledged after the group commit at the end of this burst (flush_acks) */
         if (grow((void **)&s->acks, &s->capacks, s->nacks + 1, sizeof *s->acks) == 0) {
             s->acks[s->nacks++] = (ack_t){.route = *route,

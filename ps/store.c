@@ -838,6 +838,67 @@ void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn
     free(w);
 }
 
+/* Uniform over rows in two stages: a stripe with probability nrows_s / rows (multinomial counts from the
+ * row counts seen under each lock), then a uniformly random occupied hash slot of that stripe (random
+ * slots until one is occupied: the load stays >= 0.47 once a stripe has grown, so ~2 tries per key). */
+psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng, size_t n, uint64_t *keys,
+                             uint64_t *rows)
+{
+    table_t *t = get_table(s, table);
+    *rows = 0;
+    if (!t) return PSREC_ENOTFOUND;
+    if (n == 0) return PSREC_OK;
+    uint64_t *cum = malloc(((size_t)t->nlocks + 1) * sizeof *cum);
+    uint32_t *cnt = calloc(t->nlocks, sizeof *cnt);
+    if (!cum || !cnt) {
+        free(cum);
+        free(cnt);
+        return PSREC_ENOMEM;
+    }
+    cum[0] = 0;
+    for (uint32_t i = 0; i < t->nlocks; i++) {
+        pthread_mutex_lock(&t->stripes[i].mu);
+        cum[i + 1] = cum[i] + t->stripes[i].nrows;
+        pthread_mutex_unlock(&t->stripes[i].mu);
+    }
+    uint64_t total = cum[t->nlocks];
+    if (total == 0) {
+        free(cum);
+        free(cnt);
+        return PSREC_OK;
+    }
+    for (size_t k = 0; k < n; k++) {
+        uint64_t r = psrec_rng_below(rng, total);
+        uint32_t lo = 0, hi = t->nlocks; /* stripe i with cum[i] <= r < cum[i + 1] */
+        while (hi - lo > 1) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (cum[mid] <= r)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        cnt[lo]++;
+    }
+    size_t out = 0;
+    for (uint32_t i = 0; i < t->nlocks; i++) {
+        if (!cnt[i]) continue;
+        stripe_t *st = &t->stripes[i];
+        pthread_mutex_lock(&st->mu); /* rows only grow: the stripe still has rows */
+        for (uint32_t c = 0; c < cnt[i]; c++) {
+            const slot_t *sl;
+            do
+                sl = &st->slots[psrec_rng_below(rng, st->cap)];
+            while (sl->row == EMPTY_ROW);
+            keys[out++] = sl->key;
+        }
+        pthread_mutex_unlock(&st->mu);
+    }
+    free(cum);
+    free(cnt);
+    *rows = total;
+    return PSREC_OK;
+}
+
 void psrec_store_init_row(const psrec_store_t *s, uint32_t table, uint64_t key, float *out)
 {
     const table_t *t = get_table(s, table);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/rng.h"
 
 typedef enum {
     PSREC_OPT_SGD = 0,
@@ -104,6 +105,13 @@ double psrec_store_bytes_per_row(const psrec_store_t *s, uint32_t table);
  * into the store). Order unspecified. */
 typedef void (*psrec_store_row_fn)(uint64_t key, const float *weights, uint32_t dim, void *ctx);
 void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn, void *ctx);
+
+/* Draws n keys uniformly with replacement from the table's materialised rows (each row with
+ * probability 1 / rows), with the caller's rng; *rows gets the row count the draw saw. With no rows,
+ * nothing is drawn and *rows = 0. PSREC_ENOTFOUND for a missing table, PSREC_ENOMEM. Used by servers
+ * that sample negatives from their own shard (ps/negatives.h). */
+psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng, size_t n, uint64_t *keys,
+                             uint64_t *rows) PSREC_MUST_CHECK;
 
 /* ---- raw rows (checkpoints) ---- */
 

@@ -125,6 +125,55 @@ static void test_run_sh_two_by_two(void **state)
     assert_true(mean > 0 && rows[0] <= 1.2 * mean && rows[1] <= 1.2 * mean);
 }
 
+/* --negatives-on servers: with one synchronous worker and two servers, inproc and tcp give
+ * byte-identical models (the servers' draws are seeded by the worker); the model learns as well as
+ * with the worker-side sampler (the same loss, ps/negatives.h); and a 2 x 2 run of processes through
+ * run.sh completes and learns as well as the worker-side path (the bytes each moves are measured in
+ * bench/scaling.sh: on this 1000-item catalogue a batch's positives cover most items anyway). */
+static void test_negatives_on_servers(void **state)
+{
+    static char out[1 << 16];
+    const char *opts = "--threads 1 --servers 2 --sync --epochs 3 --dim 16 --negatives 256 --seed 5 --quiet";
+    const char *modes[] = {"inproc", "tcp"};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(run(out, sizeof out,
+                             "%s train --data %s/s1 --model %s/ns-%s %s --transport %s --negatives-on servers", bin,
+                             dir, dir, modes[i], opts, modes[i]),
+                         0);
+    for (int t = 0; t < 3; t++)
+        assert_int_equal(run(out, sizeof out, "cmp %s/ns-inproc/table-%d.bin %s/ns-tcp/table-%d.bin", dir, t, dir, t),
+                         0);
+    assert_int_equal(run(out, sizeof out, "%s train --data %s/s1 --model %s/nw %s", bin, dir, dir, opts), 0);
+    double rs = recall_of("ns-tcp"), rw = recall_of("nw");
+    print_message("Recall@10 negatives on servers %.4f, on workers %.4f\n", rs, rw);
+    assert_true(rw > 0.1);
+    assert_true(rs >= 0.9 * rw);
+    /* direct mode (a local store plays the one server) learns too */
+    assert_int_equal(run(out, sizeof out,
+                         "%s train --data %s/s2 --model %s/ns-direct --threads 2 --transport direct "
+                         "--epochs 3 --dim 16 --negatives 256 --negatives-on servers --quiet",
+                         bin, dir, dir),
+                     0);
+    assert_true(recall_of("ns-direct") >= 0.9 * rw);
+    /* real processes; wire bytes per example against the worker-side path at S = 2048 */
+    const char *big = "--epochs 2 --dim 32 --negatives 2048 --seed 4";
+    double wire[2];
+    for (int on = 0; on < 2; on++) {
+        assert_int_equal(run(out, sizeof out,
+                             "%s/launch/run.sh --bin %s --servers 2 --workers 2 --port %d --logs %s/logsns%d "
+                             "-- --data %s/s2 --model %s/nsd%d %s --negatives-on %s",
+                             src, bin, psrec_test_free_port(), dir, on, dir, dir, on, big, on ? "servers" : "workers"),
+                         0);
+        assert_int_equal(run(out, sizeof out, "cat %s/logsns%d/worker-0.log", dir, on), 0);
+        wire[on] = json_num(out, "wire_bytes");
+        char name[16];
+        snprintf(name, sizeof name, "nsd%d", on);
+        assert_true(recall_of(name) >= 0.9 * rw);
+    }
+    print_message("wire bytes of worker 0 at S = 2048: %.0f on workers, %.0f on servers\n", wire[0], wire[1]);
+    assert_true(wire[0] > 0 && wire[1] > 0);
+}
+
 /* Bounded staleness: two workers in lock step (k = 0) and with k = 2 finish and learn. */
 static void test_bounded_staleness(void **state)
 {
@@ -248,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_one_worker_equivalence),  cmocka_unit_test(test_run_sh_two_by_two),
         cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness),
         cmocka_unit_test(test_status_and_interrupt),    cmocka_unit_test(test_run_sh_errors),
+        cmocka_unit_test(test_negatives_on_servers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #include "common/rng.h"
 #include "common/wire.h"
+#include "ps/negatives.h"
 #include "ps/server.h"
 
 #define JOB 77
@@ -512,6 +514,129 @@ static void test_duplicates(void **st)
     zmq_ctx_term(z);
 }
 
+/* NEG_SCORE / NEG_APPLY (server-side negatives): the server's draw, scores and update equal the same
+ * ps/negatives.h computation on a reference store built the same way; a repeated NEG_APPLY is not
+ * applied twice, one without its score is ESTALE, malformed ones get error replies and the server
+ * keeps serving. */
+static void neg_score_msg(Psrec__Header *h, psrec_wire_bulk_t *b, uint64_t seq, uint32_t negatives, const float *U,
+                          const uint32_t *off, const uint64_t *pk)
+{
+    hdr(h, PSREC__TYPE__NEG_SCORE, 0, 3, DIM, seq);
+    h->epoch = 1;
+    h->negatives = negatives;
+    h->n_pos = off[3];
+    h->seed = 99;
+    b[0] = (psrec_wire_bulk_t){U, 3 * DIM * sizeof(float)};
+    b[1] = (psrec_wire_bulk_t){off, 4 * sizeof(uint32_t)};
+    b[2] = (psrec_wire_bulk_t){pk, off[3] * sizeof(uint64_t)};
+}
+
+static void test_negatives(void **st)
+{
+    (void)st;
+    void *z = zmq_ctx_new();
+    psrec_server_conf_t c = base_conf("inproc://t-neg");
+    srv_t *x = start(z, &c);
+    void *d = dealer(z, "inproc://t-neg");
+    /* the reference: the server's store layout (seed, 16 stripes), the same rows made the same way */
+    psrec_store_t *ref = NULL;
+    char err[PSREC_ERRBUF];
+    assert_int_equal(psrec_store_new(&ref, 1234, 16), PSREC_OK);
+    assert_int_equal(psrec_store_add_table(ref, 0, &tconf[0], err), PSREC_OK);
+    uint64_t keys[50];
+    float rows[50 * DIM], want[50 * DIM];
+    for (int i = 0; i < 50; i++)
+        keys[i] = (uint64_t)i;
+    pull(d, 0, DIM, keys, 50, rows);
+    assert_int_equal(psrec_store_pull(ref, 0, keys, 50, want), PSREC_OK);
+
+    float U[3 * DIM];
+    for (int i = 0; i < 3 * DIM; i++)
+        U[i] = 0.3f * (float)((i * 7) % 11) - 1.5f;
+    uint32_t off[4] = {0, 1, 2, 2};
+    uint64_t pk[2] = {3, 7};
+    Psrec__Header h;
+    psrec_wire_bulk_t b[3];
+    neg_score_msg(&h, b, 10, 20, U, off, pk);
+    psrec_wire_msg_t m;
+    call(d, &h, b, 3, &m);
+    if (m.hdr->type != PSREC__TYPE__NEG_SCORE_OK) fail_msg("NEG_SCORE: %s", m.hdr->error_text);
+    assert_int_equal(m.hdr->count, 3);
+    assert_int_equal(m.hdr->negatives, 20);
+    assert_float_equal(m.hdr->neg_log_expected, log(20.0 / 50.0), 1e-6);
+    assert_int_equal(m.nbulk, 2);
+    float lse[3], ybar[3 * DIM], logE;
+    psrec_negpart_t *part = NULL;
+    assert_int_equal(psrec_negpart_new(&part), PSREC_OK);
+    psrec_rng_t rng;
+    psrec_rng_seed(&rng, 99, 0); /* the worker's seed, server rank 0's stream */
+    psrec_negbatch_t nb = {.B = 3, .d = DIM, .U = U, .pos_off = off, .pos_key = pk};
+    assert_int_equal(psrec_negpart_draw_score(part, ref, 0, &rng, &nb, 20, lse, ybar, &logE, err), PSREC_OK);
+    assert_memory_equal(m.bulk[0], lse, sizeof lse);
+    assert_memory_equal(m.bulk[1], ybar, sizeof ybar);
+    assert_true(isinf(lse[2])); /* row 2 has no positives */
+    psrec_wire_msg_clear(&m);
+
+    /* NEG_APPLY: the negatives' gradients go through the optimizer; a copy is not applied again */
+    float w[3] = {0.5f, 0.25f, 0.0f};
+    const uint64_t *gk;
+    const float *gv;
+    size_t gn;
+    assert_int_equal(psrec_negpart_gradients(part, w, &gk, &gv, &gn, err), PSREC_OK);
+    assert_true(gn > 0);
+    assert_int_equal(psrec_store_push(ref, 0, gk, gn, gv), PSREC_OK);
+    assert_int_equal(psrec_store_pull(ref, 0, keys, 50, want), PSREC_OK);
+    for (int rep = 0; rep < 2; rep++) {
+        hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 11);
+        h.epoch = 1;
+        h.score_seq = 10;
+        psrec_wire_bulk_t wb = {w, sizeof w};
+        call(d, &h, &wb, 1, &m);
+        if (m.hdr->type != PSREC__TYPE__NEG_APPLY_OK) fail_msg("NEG_APPLY: %s", m.hdr->error_text);
+        if (rep == 0) assert_int_equal(m.hdr->count, gn);
+        psrec_wire_msg_clear(&m);
+        pull(d, 0, DIM, keys, 50, rows);
+        assert_memory_equal(rows, want, sizeof rows);
+    }
+    /* a new seq for the batch already applied: there is nothing scored to apply */
+    hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 12);
+    h.epoch = 1;
+    h.score_seq = 10;
+    psrec_wire_bulk_t wb = {w, sizeof w};
+    expect_error(d, &h, &wb, 1, PSREC_ESTALE);
+    /* malformed: too many draws, offsets that do not match the positives, a missing frame, bad weights */
+    neg_score_msg(&h, b, 20, 1u << 21, U, off, pk);
+    expect_error(d, &h, b, 3, PSREC_EMSGSIZE);
+    uint32_t bad_off[4] = {0, 1, 2, 1};
+    neg_score_msg(&h, b, 21, 20, U, bad_off, pk);
+    h.n_pos = 2;
+    b[2].bytes = 2 * sizeof(uint64_t);
+    expect_error(d, &h, b, 3, PSREC_EPROTO);
+    neg_score_msg(&h, b, 22, 20, U, off, pk);
+    expect_error(d, &h, b, 2, PSREC_EPROTO);
+    neg_score_msg(&h, b, 23, 20, U, off, pk);
+    call(d, &h, b, 3, &m);
+    assert_int_equal(m.hdr->type, PSREC__TYPE__NEG_SCORE_OK);
+    psrec_wire_msg_clear(&m);
+    float nan_w[3] = {NAN, 0, 0};
+    hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 24);
+    h.epoch = 1;
+    h.score_seq = 23;
+    wb = (psrec_wire_bulk_t){nan_w, sizeof nan_w};
+    expect_error(d, &h, &wb, 1, PSREC_EINVAL);
+    /* still serving, rows unchanged by the refused requests */
+    pull(d, 0, DIM, keys, 50, rows);
+    assert_memory_equal(rows, want, sizeof rows);
+    psrec_server_stats_t ss;
+    zmq_close(d);
+    join_srv_keep(x, &ss);
+    assert_int_equal(ss.neg_scored, 40);
+    assert_int_equal(ss.neg_applied, gn);
+    psrec_negpart_destroy(&part);
+    psrec_store_destroy(&ref);
+    zmq_ctx_term(z);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -992,6 +1117,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ownership),
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_negatives),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_stats_and_shutdown),
         cmocka_unit_test(test_stop_and_tcp),

@@ -27,18 +27,14 @@
 #include <string.h>
 
 #include "common/fastmath.h"
-
-typedef struct {
-    uint64_t key;
-    uint32_t idx;
-} negkey_t;
+#include "common/hits.h"
 
 struct psrec_loss_ws {
     float *Z; /* B x S logits, then G_neg */
     size_t cap_z;
     float *zp; /* P positive logits, then G_pos */
     size_t cap_p;
-    negkey_t *ns; /* S negatives sorted by key */
+    psrec_keyidx_t *ns; /* S negatives sorted by key */
     size_t cap_s;
 };
 
@@ -70,27 +66,6 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     *p = q;
     *cap = c;
     return 0;
-}
-
-static int cmp_negkey(const void *a, const void *b)
-{
-    const negkey_t *x = a, *y = b;
-    if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
-/* First index in ns[0..S) with key >= k. */
-static size_t lower_bound(const negkey_t *ns, size_t S, uint64_t k)
-{
-    size_t lo = 0, hi = S;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ns[mid].key < k)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
 
 /* log(1 + e^x), stable for any x. */
@@ -133,23 +108,6 @@ static psrec_err check_in(psrec_loss_kind kind, const psrec_loss_in_t *in, const
     return PSREC_OK;
 }
 
-/* Writes -inf into row b's cells of Z whose negative key equals one of row b's positive keys;
- * returns how many distinct cells were masked. */
-static int mask_row(const psrec_loss_in_t *in, const negkey_t *ns, float *zrow, uint32_t p0, uint32_t p1)
-{
-    int masked = 0;
-    size_t S = (size_t)in->S;
-    for (uint32_t k = p0; k < p1; k++) {
-        for (size_t i = lower_bound(ns, S, in->pos_key[k]); i < S && ns[i].key == in->pos_key[k]; i++) {
-            if (zrow[ns[i].idx] != -INFINITY) {
-                zrow[ns[i].idx] = -INFINITY;
-                masked++;
-            }
-        }
-    }
-    return masked;
-}
-
 psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, psrec_loss_ws_t *ws, double *loss,
                              const psrec_loss_out_t *out)
 {
@@ -177,7 +135,7 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
     if (grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
     if (S > 0) {
         if (grow((void **)&ws->Z, &ws->cap_z, (size_t)B * S, sizeof(float))) return PSREC_ENOMEM;
-        if (grow((void **)&ws->ns, &ws->cap_s, (size_t)S, sizeof(negkey_t))) return PSREC_ENOMEM;
+        if (grow((void **)&ws->ns, &ws->cap_s, (size_t)S, sizeof(psrec_keyidx_t))) return PSREC_ENOMEM;
     }
 
     /* Positive logits z = u_b . v - log E. */
@@ -194,9 +152,7 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
     float *Z = ws->Z;
     if (S > 0) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, S, d, 1.0f, in->U, d, in->Vneg, d, 0.0f, Z, S);
-        for (int j = 0; j < S; j++)
-            ws->ns[j] = (negkey_t){in->neg_key[j], (uint32_t)j};
-        qsort(ws->ns, (size_t)S, sizeof(negkey_t), cmp_negkey);
+        psrec_hits_sort(ws->ns, in->neg_key, (size_t)S);
     }
 
     const double inv_beff = 1.0 / B_eff;
@@ -211,7 +167,7 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
         int n_unmasked = S;
         if (zrow) {
             if (in->neg_logE) cblas_saxpy(S, -1.0f, in->neg_logE, 1, zrow, 1);
-            n_unmasked -= mask_row(in, ws->ns, zrow, p0, p1);
+            n_unmasked -= (int)psrec_hits_mask(ws->ns, (size_t)S, in->pos_key + p0, p1 - p0, zrow);
         }
         double mass = 0.0, pz = 0.0;
         for (uint32_t k = p0; k < p1; k++) {
@@ -277,6 +233,70 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
             }
         }
     }
+    return PSREC_OK;
+}
+
+psrec_err psrec_loss_softmax_parts(const psrec_loss_in_t *in, int K, const float *lse_parts, const float *ybar_parts,
+                                   psrec_loss_ws_t *ws, double *loss, const psrec_loss_out_t *out, float *w)
+{
+    if (!in || !ws || !loss || !out || K < 0 || in->S != 0 || (K > 0 && (!lse_parts || !ybar_parts || !w)))
+        return PSREC_EINVAL;
+    psrec_err e = check_in(PSREC_LOSS_SOFTMAX, in, out);
+    if (e) return e;
+    const int B = in->B, d = in->d;
+    const size_t P = B > 0 ? in->pos_off[B] : 0;
+    int B_eff = 0;
+    for (int b = 0; b < B; b++)
+        B_eff += in->pos_off[b + 1] > in->pos_off[b];
+    *loss = 0.0;
+    if (K > 0) memset(w, 0, (size_t)K * B * sizeof(float));
+    if (B > 0) memset(out->dU, 0, (size_t)B * d * sizeof(float));
+    if (B_eff == 0) {
+        if (P > 0) memset(out->dVpos, 0, P * d * sizeof(float));
+        return PSREC_OK;
+    }
+    if (grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
+    float *zp = ws->zp;
+    const double inv_beff = 1.0 / B_eff;
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        const uint32_t p0 = in->pos_off[b], p1 = in->pos_off[b + 1];
+        if (p0 == p1) continue;
+        const float *u = in->U + (size_t)b * d;
+        double mass = 0.0, pz = 0.0, m = -INFINITY;
+        for (uint32_t k = p0; k < p1; k++) {
+            zp[k] = cblas_sdot(d, u, 1, in->Vpos + (size_t)k * d, 1);
+            if (in->pos_logE) zp[k] -= in->pos_logE[k];
+            mass += in->pos_w[k];
+            pz += (double)in->pos_w[k] * zp[k];
+            if (zp[k] > m) m = zp[k];
+        }
+        for (int k = 0; k < K; k++)
+            if (lse_parts[(size_t)k * B + b] > m) m = lse_parts[(size_t)k * B + b];
+        double sum = 0.0;
+        for (uint32_t k = p0; k < p1; k++)
+            sum += exp((double)zp[k] - m);
+        for (int k = 0; k < K; k++)
+            sum += exp((double)lse_parts[(size_t)k * B + b] - m); /* a part with no candidate: exp(-inf) = 0 */
+        double lse = m + log(sum);
+        total += mass * lse - pz;
+        float *du = out->dU + (size_t)b * d;
+        for (int k = 0; k < K; k++) {
+            float wk = (float)(mass * exp((double)lse_parts[(size_t)k * B + b] - lse) * inv_beff);
+            w[(size_t)k * B + b] = wk;
+            if (wk != 0.0f) cblas_saxpy(d, wk, ybar_parts + ((size_t)k * B + b) * d, 1, du, 1);
+        }
+        for (uint32_t k = p0; k < p1; k++) {
+            const float g = (float)((mass * exp((double)zp[k] - lse) - in->pos_w[k]) * inv_beff);
+            const float *v = in->Vpos + (size_t)k * d;
+            float *dv = out->dVpos + (size_t)k * d;
+            for (int i = 0; i < d; i++) {
+                du[i] += g * v[i];
+                dv[i] = g * u[i];
+            }
+        }
+    }
+    *loss = total * inv_beff;
     return PSREC_OK;
 }
 

@@ -55,6 +55,16 @@ void psrec_loss_ws_destroy(psrec_loss_ws_t **ws);
 psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, psrec_loss_ws_t *ws, double *loss,
                              const psrec_loss_out_t *out) PSREC_MUST_CHECK;
 
+/* Sampled softmax whose negatives were scored elsewhere in K parts (server-side negatives,
+ * ps/negatives.h): in holds U and the positives (in->S must be 0); lse_parts (K x B) and ybar_parts
+ * (K x B x d) are each part's per-row log-sum-exp over its negatives and softmax-weighted mean row.
+ * Gives the same *loss, dU and dVpos as psrec_loss_compute(SOFTMAX) over the union of the parts'
+ * negatives, and fills w (K x B) with the weight part k must apply to its negatives of row b
+ * (mass_b exp(lse_kb - LSE_b) / B_eff; 0 for rows without positives). out may not be NULL. */
+psrec_err psrec_loss_softmax_parts(const psrec_loss_in_t *in, int K, const float *lse_parts, const float *ybar_parts,
+                                   psrec_loss_ws_t *ws, double *loss, const psrec_loss_out_t *out,
+                                   float *w) PSREC_MUST_CHECK;
+
 /* Gravity regularizer (ALGORITHMS.md §5), estimated on R item rows Vr drawn uniformly:
  * g = lambda / (B * R) * sum_b sum_r (u_b . v_r)^2 = lambda/(B R) <U^T U, Vr^T Vr>_F.
  * Adds g to *loss and ADDS its gradients into dU (B x d) and dVr (R x d) (either may be NULL). */

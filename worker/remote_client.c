@@ -70,11 +70,17 @@ typedef struct {
 typedef struct {
     Psrec__Type type, want;
     uint32_t table, dim;
-    uint64_t round;       /* CHECKPOINT */
-    const uint64_t *keys; /* grouped by server */
-    const float *vals;    /* grouped (PUSH/SET) */
-    float *out;           /* PULL: caller's rows */
-    const size_t *perm;   /* grouped position -> caller position; NULL = identity */
+    uint64_t round; /* CHECKPOINT */
+    /* NEG_SCORE / NEG_APPLY: one request per server (the request's server index is the part) */
+    const psrec_negbatch_t *nb;
+    int negatives;
+    uint64_t seed;
+    float *lse, *ybar, *logE; /* NEG_SCORE_OK results, per server */
+    const float *w;           /* NEG_APPLY: nservers x B weights */
+    const uint64_t *keys;     /* grouped by server */
+    const float *vals;        /* grouped (PUSH/SET) */
+    float *out;               /* PULL: caller's rows */
+    const size_t *perm;       /* grouped position -> caller position; NULL = identity */
     /* DUMP results */
     uint64_t *dkeys;
     float *dvals;
@@ -114,6 +120,9 @@ struct psrec_remote {
     zmq_pollitem_t *items;
     uint32_t *item_server;
     psrec_wire_stats_t sent, received;
+    uint64_t *neg_seq; /* per server: seq of the last NEG_SCORE answered (what NEG_APPLY completes) */
+    uint32_t neg_n;    /* servers of that score (0: none) */
+    int neg_B, neg_d;
     gate_t gates[PSREC_STORE_MAX_TABLES][3]; /* PULL, PUSH, SET */
     char last_err[PSREC_ERRBUF];
 };
@@ -253,6 +262,7 @@ void psrec_remote_destroy(psrec_remote_t **pr)
     free(r->ss);
     free(r->items);
     free(r->item_server);
+    free(r->neg_seq);
     free(r);
     *pr = NULL;
 }
@@ -350,14 +360,29 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
     h.count = q->count;
     h.cursor = q->cursor;
     h.checkpoint_round = op->round;
-    psrec_wire_bulk_t b[2];
+    psrec_wire_bulk_t b[3];
     int nb = 0;
-    if (op->type != PSREC__TYPE__DUMP && op->type != PSREC__TYPE__CHECKPOINT)
+    if (op->type == PSREC__TYPE__NEG_SCORE) {
+        const psrec_negbatch_t *x = op->nb;
+        h.count = (uint64_t)x->B;
+        h.negatives = (uint32_t)op->negatives;
+        h.n_pos = x->pos_off[x->B];
+        h.seed = op->seed;
+        b[nb++] = (psrec_wire_bulk_t){x->U, (size_t)x->B * x->d * sizeof(float)};
+        b[nb++] = (psrec_wire_bulk_t){x->pos_off, ((size_t)x->B + 1) * sizeof(uint32_t)};
+        b[nb++] = (psrec_wire_bulk_t){x->pos_key, (size_t)h.n_pos * sizeof(uint64_t)};
+    } else if (op->type == PSREC__TYPE__NEG_APPLY) {
+        h.count = (uint64_t)r->neg_B;
+        h.score_seq = r->neg_seq[q->server];
+        b[nb++] = (psrec_wire_bulk_t){op->w + (size_t)q->server * r->neg_B, (size_t)r->neg_B * sizeof(float)};
+    } else if (op->type != PSREC__TYPE__DUMP && op->type != PSREC__TYPE__CHECKPOINT) {
         b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
+    }
     if (op->vals) b[nb++] = (psrec_wire_bulk_t){op->vals + q->off * op->dim, q->count * op->dim * sizeof(float)};
     char e[PSREC_ERRBUF];
     gate_t *g = NULL;
-    if (r->conf.compress && nb > 0 && op->table < PSREC_STORE_MAX_TABLES)
+    int negs = op->type == PSREC__TYPE__NEG_SCORE || op->type == PSREC__TYPE__NEG_APPLY; /* floats: raw */
+    if (r->conf.compress && nb > 0 && !negs && op->table < PSREC_STORE_MAX_TABLES)
         g = &r->gates[op->table][op->type == PSREC__TYPE__PULL ? 0 : op->type == PSREC__TYPE__PUSH ? 1 : 2];
     int compress = 0;
     if (g && g->skip)
@@ -457,6 +482,19 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
             *again = 1;
             return send_req(r, op, q, err);
         }
+    } else if (op->type == PSREC__TYPE__NEG_SCORE) {
+        const psrec_negbatch_t *x = op->nb;
+        size_t B = (size_t)x->B, d = (size_t)x->d;
+        if (h->count != B || h->dim != d || m->nbulk != 2 || m->bulk_bytes[0] != B * sizeof(float) ||
+            m->bulk_bytes[1] != B * d * sizeof(float))
+            return psrec_fail(err, PSREC_EPROTO, "server %u (%s): malformed NEG_SCORE_OK", q->server,
+                              r->addr[q->server]);
+        memcpy(op->lse + q->server * B, m->bulk[0], B * sizeof(float));
+        memcpy(op->ybar + q->server * B * d, m->bulk[1], B * d * sizeof(float));
+        op->logE[q->server] = h->neg_log_expected;
+        r->neg_seq[q->server] = q->seq;
+    } else if (op->type == PSREC__TYPE__NEG_APPLY) {
+        /* count = rows the server updated: nothing to check against */
     } else if (op->type == PSREC__TYPE__CHECKPOINT) {
         if (h->checkpoint_round != op->round)
             return psrec_fail(err, PSREC_EPROTO, "server %u (%s): CHECKPOINT_OK for round %llu, round %llu asked",
@@ -683,6 +721,72 @@ psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err)
     return run(r, &op, r->nservers, err);
 }
 
+/* One request per server, answered in parallel. */
+static psrec_err per_server(psrec_remote_t *r, op_t *op, char *err)
+{
+    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->reqs[s] = (req_t){.server = s, .seq = ++r->seq};
+        r->ss[s] = (sstate_t){.first = s, .next = s, .oldest = s, .end = s + 1};
+    }
+    return run(r, op, r->nservers, err);
+}
+
+uint32_t psrec_remote_nservers(const psrec_remote_t *r)
+{
+    return r->nservers;
+}
+
+uint32_t psrec_remote_server_of(const psrec_remote_t *r, uint64_t key)
+{
+    return r->slot_server[psrec_wire_slot(key, r->nslots)];
+}
+
+psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b, int S_per_server,
+                                 uint64_t seed, float *lse, float *ybar, float *logE, char *err)
+{
+    if (b->B < 1 || b->d < 1 || (uint32_t)b->d > PSREC_WIRE_MAX_DIM || S_per_server < 0)
+        return psrec_fail(err, PSREC_EINVAL, "NEG_SCORE: batch %d x %d, %d negatives", b->B, b->d, S_per_server);
+    if (r->neg_n < r->nservers) {
+        uint64_t *q = realloc(r->neg_seq, r->nservers * sizeof *q);
+        if (!q) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        r->neg_seq = q;
+    }
+    r->neg_n = 0; /* until every server answered */
+    op_t op = {.type = PSREC__TYPE__NEG_SCORE,
+               .want = PSREC__TYPE__NEG_SCORE_OK,
+               .table = table,
+               .dim = (uint32_t)b->d,
+               .nb = b,
+               .negatives = S_per_server,
+               .seed = seed,
+               .lse = lse,
+               .ybar = ybar,
+               .logE = logE};
+    psrec_err rc = per_server(r, &op, err);
+    if (!rc) {
+        r->neg_n = r->nservers;
+        r->neg_B = b->B;
+        r->neg_d = b->d;
+    }
+    return rc;
+}
+
+psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, char *err)
+{
+    if (r->neg_n == 0 || r->neg_n != r->nservers)
+        return psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: no scored batch for the current servers");
+    op_t op = {.type = PSREC__TYPE__NEG_APPLY,
+               .want = PSREC__TYPE__NEG_APPLY_OK,
+               .table = table,
+               .dim = (uint32_t)r->neg_d,
+               .w = w};
+    psrec_err rc = per_server(r, &op, err);
+    r->neg_n = 0; /* applied (or failed) once */
+    return rc;
+}
+
 /* ---- table-client ops ---- */
 
 static psrec_err ops_call(psrec_remote_t *r, Psrec__Type type, uint32_t table, const uint64_t *keys, size_t n,
@@ -713,6 +817,29 @@ static psrec_err ops_set(void *impl, uint32_t table, const uint64_t *keys, size_
     return ops_call(impl, PSREC__TYPE__SET, table, keys, n, values, NULL);
 }
 
+static uint32_t ops_neg_parts(void *impl)
+{
+    return psrec_remote_nservers(impl);
+}
+
+static uint32_t ops_neg_part_of(void *impl, uint64_t key)
+{
+    return psrec_remote_server_of(impl, key);
+}
+
+static psrec_err ops_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
+                               float *lse, float *ybar, float *logE)
+{
+    psrec_remote_t *r = impl;
+    return psrec_remote_neg_score(r, table, b, S_per_part, seed, lse, ybar, logE, r->last_err);
+}
+
+static psrec_err ops_neg_apply(void *impl, uint32_t table, const float *w)
+{
+    psrec_remote_t *r = impl;
+    return psrec_remote_neg_apply(r, table, w, r->last_err);
+}
+
 static void ops_destroy(void *impl)
 {
     psrec_remote_t *r = impl;
@@ -721,6 +848,13 @@ static void ops_destroy(void *impl)
 
 psrec_err psrec_table_client_new_remote(psrec_table_client_t **c, psrec_remote_t *r)
 {
-    static const psrec_table_ops_t remote_ops = {ops_pull, ops_push, ops_set, ops_destroy};
+    static const psrec_table_ops_t remote_ops = {.pull = ops_pull,
+                                                 .push = ops_push,
+                                                 .set = ops_set,
+                                                 .destroy = ops_destroy,
+                                                 .neg_parts = ops_neg_parts,
+                                                 .neg_part_of = ops_neg_part_of,
+                                                 .neg_score = ops_neg_score,
+                                                 .neg_apply = ops_neg_apply};
     return psrec_table_client_new(c, &remote_ops, r);
 }

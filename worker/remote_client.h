@@ -70,6 +70,16 @@ psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uin
 /* Checkpoint round `round` (ps/coord.h): CHECKPOINT to every server, waiting for each CHECKPOINT_OK
  * (a server answers a repeated round without taking it twice, so re-sends are safe). */
 psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err) PSREC_MUST_CHECK;
+/* Server-side negatives (ps/negatives.h; the table-client ops psrec_table_neg_*): every server draws
+ * S_per_server negatives from its rows and scores them against b; lse (nservers x B), ybar
+ * (nservers x B x d) and logE (nservers) are filled by server index. apply sends each server its row
+ * weights w (nservers x B) for the batch it scored last; PSREC_ESTALE if there is none (or the map
+ * changed in between). */
+psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b, int S_per_server,
+                                 uint64_t seed, float *lse, float *ybar, float *logE, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, char *err) PSREC_MUST_CHECK;
+uint32_t psrec_remote_nservers(const psrec_remote_t *r);
+uint32_t psrec_remote_server_of(const psrec_remote_t *r, uint64_t key);
 /* Bytes and messages sent/received so far (raw = before LZ4, wire = as sent). */
 void psrec_remote_stats(const psrec_remote_t *r, psrec_wire_stats_t *sent, psrec_wire_stats_t *received);
 /* The last error text of a failed call made through the table-client ops (which have no err buffer). */

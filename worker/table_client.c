@@ -6,6 +6,8 @@
 
 #include <stdlib.h>
 
+#include "common/rng.h"
+
 struct psrec_table_client {
     psrec_table_ops_t ops;
     void *impl;
@@ -48,23 +50,110 @@ psrec_err psrec_table_set(psrec_table_client_t *c, uint32_t table, const uint64_
     return n ? c->ops.set(c->impl, table, keys, n, values) : PSREC_OK;
 }
 
+uint32_t psrec_table_neg_parts(psrec_table_client_t *c)
+{
+    return c->ops.neg_parts ? c->ops.neg_parts(c->impl) : 0;
+}
+
+uint32_t psrec_table_neg_part_of(psrec_table_client_t *c, uint64_t key)
+{
+    return c->ops.neg_part_of ? c->ops.neg_part_of(c->impl, key) : 0;
+}
+
+psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b, int S_per_part,
+                                uint64_t seed, float *lse, float *ybar, float *logE)
+{
+    if (!c->ops.neg_score) return PSREC_EUNSUPPORTED;
+    return c->ops.neg_score(c->impl, table, b, S_per_part, seed, lse, ybar, logE);
+}
+
+psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w)
+{
+    if (!c->ops.neg_apply) return PSREC_EUNSUPPORTED;
+    return c->ops.neg_apply(c->impl, table, w);
+}
+
+/* ---- the local client ---- */
+
+typedef struct {
+    psrec_store_t *store;
+    psrec_negpart_t *part; /* created on first use */
+    uint32_t part_table;
+} local_t;
+
 static psrec_err local_pull(void *impl, uint32_t table, const uint64_t *keys, size_t n, float *out)
 {
-    return psrec_store_pull(impl, table, keys, n, out);
+    return psrec_store_pull(((local_t *)impl)->store, table, keys, n, out);
 }
 
 static psrec_err local_push(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *grads)
 {
-    return psrec_store_push(impl, table, keys, n, grads);
+    return psrec_store_push(((local_t *)impl)->store, table, keys, n, grads);
 }
 
 static psrec_err local_set(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *values)
 {
-    return psrec_store_set(impl, table, keys, n, values);
+    return psrec_store_set(((local_t *)impl)->store, table, keys, n, values);
+}
+
+static void local_destroy(void *impl)
+{
+    local_t *l = impl;
+    psrec_negpart_destroy(&l->part);
+    free(l);
+}
+
+static uint32_t local_neg_parts(void *impl)
+{
+    (void)impl;
+    return 1;
+}
+
+static uint32_t local_neg_part_of(void *impl, uint64_t key)
+{
+    (void)impl;
+    (void)key;
+    return 0;
+}
+
+static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
+                                 float *lse, float *ybar, float *logE)
+{
+    local_t *l = impl;
+    psrec_err rc = l->part ? PSREC_OK : psrec_negpart_new(&l->part);
+    if (rc) return rc;
+    psrec_rng_t rng;
+    psrec_rng_seed(&rng, seed, 0); /* part 0, as server rank 0 would */
+    char err[PSREC_ERRBUF];
+    l->part_table = table;
+    return psrec_negpart_draw_score(l->part, l->store, table, &rng, b, S_per_part, lse, ybar, logE, err);
+}
+
+static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w)
+{
+    local_t *l = impl;
+    if (!l->part || table != l->part_table) return PSREC_EINVAL;
+    const uint64_t *keys;
+    const float *grads;
+    size_t n;
+    char err[PSREC_ERRBUF];
+    psrec_err rc = psrec_negpart_gradients(l->part, w, &keys, &grads, &n, err);
+    return rc ? rc : psrec_store_push(l->store, table, keys, n, grads);
 }
 
 psrec_err psrec_table_client_new_local(psrec_table_client_t **c, psrec_store_t *store)
 {
-    static const psrec_table_ops_t local_ops = {local_pull, local_push, local_set, NULL};
-    return psrec_table_client_new(c, &local_ops, store);
+    static const psrec_table_ops_t local_ops = {.pull = local_pull,
+                                                .push = local_push,
+                                                .set = local_set,
+                                                .destroy = local_destroy,
+                                                .neg_parts = local_neg_parts,
+                                                .neg_part_of = local_neg_part_of,
+                                                .neg_score = local_neg_score,
+                                                .neg_apply = local_neg_apply};
+    local_t *l = calloc(1, sizeof *l);
+    *c = NULL;
+    if (!l) return PSREC_ENOMEM;
+    l->store = store;
+    return psrec_table_client_new(c, &local_ops, l);
 }

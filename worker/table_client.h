@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "ps/negatives.h"
 #include "ps/store.h"
 
 enum {
@@ -28,13 +29,21 @@ typedef struct {
     psrec_err (*push)(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *grads);
     psrec_err (*set)(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *values);
     void (*destroy)(void *impl);
+    /* server-side negatives (optional: NULL = not supported by this client) */
+    uint32_t (*neg_parts)(void *impl);
+    uint32_t (*neg_part_of)(void *impl, uint64_t key);
+    psrec_err (*neg_score)(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
+                           float *lse, float *ybar, float *logE);
+    psrec_err (*neg_apply)(void *impl, uint32_t table, const float *w);
 } psrec_table_ops_t;
 
 typedef struct psrec_table_client psrec_table_client_t;
 
 /* Wraps ops/impl; the client takes impl (destroyed with the client through ops->destroy). */
 psrec_err psrec_table_client_new(psrec_table_client_t **c, const psrec_table_ops_t *ops, void *impl) PSREC_MUST_CHECK;
-/* A client over a store of this process (the store is borrowed, not owned). */
+/* A client over a store of this process (the store is borrowed, not owned). Its pull/push/set are as
+ * thread-safe as the store; its negative ops keep one scored batch, so a thread using them needs its
+ * own local client. */
 psrec_err psrec_table_client_new_local(psrec_table_client_t **c, psrec_store_t *store) PSREC_MUST_CHECK;
 void psrec_table_client_destroy(psrec_table_client_t **c);
 
@@ -44,5 +53,21 @@ psrec_err psrec_table_push(psrec_table_client_t *c, uint32_t table, const uint64
                            const float *grads) PSREC_MUST_CHECK;
 psrec_err psrec_table_set(psrec_table_client_t *c, uint32_t table, const uint64_t *keys, size_t n,
                           const float *values) PSREC_MUST_CHECK;
+
+/* ---- server-side negatives (ps/negatives.h, `--negatives-on servers`) ----
+ * The shards holding a table's rows (the servers of the shard map; one for a local store) each draw
+ * S_per_part negatives from their own rows and score them against the batch; the caller combines the
+ * parts (psrec_loss_softmax_parts) and sends back each part's row weights, with which every shard
+ * applies its negatives' gradients in place. */
+/* Number of parts a score returns (0: this client does not support server-side negatives). */
+uint32_t psrec_table_neg_parts(psrec_table_client_t *c);
+/* The part that owns key (for the log E of positives, which the owning shard's draw defines). */
+uint32_t psrec_table_neg_part_of(psrec_table_client_t *c, uint64_t key);
+/* Fills lse (parts x B), ybar (parts x B x d) and logE (parts: log E of each shard's draws, 0 for a
+ * shard with no rows). seed makes the draws reproducible (each shard mixes in its index). */
+psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b, int S_per_part,
+                                uint64_t seed, float *lse, float *ybar, float *logE) PSREC_MUST_CHECK;
+/* Applies the last scored batch's negatives' gradients with weights w (parts x B). */
+psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w) PSREC_MUST_CHECK;
 
 #endif

@@ -129,6 +129,10 @@ typedef struct {
     float *pos_logE, *neg_logE, *pool_logE;
     uint64_t *neg_keys, *pool_keys, *grav_keys;
     size_t cap_pos, cap_neg;
+    /* --negatives-on servers: per part (server) lse (B), ybar (B x d), log E, row weights (B) */
+    float *part_lse, *part_ybar, *part_logE, *part_w;
+    size_t cap_parts;
+    uint64_t neg_lost; /* steps whose negatives' update a server could not apply (it restarted) */
     uint64_t steps;
     /* where the parameters are */
     psrec_table_client_t *client; /* owned in cluster modes, borrowed (the trainer's) in direct mode */
@@ -350,10 +354,10 @@ static void free_worker(worker_t *w)
         if (w->slot_group[s] == &w->g_slot[s]) group_free(&w->g_slot[s]);
         free(w->slot_idx[s]);
     }
-    void *ptrs[] = {w->params,   w->dparams,  w->X,           w->dX,       w->U,         w->dU,
-                    w->Vpos,     w->dVpos,    w->Vneg,        w->dVneg,    w->Vr,        w->dVr,
-                    w->pool,     w->pscore,   w->poolscore_b, w->pos_idx,  w->neg_idx,   w->grav_idx,
-                    w->pos_logE, w->neg_logE, w->pool_logE,   w->neg_keys, w->pool_keys, w->grav_keys};
+    void *ptrs[] = {w->params,      w->dparams,   w->X,         w->dX,       w->U,         w->dU,        w->Vpos,
+                    w->dVpos,       w->Vneg,      w->dVneg,     w->Vr,       w->dVr,       w->pool,      w->pscore,
+                    w->poolscore_b, w->pos_idx,   w->neg_idx,   w->grav_idx, w->pos_logE,  w->neg_logE,  w->pool_logE,
+                    w->neg_keys,    w->pool_keys, w->grav_keys, w->part_lse, w->part_ybar, w->part_logE, w->part_w};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
         free(ptrs[i]);
 }
@@ -384,6 +388,42 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
     rc = psrec_sampler_hard_resample(tr->sampler, &w->rng, w->pool_keys, w->poolscore_b, got, h, w->neg_keys,
                                      w->neg_logE);
     *n_neg = h;
+    return rc;
+}
+
+/* Step 5 with server-side negatives (ps/negatives.h): every server draws its share of the negatives
+ * from its rows and scores them against U; the parts are combined with the positives here
+ * (psrec_loss_softmax_parts: loss, dU, dVpos), and each server applies its negatives' gradients with
+ * the row weights it is sent back. A positive's log E is its owner's (the stratified draw). */
+static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_loss_out_t *out, double *loss)
+{
+    const psrec_train_conf_t *c = w->tr->c;
+    const psrec_batch_t *b = &w->batch;
+    size_t B = (size_t)in->B, d = (size_t)in->d, P = b->pos_off[B];
+    uint32_t K = psrec_table_neg_parts(w->client);
+    if (K == 0) return PSREC_EUNSUPPORTED;
+    if (K * B > w->cap_parts) {
+        size_t n = K * B;
+        GROW(w->part_lse, n);
+        GROW(w->part_ybar, n * d);
+        GROW(w->part_w, n);
+        GROW(w->part_logE, K);
+        w->cap_parts = n;
+    }
+    int S = (int)(((size_t)c->negatives + K - 1) / K);
+    psrec_negbatch_t nb = {.B = in->B, .d = in->d, .U = in->U, .pos_off = b->pos_off, .pos_key = b->pos_id};
+    uint64_t seed = psrec_rng_u64(&w->rng);
+    psrec_err rc =
+        psrec_table_neg_score(w->client, PSREC_TABLE_ITEM_OUT, &nb, S, seed, w->part_lse, w->part_ybar, w->part_logE);
+    if (rc) return rc;
+    for (size_t k = 0; k < P; k++)
+        w->pos_logE[k] = w->part_logE[psrec_table_neg_part_of(w->client, b->pos_id[k])];
+    if ((rc = psrec_loss_softmax_parts(in, (int)K, w->part_lse, w->part_ybar, w->lws, loss, out, w->part_w))) return rc;
+    rc = psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w);
+    if (rc == PSREC_ESTALE) { /* a server restarted between score and apply: this step's negatives stay */
+        w->neg_lost++;
+        rc = PSREC_OK;
+    }
     return rc;
 }
 
@@ -537,9 +577,10 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     }
     if ((rc = psrec_tower_forward(w->tower, w->params, w->X, B, w->U))) return rc;
 
-    /* 3. shared negatives */
+    /* 3. shared negatives (drawn here, or by the servers in step 5) */
     size_t n_neg = 0;
-    if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
+    int on_servers = c->negatives_on_servers && c->loss == PSREC_LOSS_SOFTMAX;
+    if (c->loss != PSREC_LOSS_POSITIVES_ONLY && !on_servers) {
         if (c->sampler == PSREC_SAMPLER_INBATCH || c->sampler == PSREC_SAMPLER_MIXED) {
             pthread_mutex_lock(&tr->mu);
             uint64_t t = ++tr->global_step;
@@ -561,7 +602,9 @@ static psrec_err train_step(worker_t *w, double *loss_out)
     /* 4. output rows: positives, negatives, gravity rows */
     for (size_t k = 0; k < P; k++) {
         if ((w->pos_idx[k] = group_add(&w->g_out, b->pos_id[k])) < 0) return PSREC_ENOMEM;
-        w->pos_logE[k] = n_neg ? psrec_sampler_log_expected(tr->sampler, b->pos_id[k], (size_t)c->negatives, P) : 0.0f;
+        w->pos_logE[k] = n_neg && !on_servers
+                             ? psrec_sampler_log_expected(tr->sampler, b->pos_id[k], (size_t)c->negatives, P)
+                             : 0.0f;
     }
     for (size_t j = 0; j < n_neg; j++)
         if ((w->neg_idx[j] = group_add(&w->g_out, w->neg_keys[j])) < 0) return PSREC_ENOMEM;
@@ -594,7 +637,11 @@ static psrec_err train_step(worker_t *w, double *loss_out)
                           .neg_weight = c->neg_weight};
     psrec_loss_out_t out = {.dU = w->dU, .dVpos = w->dVpos, .dVneg = w->dVneg};
     double loss = 0;
-    if ((rc = psrec_loss_compute(c->loss, &in, w->lws, &loss, &out))) return rc;
+    if (on_servers) {
+        if ((rc = server_negatives(w, &in, &out, &loss))) return rc;
+    } else if ((rc = psrec_loss_compute(c->loss, &in, w->lws, &loss, &out))) {
+        return rc;
+    }
     if (R) {
         memset(w->dVr, 0, R * d * 4);
         if ((rc = psrec_loss_gravity(B, (int)R, (int)d, w->U, w->Vr, c->gravity, &loss, w->dU, w->dVr))) return rc;
@@ -852,6 +899,9 @@ static psrec_err worker_start(worker_t *w, char *err)
         if ((rc = join_cluster(w, err))) return rc;
     } else {
         w->client = tr->client;
+        /* a local client keeps one scored batch of negatives: each thread needs its own */
+        if (c->negatives_on_servers && (rc = psrec_table_client_new_local(&w->client, tr->store)))
+            return psrec_fail(err, rc, "cannot create the table client");
         w->rank = (uint32_t)w->id;
         w->nworkers = (uint32_t)tr->local_workers;
     }
@@ -1086,6 +1136,12 @@ static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
         return psrec_fail(err, PSREC_EINVAL, "--hard-keep must be in 1..--negatives");
     if (c->gravity < 0 || (c->gravity > 0 && c->gravity_rows < 1))
         return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
+    if (c->negatives_on_servers && (c->loss != PSREC_LOSS_SOFTMAX || c->sampler != PSREC_SAMPLER_UNIFORM))
+        return psrec_fail(err, PSREC_EINVAL,
+                          "--negatives-on servers draws uniformly from each server's rows for the softmax loss: "
+                          "use --sampler uniform --loss softmax (or --negatives-on workers)");
+    if (c->negatives_on_servers && c->negatives < 1)
+        return psrec_fail(err, PSREC_EINVAL, "--negatives-on servers needs --negatives > 0");
     if (c->servers < 1 || c->servers > 1024) return psrec_fail(err, PSREC_EINVAL, "--servers must be in 1..1024");
     if (c->timeout_ms < 1) return psrec_fail(err, PSREC_EINVAL, "--timeout must be positive");
     if ((c->checkpoint_steps || c->checkpoint_secs != 0 || c->durability_log || c->resume) && !c->checkpoint_dir)
@@ -1127,7 +1183,7 @@ static psrec_err setup_common(trainer_t *tr, char *err)
     for (size_t k = 0; k < tr->nchunks; k++)
         tr->chunk_keys[k] = k;
 
-    if (c->loss != PSREC_LOSS_POSITIVES_ONLY) {
+    if (c->loss != PSREC_LOSS_POSITIVES_ONLY && !c->negatives_on_servers) {
         psrec_sampler_conf_t sc = {.kind = c->sampler,
                                    .n_items = tr->freq.n,
                                    .items = tr->freq.ids,

@@ -45,6 +45,9 @@ typedef struct {
     int batch;     /* B */
     int negatives; /* S shared negatives (pool size M for hard) */
     int hard_keep; /* HARD: h negatives kept from the pool (default S/4) */
+    /* --negatives-on servers: each parameter server draws S / servers negatives from its own rows and
+     * scores them (ps/negatives.h); negative rows never cross the network. Uniform sampler, softmax. */
+    int negatives_on_servers;
     psrec_sampler_kind sampler;
     double alpha;       /* popularity exponent */
     double temperature; /* hard negatives T */

@@ -1,0 +1,199 @@
+/* negatives.c: a shard's part of a sampled softmax with server-side negatives (ps/negatives.h).
+ *
+ * Design: the same shared-candidate GEMM form as the worker's loss (worker/loss.c), cut where the
+ * negatives' contribution to each row is a scalar (lse_kb) plus a d-vector (ybar_kb):
+ *   score: Z = U V^T (GEMM), per row subtract log E, mask hits (common/hits.h), softmax within the
+ *          shard (Z becomes pi), ybar = pi V (GEMM);
+ *   gradients: G = diag(w) pi, dV = G^T U (GEMM), summed per key (draws repeat keys).
+ * The part keeps U, the keys and pi between the two messages, so the gradient uses the rows as they
+ * were scored even if other workers' pushes changed them meanwhile (as the worker-side path does).
+ * Thread model: a part belongs to one thread; the store is thread-safe. */
+#include "ps/negatives.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fastmath.h"
+#include "common/hits.h"
+
+struct psrec_negpart {
+    int B, d, S;
+    float *U;           /* B x d */
+    uint64_t *keys;     /* S */
+    float *logE, *V;    /* S, S x d (draw_score's scratch) */
+    float *Z;           /* B x S: logits, then pi */
+    psrec_keyidx_t *ks; /* S sorted by key */
+    float *dV;          /* S x d */
+    uint64_t *ukeys;    /* unique keys of the gradient */
+    float *ugrads;      /* their summed gradients */
+    size_t cap_u, cap_s, cap_z, cap_ks, cap_le, cap_v, cap_dv, cap_uk, cap_ug;
+};
+
+static int grow(void **p, size_t *cap, size_t n, size_t elem)
+{
+    if (n <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < n)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+psrec_err psrec_negpart_new(psrec_negpart_t **p)
+{
+    *p = calloc(1, sizeof **p);
+    return *p ? PSREC_OK : PSREC_ENOMEM;
+}
+
+void psrec_negpart_destroy(psrec_negpart_t **p)
+{
+    if (!p || !*p) return;
+    psrec_negpart_t *x = *p;
+    void *ptrs[] = {x->U, x->keys, x->logE, x->V, x->Z, x->ks, x->dV, x->ukeys, x->ugrads};
+    for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
+        free(ptrs[i]);
+    free(x);
+    *p = NULL;
+}
+
+void psrec_negpart_shape(const psrec_negpart_t *p, int *B, int *d)
+{
+    *B = p->B;
+    *d = p->d;
+}
+
+static psrec_err check_batch(const psrec_negbatch_t *b, int S, char *err)
+{
+    if (b->B < 0 || b->d < 1 || S < 0)
+        return psrec_fail(err, PSREC_EINVAL, "batch %d x %d, %d negatives", b->B, b->d, S);
+    if (b->B > 0 && (!b->U || !b->pos_off)) return psrec_fail(err, PSREC_EINVAL, "batch without rows or offsets");
+    if (b->B > 0 && b->pos_off[0] != 0)
+        return psrec_fail(err, PSREC_EINVAL, "positive offsets start at %u", b->pos_off[0]);
+    for (int i = 0; i < b->B; i++)
+        if (b->pos_off[i + 1] < b->pos_off[i])
+            return psrec_fail(err, PSREC_EINVAL, "positive offsets decrease at row %d", i);
+    if (b->B > 0 && b->pos_off[b->B] > 0 && !b->pos_key) return psrec_fail(err, PSREC_EINVAL, "no positive keys");
+    return PSREC_OK;
+}
+
+psrec_err psrec_negpart_score_rows(psrec_negpart_t *p, const psrec_negbatch_t *b, int S, const uint64_t *keys,
+                                   const float *logE, const float *V, float *lse, float *ybar, char *err)
+{
+    psrec_err rc = check_batch(b, S, err);
+    if (rc) return rc;
+    if (S > 0 && (!keys || !V)) return psrec_fail(err, PSREC_EINVAL, "negatives without keys or rows");
+    const int B = b->B, d = b->d;
+    size_t BS = (size_t)B * (size_t)S;
+    if (grow((void **)&p->U, &p->cap_u, (size_t)B * d + 1, sizeof(float)) ||
+        grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
+        grow((void **)&p->Z, &p->cap_z, BS + 1, sizeof(float)) ||
+        grow((void **)&p->ks, &p->cap_ks, (size_t)S + 1, sizeof *p->ks))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory scoring %d x %d negatives", B, S);
+    p->B = B;
+    p->d = d;
+    p->S = S;
+    if (B > 0) memcpy(p->U, b->U, (size_t)B * d * sizeof(float));
+    if (S > 0 && keys != p->keys) memcpy(p->keys, keys, (size_t)S * sizeof *keys);
+    if (B == 0) return PSREC_OK;
+    if (S == 0) {
+        for (int i = 0; i < B; i++)
+            lse[i] = -INFINITY;
+        memset(ybar, 0, (size_t)B * d * sizeof(float));
+        return PSREC_OK;
+    }
+    float *Z = p->Z;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, S, d, 1.0f, b->U, d, V, d, 0.0f, Z, S);
+    psrec_hits_sort(p->ks, keys, (size_t)S);
+    for (int i = 0; i < B; i++) {
+        float *z = Z + (size_t)i * S;
+        uint32_t p0 = b->pos_off[i], p1 = b->pos_off[i + 1];
+        lse[i] = -INFINITY;
+        if (p0 == p1) { /* contributes nothing (the worker's loss skips such rows) */
+            memset(z, 0, (size_t)S * sizeof(float));
+            continue;
+        }
+        if (logE) cblas_saxpy(S, -1.0f, logE, 1, z, 1);
+        psrec_hits_mask(p->ks, (size_t)S, b->pos_key + p0, p1 - p0, z);
+        float m = psrec_max(z, (size_t)S);
+        if (m == -INFINITY) { /* every negative is a positive of this row */
+            memset(z, 0, (size_t)S * sizeof(float));
+            continue;
+        }
+        double sum = psrec_exp_shift_sum(z, (size_t)S, m);
+        psrec_scale_inplace(z, (size_t)S, (float)(1.0 / sum));
+        lse[i] = (float)(m + log(sum));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, d, S, 1.0f, Z, S, V, d, 0.0f, ybar, d);
+    return PSREC_OK;
+}
+
+psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, psrec_rng_t *rng,
+                                   const psrec_negbatch_t *b, int S, float *lse, float *ybar, float *logE, char *err)
+{
+    psrec_err rc = check_batch(b, S, err);
+    if (rc) return rc;
+    uint32_t dim = psrec_store_dim(store, table);
+    if (!dim) return psrec_fail(err, PSREC_ENOTFOUND, "no table %u", table);
+    if ((int)dim != b->d) return psrec_fail(err, PSREC_EPROTO, "table %u has dim %u, the batch %d", table, dim, b->d);
+    if (grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
+        grow((void **)&p->logE, &p->cap_le, (size_t)S + 1, sizeof(float)) ||
+        grow((void **)&p->V, &p->cap_v, (size_t)S * dim + 1, sizeof(float)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negatives", S);
+    uint64_t rows = 0;
+    if ((rc = psrec_store_sample(store, table, rng, (size_t)S, p->keys, &rows)))
+        return psrec_fail(err, rc, "sampling table %u: %s", table, psrec_strerror(rc));
+    int got = rows ? S : 0;
+    *logE = rows ? (float)log((double)S / (double)rows) : 0.0f;
+    for (int j = 0; j < got; j++)
+        p->logE[j] = *logE;
+    if (got && (rc = psrec_store_pull(store, table, p->keys, (size_t)got, p->V)))
+        return psrec_fail(err, rc, "reading %d negatives: %s", got, psrec_strerror(rc));
+    /* p->keys already holds the draw (score_rows keeps it in place: no realloc, the capacity suffices) */
+    rc = psrec_negpart_score_rows(p, b, got, p->keys, p->logE, p->V, lse, ybar, err);
+    return rc;
+}
+
+psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t **keys, const float **grads,
+                                  size_t *n, char *err)
+{
+    const int B = p->B, d = p->d, S = p->S;
+    *n = 0;
+    *keys = p->ukeys;
+    *grads = p->ugrads;
+    if (S == 0 || B == 0) return PSREC_OK;
+    for (int i = 0; i < B; i++)
+        if (!isfinite(w[i])) return psrec_fail(err, PSREC_EINVAL, "weight of row %d is not finite", i);
+    if (grow((void **)&p->dV, &p->cap_dv, (size_t)S * d, sizeof(float)) ||
+        grow((void **)&p->ukeys, &p->cap_uk, (size_t)S, sizeof *p->ukeys) ||
+        grow((void **)&p->ugrads, &p->cap_ug, (size_t)S * d, sizeof(float)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negative gradients", S);
+    /* G = diag(w) pi in place (pi is not needed again), dV = G^T U */
+    for (int i = 0; i < B; i++)
+        cblas_sscal(S, w[i], p->Z + (size_t)i * S, 1);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, d, B, 1.0f, p->Z, S, p->U, d, 0.0f, p->dV, d);
+    /* summed per key, in key order (p->ks is sorted) */
+    size_t u = 0;
+    for (int j = 0; j < S; j++) {
+        const psrec_keyidx_t *e = &p->ks[j];
+        const float *src = p->dV + (size_t)e->idx * d;
+        if (u > 0 && p->ukeys[u - 1] == e->key) {
+            float *dst = p->ugrads + (u - 1) * d;
+            for (int t = 0; t < d; t++)
+                dst[t] += src[t];
+        } else {
+            p->ukeys[u] = e->key;
+            memcpy(p->ugrads + u * d, src, (size_t)d * sizeof(float));
+            u++;
+        }
+    }
+    p->S = 0; /* applied once: a second call has nothing to give */
+    *keys = p->ukeys;
+    *grads = p->ugrads;
+    *n = u;
+    return PSREC_OK;
+}
