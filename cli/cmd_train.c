@@ -25,6 +25,8 @@ static void usage(FILE *f)
                "  --negatives-on W    workers (default) | servers: each parameter server draws S/servers\n"
                "                      negatives from its own rows and scores them; negative rows never\n"
                "                      cross the network (uniform sampler, softmax loss; docs/scaling.md)\n"
+               "  --materialise       create every catalogue item's output row before training (the\n"
+               "                      table holds the whole catalogue; server-side negatives draw from it)\n"
                "  --temperature T     hard-negative sampling temperature (default 1)\n"
                "  --neg-weight K      logistic loss: weight of the negatives term (default 5)\n"
                "  --gravity L         gravity regularizer lambda (default 0 = off)\n"
@@ -130,6 +132,8 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"heartbeat-timeout", 1, 0, 1021},
                                          {"row-dtype", 1, 0, 1022},
                                          {"negatives-on", 1, 0, 1023},
+                                         {"materialise", 0, 0, 1024},
+                                         {"materialize", 0, 0, 1024},
                                          {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE},
                                          {"secure", 0, 0, PSREC_CLI_SECURE},
                                          {"keys", 1, 0, PSREC_CLI_KEYS},
@@ -315,6 +319,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                 return 2;
             }
             break;
+        case 1024: c.materialise = 1; break;
         case 1023:
             if (strcmp(optarg, "servers") && strcmp(optarg, "workers")) {
                 fprintf(stderr, "psrec %s: --negatives-on: want workers or servers, not '%s'\n", cmd, optarg);

@@ -714,13 +714,20 @@ static psrec_err on_pull(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
     if (!rc) rc = check_owner(s, keys, n, err);
     if (!rc) rc = psrec_limits_check_new_rows(&s->lim, s->store, m->hdr->table, keys, n, err);
     if (rc) return rc;
-    if (grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
+    /* a touch creates the rows and sends none back: the whole pull runs in chunks through one small buffer */
+    size_t chunk = m->hdr->touch ? (n < 4096 ? n : 4096) : n;
+    if (grow((void **)&s->out, &s->out_cap, chunk * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
-    if ((rc = psrec_store_pull(s->store, m->hdr->table, keys, n, s->out)))
-        return psrec_fail(err, rc, "pull of %zu rows: %s", n, psrec_strerror(rc));
-    s->st.rows_pulled += n;
+    for (size_t i = 0; i < n; i += chunk)
+        if ((rc = psrec_store_pull(s->store, m->hdr->table, keys + i, n - i < chunk ? n - i : chunk, s->out)))
+            return psrec_fail(err, rc, "pull of %zu rows: %s", n, psrec_strerror(rc));
     r->h.count = n;
     r->h.dim = dim;
+    if (m->hdr->touch) {
+        s->st.rows_touched += n;
+        return PSREC_OK;
+    }
+    s->st.rows_pulled += n;
     r->bulk[0] = (psrec_wire_bulk_t){s->out, n * dim * sizeof(float)};
     r->nbulk = 1;
     return PSREC_OK;

@@ -60,7 +60,8 @@ typedef struct {
 typedef struct {
     uint64_t requests, errors, duplicates;
     uint64_t rows_pulled, rows_pushed, rows_set;
-    uint64_t neg_scored, neg_applied; /* server-side negatives: rows drawn and scored, rows updated */
+    uint64_t neg_scored, neg_applied;  /* server-side negatives: rows drawn and scored, rows updated */
+    uint64_t rows_touched;             /* PULLs with touch (materialising a catalogue) */
     uint64_t checkpoints;              /* snapshots taken (children forked) */
     uint64_t log_records, log_commits; /* --durability log */
     double log_fsync_seconds;

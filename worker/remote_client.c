@@ -80,6 +80,7 @@ typedef struct {
     const uint64_t *keys;     /* grouped by server */
     const float *vals;        /* grouped (PUSH/SET) */
     float *out;               /* PULL: caller's rows */
+    int touch;                /* PULL: create the rows, none come back */
     const size_t *perm;       /* grouped position -> caller position; NULL = identity */
     /* DUMP results */
     uint64_t *dkeys;
@@ -360,6 +361,7 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
     h.count = q->count;
     h.cursor = q->cursor;
     h.checkpoint_round = op->round;
+    h.touch = op->touch;
     psrec_wire_bulk_t b[3];
     int nb = 0;
     if (op->type == PSREC__TYPE__NEG_SCORE) {
@@ -443,7 +445,11 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
     if (h->type != op->want)
         return psrec_fail(err, PSREC_EPROTO, "server %u (%s) answered %s with %s", q->server, r->addr[q->server],
                           type_name(op->type), type_name(h->type));
-    if (op->type == PSREC__TYPE__PULL) {
+    if (op->type == PSREC__TYPE__PULL && op->touch) {
+        if (h->count != q->count || m->nbulk != 0)
+            return psrec_fail(err, PSREC_EPROTO, "server %u (%s): touch answered for %llu rows, %zu sent", q->server,
+                              r->addr[q->server], (unsigned long long)h->count, q->count);
+    } else if (op->type == PSREC__TYPE__PULL) {
         size_t bytes = q->count * op->dim * sizeof(float);
         if (h->count != q->count || h->dim != op->dim || m->nbulk != 1 || m->bulk_bytes[0] != bytes)
             return psrec_fail(err, PSREC_EPROTO, "server %u (%s): PULL_OK of %llu rows, %zu asked", q->server,
@@ -670,6 +676,17 @@ psrec_err psrec_remote_pull(psrec_remote_t *r, uint32_t table, const uint64_t *k
     return rows_call(r, PSREC__TYPE__PULL, PSREC__TYPE__PULL_OK, table, keys, n, NULL, out, dim, err);
 }
 
+psrec_err psrec_remote_touch(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, uint32_t dim, char *err)
+{
+    if (dim == 0 || dim > PSREC_WIRE_MAX_DIM) return psrec_fail(err, PSREC_EINVAL, "touch: dim %u out of range", dim);
+    if (n == 0) return PSREC_OK;
+    op_t op = {.type = PSREC__TYPE__PULL, .want = PSREC__TYPE__PULL_OK, .table = table, .dim = dim, .touch = 1};
+    size_t nreq = 0;
+    psrec_err rc = plan(r, &op, keys, n, NULL, &nreq, err);
+    if (!rc) rc = run(r, &op, nreq, err);
+    return rc;
+}
+
 psrec_err psrec_remote_push(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *grads,
                             uint32_t dim, char *err)
 {
@@ -817,6 +834,15 @@ static psrec_err ops_set(void *impl, uint32_t table, const uint64_t *keys, size_
     return ops_call(impl, PSREC__TYPE__SET, table, keys, n, values, NULL);
 }
 
+static psrec_err ops_touch(void *impl, uint32_t table, const uint64_t *keys, size_t n)
+{
+    psrec_remote_t *r = impl;
+    uint32_t dim = table < PSREC_STORE_MAX_TABLES ? r->conf.table_dim[table] : 0;
+    if (!dim)
+        return psrec_fail(r->last_err, PSREC_ENOTFOUND, "no table %u in the remote client's configuration", table);
+    return psrec_remote_touch(r, table, keys, n, dim, r->last_err);
+}
+
 static uint32_t ops_neg_parts(void *impl)
 {
     return psrec_remote_nservers(impl);
@@ -852,6 +878,7 @@ psrec_err psrec_table_client_new_remote(psrec_table_client_t **c, psrec_remote_t
                                                  .push = ops_push,
                                                  .set = ops_set,
                                                  .destroy = ops_destroy,
+                                                 .touch = ops_touch,
                                                  .neg_parts = ops_neg_parts,
                                                  .neg_part_of = ops_neg_part_of,
                                                  .neg_score = ops_neg_score,

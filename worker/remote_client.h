@@ -64,6 +64,10 @@ psrec_err psrec_remote_push(psrec_remote_t *r, uint32_t table, const uint64_t *k
                             uint32_t dim, char *err) PSREC_MUST_CHECK;
 psrec_err psrec_remote_set(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, const float *values,
                            uint32_t dim, char *err) PSREC_MUST_CHECK;
+/* Creates the rows of n keys on their servers without sending any back (PULL with touch): how a job
+ * materialises its whole catalogue at 8 bytes per key on the wire. */
+psrec_err psrec_remote_touch(psrec_remote_t *r, uint32_t table, const uint64_t *keys, size_t n, uint32_t dim,
+                             char *err) PSREC_MUST_CHECK;
 /* All rows of a table, from every server (DUMP with cursors). The caller frees *keys and *values. */
 psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uint64_t **keys, float **values, size_t *n,
                             char *err) PSREC_MUST_CHECK;

@@ -50,6 +50,20 @@ psrec_err psrec_table_set(psrec_table_client_t *c, uint32_t table, const uint64_
     return n ? c->ops.set(c->impl, table, keys, n, values) : PSREC_OK;
 }
 
+psrec_err psrec_table_touch(psrec_table_client_t *c, uint32_t table, uint32_t dim, const uint64_t *keys, size_t n)
+{
+    if (n == 0) return PSREC_OK;
+    if (c->ops.touch) return c->ops.touch(c->impl, table, keys, n);
+    enum { CHUNK = 4096 };
+    float *buf = malloc((size_t)CHUNK * dim * sizeof *buf);
+    if (!buf) return PSREC_ENOMEM;
+    psrec_err rc = PSREC_OK;
+    for (size_t i = 0; !rc && i < n; i += CHUNK)
+        rc = c->ops.pull(c->impl, table, keys + i, n - i < CHUNK ? n - i : CHUNK, buf);
+    free(buf);
+    return rc;
+}
+
 uint32_t psrec_table_neg_parts(psrec_table_client_t *c)
 {
     return c->ops.neg_parts ? c->ops.neg_parts(c->impl) : 0;

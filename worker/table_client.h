@@ -29,6 +29,8 @@ typedef struct {
     psrec_err (*push)(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *grads);
     psrec_err (*set)(void *impl, uint32_t table, const uint64_t *keys, size_t n, const float *values);
     void (*destroy)(void *impl);
+    /* creates rows without reading them (optional: NULL = a pull into a scratch buffer) */
+    psrec_err (*touch)(void *impl, uint32_t table, const uint64_t *keys, size_t n);
     /* server-side negatives (optional: NULL = not supported by this client) */
     uint32_t (*neg_parts)(void *impl);
     uint32_t (*neg_part_of)(void *impl, uint64_t key);
@@ -53,6 +55,10 @@ psrec_err psrec_table_push(psrec_table_client_t *c, uint32_t table, const uint64
                            const float *grads) PSREC_MUST_CHECK;
 psrec_err psrec_table_set(psrec_table_client_t *c, uint32_t table, const uint64_t *keys, size_t n,
                           const float *values) PSREC_MUST_CHECK;
+/* Creates the rows of n keys (first-touch init) without reading them back: materialising a catalogue.
+ * dim is the table's row width (for the scratch of clients without a touch op). */
+psrec_err psrec_table_touch(psrec_table_client_t *c, uint32_t table, uint32_t dim, const uint64_t *keys,
+                            size_t n) PSREC_MUST_CHECK;
 
 /* ---- server-side negatives (ps/negatives.h, `--negatives-on servers`) ----
  * The shards holding a table's rows (the servers of the shard map; one for a local store) each draw

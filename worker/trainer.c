@@ -889,6 +889,39 @@ static psrec_err dump_remote(void *ctx, uint32_t table, uint32_t dim, uint64_t *
     return psrec_remote_dump(ctx, table, dim, keys, values, n, err);
 }
 
+/* --materialise: this worker's share of the catalogue's output rows, created on their servers in
+ * chunks (heartbeats go on in between: it takes a while at 10^8 items), then every worker waits for
+ * the others so that training starts on the whole table. */
+static psrec_err materialise(worker_t *w, char *err)
+{
+    trainer_t *tr = w->tr;
+    const psrec_train_conf_t *c = tr->c;
+    size_t n = tr->freq.n, lo = n * w->rank / w->nworkers, hi = n * (w->rank + 1) / w->nworkers;
+    const size_t chunk = 1u << 16;
+    double t0 = now_sec();
+    psrec_err rc = PSREC_OK;
+    for (size_t i = lo; !rc && i < hi; i += chunk) {
+        size_t m = hi - i < chunk ? hi - i : chunk;
+        if ((rc = psrec_table_touch(w->client, PSREC_TABLE_ITEM_OUT, (uint32_t)c->dim, tr->freq.ids + i, m)))
+            return psrec_fail(err, rc, "materialising catalogue rows %zu..%zu: %s", i, i + m,
+                              w->remote ? psrec_remote_last_error(w->remote) : psrec_strerror(rc));
+        if (tr->coord && now_sec() >= w->next_heartbeat) {
+            w->next_heartbeat = now_sec() + 0.2;
+            rc = heartbeat(w, 0, err);
+        }
+    }
+    if (!rc && tr->coord) { /* the others may take longer: wait for them, not the usual deadline */
+        psrec_coord_client_set_timeout(w->cc, 24 * 3600 * 1000);
+        rc = psrec_coord_client_barrier(w->cc, "materialised", w->nworkers, err);
+        int ms = c->timeout_ms * 3;
+        psrec_coord_client_set_timeout(w->cc, w->ckpt_dir && c->recovery_ms > ms ? c->recovery_ms : ms);
+    }
+    if (!rc && !c->quiet)
+        fprintf(stderr, "psrec worker %u: materialised %zu catalogue rows in %.1f s (%.2f M rows/s)\n", w->rank,
+                hi - lo, now_sec() - t0, (double)(hi - lo) / 1e6 / (now_sec() - t0 + 1e-9));
+    return rc;
+}
+
 /* Everything a worker thread does before its first step. */
 static psrec_err worker_start(worker_t *w, char *err)
 {
@@ -937,6 +970,7 @@ static psrec_err worker_start(worker_t *w, char *err)
         if (psrec_model_save_conf(w->ckpt_dir, &tr->mconf, e))
             fprintf(stderr, "psrec worker 0: %s (export --checkpoint will not find the model's shape)\n", e);
     }
+    if (c->materialise && (rc = materialise(w, err))) return rc;
     if (tr->coord && !w->resumed) {
         /* rank 0 writes the initial tower weights; nobody trains before they are there */
         if (w->rank == 0) {

@@ -48,6 +48,10 @@ typedef struct {
     /* --negatives-on servers: each parameter server draws S / servers negatives from its own rows and
      * scores them (ps/negatives.h); negative rows never cross the network. Uniform sampler, softmax. */
     int negatives_on_servers;
+    /* --materialise: before training, every catalogue item's output row is created (each worker
+     * touches its share of freq.bin's ids; PULL with touch, 8 bytes per key on the wire), so the table
+     * really holds the whole catalogue and server-side negatives draw from all of it. */
+    int materialise;
     psrec_sampler_kind sampler;
     double alpha;       /* popularity exponent */
     double temperature; /* hard negatives T */
