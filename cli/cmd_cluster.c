@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -134,6 +135,12 @@ int psrec_cmd_server(int argc, char **argv)
                     psrec_store_rows(psrec_server_store(s), t), tc.dim, psrec_row_dtype_name(tc.dtype),
                     psrec_opt_name(tc.opt.kind), psrec_store_bytes_per_row(psrec_server_store(s), t));
         }
+        struct rusage ru;
+        long hwm_kb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0; /* kB on Linux */
+        fprintf(stderr,
+                "psrec server: peak memory %.1f MB (max RSS); %" PRIu64 " rows touched (materialise), %" PRIu64
+                " negatives drawn and scored here, %" PRIu64 " negative rows updated\n",
+                hwm_kb / 1024.0, st.rows_touched, st.neg_scored, st.neg_applied);
         if (st.checkpoints || st.log_commits)
             fprintf(stderr,
                     "psrec server: %" PRIu64 " snapshot(s) taken; push log: %" PRIu64 " records in %" PRIu64

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "worker/trainer.h"
@@ -397,10 +398,14 @@ static int run_training(const char *cmd, psrec_train_conf_t c)
                 cmd, (unsigned long long)res.examples, res.seconds, res.examples_per_sec, (unsigned long long)res.steps,
                 res.final_loss, res.wire_bytes / 1e6, res.wire_raw_bytes / 1e6, c.model_dir ? ", model in " : "",
                 c.model_dir ? c.model_dir : "");
+    struct rusage ru;
+    double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss / 1024.0 : 0; /* kB on Linux */
     printf("{\"examples\": %llu, \"seconds\": %.3f, \"examples_per_sec\": %.1f, \"final_loss\": %.6f, "
-           "\"wire_bytes\": %llu, \"wire_raw_bytes\": %llu}\n",
+           "\"wire_bytes\": %llu, \"wire_raw_bytes\": %llu, \"peak_rss_mb\": %.1f, \"step_seconds\": %.3f, "
+           "\"step_examples_per_sec\": %.1f}\n",
            (unsigned long long)res.examples, res.seconds, res.examples_per_sec, res.final_loss,
-           (unsigned long long)res.wire_bytes, (unsigned long long)res.wire_raw_bytes);
+           (unsigned long long)res.wire_bytes, (unsigned long long)res.wire_raw_bytes, peak_mb, res.step_seconds,
+           res.step_examples_per_sec);
     return 0;
 }
 

@@ -547,8 +547,20 @@ static void test_negatives(void **st)
     float rows[50 * DIM], want[50 * DIM];
     for (int i = 0; i < 50; i++)
         keys[i] = (uint64_t)i;
+    /* rows made by a touch (materialising): count only in the reply, then the same rows a pull makes */
+    Psrec__Header th;
+    hdr(&th, PSREC__TYPE__PULL, 0, 50, DIM, 5);
+    th.touch = 1;
+    psrec_wire_bulk_t tb = {keys, sizeof keys};
+    psrec_wire_msg_t tm;
+    call(d, &th, &tb, 1, &tm);
+    assert_int_equal(tm.hdr->type, PSREC__TYPE__PULL_OK);
+    assert_int_equal(tm.hdr->count, 50);
+    assert_int_equal(tm.nbulk, 0);
+    psrec_wire_msg_clear(&tm);
     pull(d, 0, DIM, keys, 50, rows);
     assert_int_equal(psrec_store_pull(ref, 0, keys, 50, want), PSREC_OK);
+    assert_memory_equal(rows, want, sizeof rows);
 
     float U[3 * DIM];
     for (int i = 0; i < 3 * DIM; i++)
@@ -632,6 +644,7 @@ static void test_negatives(void **st)
     join_srv_keep(x, &ss);
     assert_int_equal(ss.neg_scored, 40);
     assert_int_equal(ss.neg_applied, gn);
+    assert_int_equal(ss.rows_touched, 50);
     psrec_negpart_destroy(&part);
     psrec_store_destroy(&ref);
     zmq_ctx_term(z);

@@ -188,6 +188,8 @@ struct trainer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t done_examples, global_step;
+    double steps_t0, steps_t1; /* first step started, last step finished (all workers) */
+    uint64_t steps_examples;
     double loss_sum;
     uint64_t loss_n;
     int running;
@@ -1022,6 +1024,8 @@ static void *worker_main(void *arg)
     const psrec_train_conf_t *c = tr->c;
     char err[PSREC_ERRBUF] = "";
     psrec_err rc = worker_start(w, err);
+    double t_start = now_sec();
+    uint64_t ex0 = w->examples;
     while (!rc && !should_stop(tr)) {
         if (c->max_steps && w->steps >= c->max_steps) break;
         size_t got = 0;
@@ -1051,6 +1055,13 @@ static void *worker_main(void *arg)
         }
         if (w->round_seen > w->round_done && (rc = take_part_in_round(w, err))) break;
     }
+    if (!rc && w->pusher && (rc = pusher_wait(w->pusher)))
+        psrec_fail(err, rc, "worker %u: %s", w->rank, w->pusher->err);
+    pthread_mutex_lock(&tr->mu); /* the training steps alone: no joining, materialising or saving */
+    if (!tr->steps_t0 || t_start < tr->steps_t0) tr->steps_t0 = t_start;
+    if (now_sec() > tr->steps_t1) tr->steps_t1 = now_sec();
+    tr->steps_examples += w->examples - ex0;
+    pthread_mutex_unlock(&tr->mu);
     if (!rc) rc = worker_finish(w, err);
     if (rc) record_error(tr, rc, err);
     pthread_mutex_lock(&tr->mu);
@@ -1412,6 +1423,8 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         res->seconds = now_sec() - t0;
         res->examples = tr->done_examples;
         res->examples_per_sec = res->seconds > 0 ? res->examples / res->seconds : 0;
+        res->step_seconds = tr->steps_t1 > tr->steps_t0 ? tr->steps_t1 - tr->steps_t0 : 0;
+        res->step_examples_per_sec = res->step_seconds > 0 ? tr->steps_examples / res->step_seconds : 0;
         res->final_loss = last_loss;
         for (int i = 0; i < W; i++) {
             res->steps += ws[i].steps;

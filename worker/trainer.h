@@ -100,8 +100,10 @@ typedef struct {
     uint64_t steps;
     double seconds;
     double examples_per_sec;
-    double final_loss; /* mean training loss over the last ~10% of steps */
-    uint64_t rows_out; /* materialised item output rows (direct mode) */
+    double step_seconds;          /* from the first training step to the last (no start-up or saving) */
+    double step_examples_per_sec; /* examples trained by this process over step_seconds */
+    double final_loss;            /* mean training loss over the last ~10% of steps */
+    uint64_t rows_out;            /* materialised item output rows (direct mode) */
     double bytes_per_row_out;
     uint64_t wire_raw_bytes; /* bulk bytes sent + received by this process's workers, before LZ4 */
     uint64_t wire_bytes;     /* ... as they crossed the wire (plus headers) */
