@@ -402,10 +402,10 @@ static int run_training(const char *cmd, psrec_train_conf_t c)
     double peak_mb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss / 1024.0 : 0; /* kB on Linux */
     printf("{\"examples\": %llu, \"seconds\": %.3f, \"examples_per_sec\": %.1f, \"final_loss\": %.6f, "
            "\"wire_bytes\": %llu, \"wire_raw_bytes\": %llu, \"peak_rss_mb\": %.1f, \"step_seconds\": %.3f, "
-           "\"step_examples_per_sec\": %.1f}\n",
+           "\"step_examples_per_sec\": %.1f, \"step_wire_bytes\": %llu}\n",
            (unsigned long long)res.examples, res.seconds, res.examples_per_sec, res.final_loss,
            (unsigned long long)res.wire_bytes, (unsigned long long)res.wire_raw_bytes, peak_mb, res.step_seconds,
-           res.step_examples_per_sec);
+           res.step_examples_per_sec, (unsigned long long)res.step_wire_bytes);
     return 0;
 }
 

@@ -189,7 +189,7 @@ struct trainer {
     pthread_cond_t cv;
     uint64_t done_examples, global_step;
     double steps_t0, steps_t1; /* first step started, last step finished (all workers) */
-    uint64_t steps_examples;
+    uint64_t steps_examples, steps_wire;
     double loss_sum;
     uint64_t loss_n;
     int running;
@@ -1017,6 +1017,20 @@ static psrec_err worker_finish(worker_t *w, char *err)
     return rc;
 }
 
+/* Bytes this worker's clients moved so far (bulk frames as sent, plus headers). */
+static uint64_t wire_bytes_of(const worker_t *w)
+{
+    uint64_t b = 0;
+    psrec_remote_t *rs[2] = {w->remote, w->pusher ? w->pusher->remote : NULL};
+    for (int k = 0; k < 2; k++) {
+        if (!rs[k]) continue;
+        psrec_wire_stats_t s, r;
+        psrec_remote_stats(rs[k], &s, &r);
+        b += s.wire_bytes + r.wire_bytes + s.header_bytes + r.header_bytes;
+    }
+    return b;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -1025,7 +1039,7 @@ static void *worker_main(void *arg)
     char err[PSREC_ERRBUF] = "";
     psrec_err rc = worker_start(w, err);
     double t_start = now_sec();
-    uint64_t ex0 = w->examples;
+    uint64_t ex0 = w->examples, wire0 = rc ? 0 : wire_bytes_of(w);
     while (!rc && !should_stop(tr)) {
         if (c->max_steps && w->steps >= c->max_steps) break;
         size_t got = 0;
@@ -1061,6 +1075,7 @@ static void *worker_main(void *arg)
     if (!tr->steps_t0 || t_start < tr->steps_t0) tr->steps_t0 = t_start;
     if (now_sec() > tr->steps_t1) tr->steps_t1 = now_sec();
     tr->steps_examples += w->examples - ex0;
+    tr->steps_wire += rc ? 0 : wire_bytes_of(w) - wire0;
     pthread_mutex_unlock(&tr->mu);
     if (!rc) rc = worker_finish(w, err);
     if (rc) record_error(tr, rc, err);
@@ -1425,6 +1440,7 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         res->examples_per_sec = res->seconds > 0 ? res->examples / res->seconds : 0;
         res->step_seconds = tr->steps_t1 > tr->steps_t0 ? tr->steps_t1 - tr->steps_t0 : 0;
         res->step_examples_per_sec = res->step_seconds > 0 ? tr->steps_examples / res->step_seconds : 0;
+        res->step_wire_bytes = tr->steps_wire;
         res->final_loss = last_loss;
         for (int i = 0; i < W; i++) {
             res->steps += ws[i].steps;

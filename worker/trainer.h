@@ -102,6 +102,7 @@ typedef struct {
     double examples_per_sec;
     double step_seconds;          /* from the first training step to the last (no start-up or saving) */
     double step_examples_per_sec; /* examples trained by this process over step_seconds */
+    uint64_t step_wire_bytes;     /* bytes its workers moved during the steps (wire_bytes minus start-up) */
     double final_loss;            /* mean training loss over the last ~10% of steps */
     uint64_t rows_out;            /* materialised item output rows (direct mode) */
     double bytes_per_row_out;
