@@ -1,6 +1,7 @@
 /* cmd_cluster.c: the cluster roles as processes: `psrec coord`, `psrec server`, `psrec status`
  * (`psrec worker` is training with --coord, in cmd_train.c). launch/run.sh starts these.
  * Thread model: main thread; ZeroMQ context per command. */
+#include <cblas.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -95,6 +96,9 @@ int psrec_cmd_server(int argc, char **argv)
         return 2;
     }
     char err[PSREC_ERRBUF] = "";
+    /* the serving thread's GEMMs (server-side negatives) are small and share the machine with other
+     * roles: OpenBLAS's own threads would only spin against them */
+    openblas_set_num_threads(1);
     void *zctx = zmq_ctx_new();
     psrec_zsec_t *zs = NULL;
     psrec_err rc = psrec_zsec_new(&zs, zctx, &c.sec, c.job_id, PSREC_ZSEC_SERVE | PSREC_ZSEC_CONNECT, err);
