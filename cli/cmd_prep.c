@@ -1,7 +1,9 @@
 /* cmd_prep.c: `psrec prep`: text examples -> binary shards (one per worker) + the item catalogue
  * with counts. Design: two passes over the text, the first only to learn the slot names, so every
  * shard carries the same final schema from its first example on. Examples are dealt round-robin to
- * shards. Thread model: main thread. */
+ * shards. The catalogue is the ids seen (plus an items file's), or with --catalogue N the ids 0..N-1:
+ * then only the ids seen are counted in memory and freq.bin is written dense (no ids) by streaming,
+ * so a 10^8-item catalogue needs no O(N) table here. Thread model: main thread. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +23,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: psrec prep --in FILE [--in FILE ...] --out DIR [--shards N] [--items items.tsv] [--skip-bad]\n"
+    fprintf(f, "usage: psrec prep --in FILE [--in FILE ...] --out DIR [--shards N] [--items items.tsv]\n"
+               "                  [--catalogue N] [--skip-bad]\n"
                "Writes DIR/shard-00000.bin ... (N shards, default 2) and DIR/freq.bin (item catalogue + counts).\n"
-               "--items adds every item of an items file to the catalogue, even items with no interaction.\n");
+               "--items adds every item of an items file to the catalogue, even items with no interaction.\n"
+               "--catalogue N declares the items 0..N-1 the catalogue (as `psrec gen` numbers them), without an\n"
+               "items file; every item id in the data (positives and history) must be below N.\n");
 }
 
 static psrec_err scan_schema(char **inputs, int n, psrec_schema_t *schema, const psrec_text_opts_t *o, char *err)
@@ -50,10 +55,11 @@ int psrec_cmd_prep(int argc, char **argv)
     char *inputs[MAX_INPUTS];
     int n_in = 0, shards = 2;
     const char *out = NULL, *items = NULL;
+    uint64_t catalogue = 0; /* 0 = the ids seen */
     psrec_text_opts_t topts = {.require_pos = 1};
-    static const struct option opts[] = {{"in", 1, 0, 'i'},    {"out", 1, 0, 'o'},      {"shards", 1, 0, 's'},
-                                         {"items", 1, 0, 't'}, {"skip-bad", 0, 0, 'k'}, {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"in", 1, 0, 'i'},       {"out", 1, 0, 'o'},  {"shards", 1, 0, 's'},    {"items", 1, 0, 't'},
+        {"skip-bad", 0, 0, 'k'}, {"help", 0, 0, 'h'}, {"catalogue", 1, 0, 'c'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -69,6 +75,13 @@ int psrec_cmd_prep(int argc, char **argv)
             if (psrec_cli_int("prep", "--shards", optarg, 1, MAX_OUT_SHARDS, &shards)) return 2;
             break;
         case 't': items = optarg; break;
+        case 'c':
+            if (psrec_cli_u64("prep", "--catalogue", optarg, &catalogue)) return 2;
+            if (catalogue == 0 || catalogue > SIZE_MAX) {
+                fprintf(stderr, "psrec prep: --catalogue must be at least 1\n");
+                return 2;
+            }
+            break;
         case 'k': topts.skip_bad = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -125,19 +138,27 @@ int psrec_cmd_prep(int argc, char **argv)
         free(ids);
         free(cats);
     }
+    psrec_freq_t f = {0};
+    if (!rc && (rc = psrec_freq_counter_result(fc, &f))) psrec_fail(err, rc, "out of memory");
+    if (!rc && catalogue && f.n > 0 && f.ids[f.n - 1] >= catalogue) { /* refused before any shard is committed */
+        size_t k = f.n - 1;
+        while (k > 0 && f.ids[k - 1] >= catalogue)
+            k--;
+        rc = psrec_fail(err, PSREC_EINVAL, "item id %llu is not in the catalogue 0..%llu (--catalogue %llu)",
+                        (unsigned long long)f.ids[k], (unsigned long long)catalogue - 1, (unsigned long long)catalogue);
+    }
     for (int s = 0; s < shards && w; s++) {
         if (rc)
             psrec_shard_writer_abort(&w[s]);
         else
             rc = psrec_shard_writer_commit(&w[s], &schema, err);
     }
-    psrec_freq_t f = {0};
-    if (!rc && (rc = psrec_freq_counter_result(fc, &f))) psrec_fail(err, rc, "out of memory");
     snprintf(path, sizeof path, "%s/freq.bin", out);
-    if (!rc) rc = psrec_freq_save(&f, path, err);
+    if (!rc) rc = catalogue ? psrec_freq_save_dense(&f, catalogue, path, err) : psrec_freq_save(&f, path, err);
     if (!rc) {
-        fprintf(stderr, "psrec prep: %llu examples -> %d shard(s) in %s; %zu items in the catalogue; slots:",
-                (unsigned long long)n_ex, shards, out, f.n);
+        fprintf(stderr, "psrec prep: %llu examples -> %d shard(s) in %s; %llu items in the catalogue%s; slots:",
+                (unsigned long long)n_ex, shards, out, (unsigned long long)(catalogue ? catalogue : f.n),
+                catalogue ? " (0..N-1)" : "");
         for (int s = 0; s < schema.nslots; s++)
             fprintf(stderr, " %s", schema.name[s]);
         if (skipped) fprintf(stderr, "; %zu malformed line(s) skipped", skipped);

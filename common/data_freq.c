@@ -1,11 +1,18 @@
 /* data_freq.c: the item catalogue with positive counts, counted on an idmap and stored as a durable
- * file (docs/data-format.md, "Frequency file").
+ * file (docs/data-format.md §3, "Frequency file").
  *
  * Design: counting is one idmap upsert per id (no per-id allocation); the sorted snapshot is built
- * once at the end. The file is little-endian: magic "PSRECFQ1", n (u64), then n (id u64, count u64)
- * pairs with ids strictly ascending; the durable trailer's XXH64 covers it, and the loader also
- * checks n against the payload length before allocating and that ids ascend.
- * Thread model: a counter has one owner; psrec_freq_t is plain data. */
+ * once at the end. The file (version 2) is columnar and little-endian: magic "PSRECFQ2", n, flags,
+ * total (u64 each), then n ids unless the DENSE flag says they are 0..n-1, then n counts; every
+ * column starts at an 8-aligned offset, so a little-endian host maps the file read-only and shared
+ * (psrec_dfile_map) and reads ids and counts in place: the worker processes of one machine share
+ * one copy in the page cache instead of each holding O(n) malloc'ed arrays, and a DENSE catalogue
+ * (`psrec prep --catalogue N`) needs no ids at all. The loader checks the durable checksum over the
+ * mapping, n against the payload length, the ids ascending and the counts summing to total, one
+ * chunk at a time, dropping each chunk from the resident set after it is checked. Version 1 files
+ * ("PSRECFQ1", n, then (id, count) pairs) are still read, copied into malloc'ed arrays, as is any
+ * file on a big-endian host.
+ * Thread model: a counter has one owner; psrec_freq_t is plain data, read-only once loaded. */
 #include "common/data_freq.h"
 
 #include <stdlib.h>
@@ -15,9 +22,19 @@
 #include "common/endian.h"
 #include "common/idmap.h"
 
-#define FREQ_MAGIC "PSRECFQ1"
-#define FREQ_HEADER 16
-#define FREQ_ENTRY 16
+#define FREQ_MAGIC_V1 "PSRECFQ1"
+#define FREQ_MAGIC "PSRECFQ2"
+#define FREQ_HEADER_V1 16
+#define FREQ_ENTRY_V1 16
+#define FREQ_HEADER 32               /* magic, n, flags, total */
+#define FREQ_DENSE 1ULL              /* flags: no ids on disk, they are 0..n-1 */
+#define CHECK_STEP ((size_t)1 << 20) /* entries checked between two resident-set drops (8 MB) */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HOST_LE 1
+#else
+#define HOST_LE 0
+#endif
 
 struct psrec_freq_counter {
     psrec_idmap_t *m;
@@ -77,7 +94,7 @@ static int cmp_pair(const void *a, const void *b)
 
 static psrec_err alloc_freq(psrec_freq_t *f, size_t n)
 {
-    f->n = 0;
+    memset(f, 0, sizeof *f);
     f->ids = malloc((n ? n : 1) * sizeof *f->ids);
     f->counts = malloc((n ? n : 1) * sizeof *f->counts);
     if (!f->ids || !f->counts) {
@@ -86,6 +103,15 @@ static psrec_err alloc_freq(psrec_freq_t *f, size_t n)
     }
     f->n = n;
     return PSREC_OK;
+}
+
+/* dense and total of a catalogue whose ids (if any) are known to ascend strictly */
+static void finish_freq(psrec_freq_t *f)
+{
+    f->dense = !f->ids || (f->n > 0 && f->ids[0] == 0 && f->ids[f->n - 1] == f->n - 1);
+    f->total = 0;
+    for (size_t i = 0; i < f->n; i++)
+        f->total += f->counts[i];
 }
 
 psrec_err psrec_freq_counter_result(const psrec_freq_counter_t *c, psrec_freq_t *f)
@@ -106,77 +132,212 @@ psrec_err psrec_freq_counter_result(const psrec_freq_counter_t *c, psrec_freq_t 
         f->counts[i] = p[i].count;
     }
     free(p);
+    finish_freq(f);
     return PSREC_OK;
+}
+
+/* ---- save ---- */
+
+typedef struct {
+    psrec_dfile_t *d;
+    unsigned char buf[1 << 16];
+    size_t used;
+} writer_t;
+
+static psrec_err put(writer_t *w, uint64_t v, char *err)
+{
+    if (w->used == sizeof w->buf) {
+        psrec_err rc = psrec_dfile_write(w->d, w->buf, w->used, err);
+        if (rc) return rc;
+        w->used = 0;
+    }
+    psrec_put64(w->buf + w->used, v);
+    w->used += 8;
+    return PSREC_OK;
+}
+
+/* Opens path and writes the header; *out stays NULL if nothing was opened. */
+static psrec_err begin(writer_t **out, const char *path, uint64_t n, uint64_t flags, uint64_t total, char *err)
+{
+    *out = NULL;
+    writer_t *w = malloc(sizeof *w);
+    if (!w) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
+    psrec_err rc = psrec_dfile_open(&w->d, path, err);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    memcpy(w->buf, FREQ_MAGIC, 8);
+    w->used = 8;
+    rc = put(w, n, err);
+    if (!rc) rc = put(w, flags, err);
+    if (!rc) rc = put(w, total, err);
+    *out = w;
+    return rc;
+}
+
+static psrec_err end(writer_t *w, psrec_err rc, char *err)
+{
+    if (!rc && w->used) rc = psrec_dfile_write(w->d, w->buf, w->used, err);
+    rc = psrec_dfile_finish(&w->d, rc, err);
+    free(w);
+    return rc;
 }
 
 psrec_err psrec_freq_save(const psrec_freq_t *f, const char *path, char *err)
 {
-    for (size_t i = 1; i < f->n; i++)
+    if (!f->ids && !f->dense && f->n > 0)
+        return psrec_fail(err, PSREC_EINVAL, "%s: a catalogue without ids must be dense", path);
+    for (size_t i = 1; f->ids && i < f->n; i++)
         if (f->ids[i] <= f->ids[i - 1])
             return psrec_fail(err, PSREC_EINVAL, "%s: ids are not strictly ascending at entry %zu", path, i);
-    psrec_dfile_t *d;
-    psrec_err rc = psrec_dfile_open(&d, path, err);
-    if (rc) return rc;
-    unsigned char buf[4096];
-    memcpy(buf, FREQ_MAGIC, 8);
-    psrec_put64(buf + 8, f->n);
-    size_t used = FREQ_HEADER;
-    for (size_t i = 0; i < f->n && !rc; i++) {
-        if (used + FREQ_ENTRY > sizeof buf) {
-            rc = psrec_dfile_write(d, buf, used, err);
-            used = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i < f->n; i++)
+        total += f->counts[i];
+    writer_t *w;
+    psrec_err rc = begin(&w, path, f->n, f->ids ? 0 : FREQ_DENSE, total, err);
+    if (!w) return rc;
+    for (size_t i = 0; !rc && f->ids && i < f->n; i++)
+        rc = put(w, f->ids[i], err);
+    for (size_t i = 0; !rc && i < f->n; i++)
+        rc = put(w, f->counts[i], err);
+    return end(w, rc, err);
+}
+
+psrec_err psrec_freq_save_dense(const psrec_freq_t *seen, uint64_t n, const char *path, char *err)
+{
+    /* the smallest id >= n: seen ascends, so it is the first entry past a binary search */
+    size_t lo = 0, hi = seen->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (psrec_freq_id(seen, mid) < n)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < seen->n)
+        return psrec_fail(err, PSREC_EINVAL, "%s: id %llu is not in the catalogue 0..%llu", path,
+                          (unsigned long long)psrec_freq_id(seen, lo), (unsigned long long)n - 1);
+    for (size_t i = 1; seen->ids && i < seen->n; i++)
+        if (seen->ids[i] <= seen->ids[i - 1])
+            return psrec_fail(err, PSREC_EINVAL, "%s: ids are not strictly ascending at entry %zu", path, i);
+    uint64_t total = 0;
+    for (size_t i = 0; i < seen->n; i++)
+        total += seen->counts[i];
+    writer_t *w;
+    psrec_err rc = begin(&w, path, n, FREQ_DENSE, total, err);
+    if (!w) return rc;
+    size_t k = 0;
+    for (uint64_t id = 0; !rc && id < n; id++) {
+        uint64_t c = 0;
+        if (k < seen->n && psrec_freq_id(seen, k) == id) c = seen->counts[k++];
+        rc = put(w, c, err);
+    }
+    return end(w, rc, err);
+}
+
+/* ---- load ---- */
+
+static psrec_err load_v1(psrec_freq_t *f, const unsigned char *p, size_t len, const char *path, char *err)
+{
+    uint64_t n = psrec_get64(p + 8);
+    if (n != (len - FREQ_HEADER_V1) / FREQ_ENTRY_V1 || (len - FREQ_HEADER_V1) % FREQ_ENTRY_V1 != 0)
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: entry count %llu does not match the file size", path,
+                          (unsigned long long)n);
+    if (alloc_freq(f, (size_t)n)) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++) {
+        f->ids[i] = psrec_get64(p + FREQ_HEADER_V1 + i * FREQ_ENTRY_V1);
+        f->counts[i] = psrec_get64(p + FREQ_HEADER_V1 + i * FREQ_ENTRY_V1 + 8);
+        if (i > 0 && f->ids[i] <= f->ids[i - 1])
+            return psrec_fail(err, PSREC_ECORRUPT, "%s: ids not ascending at entry %zu", path, i);
+    }
+    finish_freq(f);
+    return PSREC_OK;
+}
+
+/* Version 2 over the mapping p (len payload bytes): checks, then points f into it (or copies on a
+ * big-endian host). */
+static psrec_err load_v2(psrec_freq_t *f, const unsigned char *p, size_t len, const char *path, char *err)
+{
+    uint64_t n = psrec_get64(p + 8), flags = psrec_get64(p + 16), total = psrec_get64(p + 24);
+    if (flags & ~FREQ_DENSE)
+        return psrec_fail(err, PSREC_EVERSION, "%s: unknown flags 0x%llx (written by a newer psrec?)", path,
+                          (unsigned long long)flags);
+    const int dense = (flags & FREQ_DENSE) != 0;
+    const size_t per = dense ? 8 : 16, body = len - FREQ_HEADER;
+    if (n > body / per || n * per != body)
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: entry count %llu does not match the file size", path,
+                          (unsigned long long)n);
+    const unsigned char *ids = dense ? NULL : p + FREQ_HEADER, *counts = p + FREQ_HEADER + (dense ? 0 : 8 * n);
+    /* the checks, a chunk at a time, each chunk dropped from the resident set once read */
+    uint64_t sum = 0, prev = 0;
+    for (size_t i0 = 0; i0 < n; i0 += CHECK_STEP) {
+        size_t i1 = n - i0 < CHECK_STEP ? (size_t)n : i0 + CHECK_STEP;
+        for (size_t i = i0; ids && i < i1; i++) {
+            uint64_t id = psrec_get64(ids + 8 * i);
+            if (i > 0 && id <= prev)
+                return psrec_fail(err, PSREC_ECORRUPT, "%s: ids not ascending at entry %zu", path, i);
+            prev = id;
         }
-        psrec_put64(buf + used, f->ids[i]);
-        psrec_put64(buf + used + 8, f->counts[i]);
-        used += FREQ_ENTRY;
+        for (size_t i = i0; i < i1; i++)
+            sum += psrec_get64(counts + 8 * i);
+        if (ids) psrec_dfile_map_drop(p, (size_t)(ids - p) + 8 * i0, 8 * (i1 - i0));
+        psrec_dfile_map_drop(p, (size_t)(counts - p) + 8 * i0, 8 * (i1 - i0));
     }
-    if (!rc) rc = psrec_dfile_write(d, buf, used, err);
-    if (rc) {
-        psrec_dfile_abort(&d);
-        return rc;
+    if (sum != total)
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: counts sum to %llu, the header says %llu", path,
+                          (unsigned long long)sum, (unsigned long long)total);
+    if (!HOST_LE) { /* the file's byte order is not the host's: a converted copy */
+        if (alloc_freq(f, (size_t)n)) return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
+        for (size_t i = 0; i < n; i++) {
+            f->ids[i] = ids ? psrec_get64(ids + 8 * i) : (uint64_t)i;
+            f->counts[i] = psrec_get64(counts + 8 * i);
+        }
+        finish_freq(f);
+        return PSREC_OK;
     }
-    return psrec_dfile_commit(&d, err);
+    f->n = (size_t)n;
+    f->ids = (uint64_t *)(uintptr_t)ids; /* read-only: the mapping is PROT_READ */
+    f->counts = (uint64_t *)(uintptr_t)counts;
+    f->dense = dense || (n > 0 && psrec_get64(ids) == 0 && psrec_get64(ids + 8 * (n - 1)) == n - 1);
+    f->total = total;
+    return PSREC_OK;
 }
 
 psrec_err psrec_freq_load(psrec_freq_t *f, const char *path, char *err)
 {
     memset(f, 0, sizeof *f);
-    void *buf;
+    const void *map;
     size_t len;
-    psrec_err rc = psrec_dfile_read_all(path, &buf, &len, err);
+    psrec_err rc = psrec_dfile_map(path, &map, &len, err);
     if (rc) return rc;
-    const unsigned char *p = buf;
-    if (len < FREQ_HEADER || memcmp(p, FREQ_MAGIC, 8) != 0) {
-        free(buf);
-        return psrec_fail(err, PSREC_ECORRUPT, "%s: not a psrec frequency file", path);
-    }
-    uint64_t n = psrec_get64(p + 8);
-    if (n != (len - FREQ_HEADER) / FREQ_ENTRY || (len - FREQ_HEADER) % FREQ_ENTRY != 0) {
-        free(buf);
-        return psrec_fail(err, PSREC_ECORRUPT, "%s: entry count %llu does not match the file size", path,
-                          (unsigned long long)n);
-    }
-    if (alloc_freq(f, (size_t)n)) {
-        free(buf);
-        return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
-    }
-    for (size_t i = 0; i < n; i++) {
-        f->ids[i] = psrec_get64(p + FREQ_HEADER + i * FREQ_ENTRY);
-        f->counts[i] = psrec_get64(p + FREQ_HEADER + i * FREQ_ENTRY + 8);
-        if (i > 0 && f->ids[i] <= f->ids[i - 1]) {
-            free(buf);
-            psrec_freq_free(f);
-            return psrec_fail(err, PSREC_ECORRUPT, "%s: ids not ascending at entry %zu", path, i);
+    const unsigned char *p = map;
+    if (len >= FREQ_HEADER_V1 && memcmp(p, FREQ_MAGIC_V1, 8) == 0) {
+        rc = load_v1(f, p, len, path, err);
+    } else if (len >= FREQ_HEADER && memcmp(p, FREQ_MAGIC, 8) == 0) {
+        rc = load_v2(f, p, len, path, err);
+        if (!rc && HOST_LE && f->n > 0) { /* f points into the mapping: it owns it */
+            f->map = map;
+            f->map_len = len;
+            map = NULL;
         }
+    } else {
+        rc = psrec_fail(err, PSREC_ECORRUPT, "%s: not a psrec frequency file", path);
     }
-    free(buf);
-    return PSREC_OK;
+    psrec_dfile_unmap(map, len);
+    if (rc) psrec_freq_free(f);
+    if (!rc && f->n == 0) memset(f, 0, sizeof *f);
+    return rc;
 }
 
 void psrec_freq_free(psrec_freq_t *f)
 {
     if (!f) return;
-    free(f->ids);
-    free(f->counts);
+    if (f->map) {
+        psrec_dfile_unmap(f->map, f->map_len);
+    } else {
+        free(f->ids);
+        free(f->counts);
+    }
     memset(f, 0, sizeof *f);
 }

@@ -1,6 +1,8 @@
 /* durable.c: crash-safe file writes (temp + fsync + rename + fsync dir) with an XXH64 trailer, and
  * the matching verified reads. Design: one helper for every durable file (models, frequency counts,
- * manifests) so "a reader never loads a torn or corrupt file" is proven once.
+ * manifests) so "a reader never loads a torn or corrupt file" is proven once. Large read-only
+ * files (the item catalogue, the alias cache) can instead be mapped shared after the same check
+ * over the mapping, so the processes of one machine hold one copy in the page cache.
  * Thread model: a psrec_dfile_t is used by one thread; the functions keep no global state. */
 #include "common/durable.h"
 
@@ -11,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -56,7 +60,8 @@ psrec_err psrec_dfile_open(psrec_dfile_t **out, const char *path, char *err)
         psrec_dfile_abort(&f);
         return psrec_fail(err, PSREC_ENOMEM, "%s: out of memory", path);
     }
-    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    /* per thread: two threads of one process may write the same path at once (the last rename wins) */
+    snprintf(f->tmp, n, "%s.tmp.%ld.%ld", path, (long)getpid(), (long)syscall(SYS_gettid));
     XXH64_reset(f->h, 0);
     f->fp = fopen(f->tmp, "wb");
     if (!f->fp) {
@@ -234,6 +239,76 @@ psrec_err psrec_dfile_verify(const char *path, uint64_t *payload_len, char *err)
     free(chunk);
     if (rc == PSREC_OK && payload_len) *payload_len = payload;
     return rc;
+}
+
+#define MAP_CHUNK ((size_t)64 << 20) /* checksum step of psrec_dfile_map; a multiple of any page size */
+
+psrec_err psrec_dfile_map(const char *path, const void **payload, size_t *len, char *err)
+{
+    *payload = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return psrec_fail(err, e == ENOENT ? PSREC_ENOTFOUND : PSREC_EIO, "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < TRAILER_SIZE) {
+        close(fd);
+        return psrec_fail(err, PSREC_ECORRUPT, "%s: too short to be a psrec file (truncated?)", path);
+    }
+    if ((uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        return psrec_fail(err, PSREC_EMSGSIZE, "%s: too large to map", path);
+    }
+    size_t size = (size_t)st.st_size;
+    void *m = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    int e = errno;
+    close(fd); /* the mapping keeps the file open */
+    if (m == MAP_FAILED) return psrec_fail(err, PSREC_EIO, "%s: cannot map: %s", path, strerror(e));
+    const unsigned char *p = m, *tr = p + size - TRAILER_SIZE;
+    size_t payload_len = size - TRAILER_SIZE;
+    psrec_err rc = PSREC_OK;
+    if (memcmp(tr, TRAILER_MAGIC, 8) != 0 || get_u64(tr + 8) != (uint64_t)payload_len) {
+        rc = psrec_fail(err, PSREC_ECORRUPT, "%s: missing or inconsistent trailer (truncated or not a psrec file)",
+                        path);
+    } else {
+        XXH64_state_t *h = XXH64_createState();
+        if (!h) {
+            rc = psrec_fail(err, PSREC_ENOMEM, "out of memory");
+        } else {
+            XXH64_reset(h, 0);
+            for (size_t off = 0; off < payload_len; off += MAP_CHUNK) {
+                size_t n = payload_len - off < MAP_CHUNK ? payload_len - off : MAP_CHUNK;
+                XXH64_update(h, p + off, n);
+                madvise((unsigned char *)m + off, n,
+                        MADV_DONTNEED); /* shared file pages: only unmapped here, kept in the cache */
+            }
+            if ((uint64_t)XXH64_digest(h) != get_u64(tr + 16))
+                rc = psrec_fail(err, PSREC_ECORRUPT, "%s: checksum mismatch (file is corrupt)", path);
+            XXH64_freeState(h);
+        }
+    }
+    if (rc) {
+        munmap(m, size);
+        return rc;
+    }
+    *payload = m;
+    *len = payload_len;
+    return PSREC_OK;
+}
+
+void psrec_dfile_unmap(const void *payload, size_t len)
+{
+    if (payload) munmap((void *)payload, len + TRAILER_SIZE);
+}
+
+void psrec_dfile_map_drop(const void *payload, size_t off, size_t len)
+{
+    if (!payload || len == 0) return;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    size_t start = off / pg * pg;
+    madvise((unsigned char *)payload + start, off + len - start, MADV_DONTNEED);
 }
 
 psrec_err psrec_mkdirs(const char *path, char *err)

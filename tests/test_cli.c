@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "common/data_freq.h"
 #include "tests/test_util.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,60 @@ static void test_bad_input(void **state)
     assert_int_equal(run(out, sizeof out, "%s gen", bin), 2);
 }
 
+/* `prep --catalogue N`: the dense catalogue 0..N-1 without an items file, the same counts as a prep
+ * with the items file listing 0..N-1; an id >= N is refused naming the smallest one, before any shard
+ * is committed. */
+static void test_catalogue(void **state)
+{
+    static char out[1 << 14];
+    char err[PSREC_ERRBUF], path[160];
+    assert_int_equal(run(out, sizeof out,
+                         "%s gen --out %s/dc --items 300 --categories 3 --train-users 500 --test-users 10 --seed 4",
+                         bin, dir),
+                     0);
+    assert_int_equal(run(out, sizeof out, "%s prep --in %s/dc/train.txt --items %s/dc/items.tsv --out %s/c_items", bin,
+                         dir, dir, dir),
+                     0);
+    assert_int_equal(
+        run(out, sizeof out, "%s prep --in %s/dc/train.txt --catalogue 300 --out %s/c_dense", bin, dir, dir), 0);
+    assert_non_null(strstr(out, "300 items in the catalogue"));
+    psrec_freq_t ref, dense, seen;
+    snprintf(path, sizeof path, "%s/c_items/freq.bin", dir);
+    assert_int_equal(psrec_freq_load(&ref, path, err), PSREC_OK);
+    snprintf(path, sizeof path, "%s/c_dense/freq.bin", dir);
+    assert_int_equal(psrec_freq_load(&dense, path, err), PSREC_OK);
+    assert_int_equal(ref.n, 300);
+    assert_int_equal(dense.n, 300);
+    assert_int_equal(dense.dense, 1);
+    assert_null(dense.ids);
+    assert_true(ref.ids[0] == 0 && ref.ids[299] == 299);
+    assert_memory_equal(ref.counts, dense.counts, 300 * sizeof *ref.counts);
+    assert_true(ref.total == dense.total && dense.total > 0);
+    /* the smallest id >= 100 in the data, from a prep that lists only the ids seen */
+    assert_int_equal(run(out, sizeof out, "%s prep --in %s/dc/train.txt --out %s/c_seen", bin, dir, dir), 0);
+    snprintf(path, sizeof path, "%s/c_seen/freq.bin", dir);
+    assert_int_equal(psrec_freq_load(&seen, path, err), PSREC_OK);
+    size_t k = 0;
+    while (k < seen.n && seen.ids[k] < 100)
+        k++;
+    assert_true(k < seen.n);
+    char want[64];
+    snprintf(want, sizeof want, "item id %llu ", (unsigned long long)seen.ids[k]);
+    assert_int_equal(run(out, sizeof out, "%s prep --in %s/dc/train.txt --catalogue 100 --out %s/c_bad", bin, dir, dir),
+                     1);
+    assert_non_null(strstr(out, want));
+    assert_int_equal(run(out, sizeof out, "ls %s/c_bad", dir), 0);
+    assert_null(strstr(out, "freq.bin"));
+    assert_null(strstr(out, "shard-"));
+    assert_int_equal(run(out, sizeof out, "%s prep --in %s/dc/train.txt --catalogue 0 --out %s/c_bad", bin, dir, dir),
+                     2);
+    assert_int_equal(run(out, sizeof out, "%s prep --in %s/dc/train.txt --catalogue x --out %s/c_bad", bin, dir, dir),
+                     2);
+    psrec_freq_free(&ref);
+    psrec_freq_free(&dense);
+    psrec_freq_free(&seen);
+}
+
 /* Trains on the small data of test_pipeline's generator and returns Recall@10 (and FoldRatio). */
 static double train_eval(const char *name, const char *opts, double *fold_ratio)
 {
@@ -226,7 +281,9 @@ static void test_single_worker_is_deterministic(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pipeline), cmocka_unit_test(test_bad_input),
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_pipeline),
+                                       cmocka_unit_test(test_bad_input),
+                                       cmocka_unit_test(test_catalogue),
                                        cmocka_unit_test(test_sampled_vs_full_and_folding),
                                        cmocka_unit_test(test_every_sampler_and_loss_learns),
                                        cmocka_unit_test(test_single_worker_is_deterministic)};

@@ -1,7 +1,9 @@
 /* test_sampler.c: the negative samplers against independent computations: chi-square goodness of fit
  * (fixed seeds) for uniform, popularity and the hard resample, the alias table's implied distribution
  * against Q computed here, the in-batch streaming estimate against the true occurrence rate and a
- * naive re-implementation, the logE formulas, capacities and errors. */
+ * naive re-implementation, the logE formulas, capacities and errors; dense catalogues against the
+ * same catalogue given as keys, and the alias cache file (built, reused, rebuilt when corrupt or
+ * stale, written by two processes at once). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common/durable.h"
+#include "common/endian.h"
 #include "common/err.h"
 #include "common/rng.h"
 #include "worker/sampler.h"
@@ -159,7 +168,9 @@ static void test_popularity_chi2(void **state)
     psrec_sampler_destroy(&s);
 }
 
-/* The distribution implied by the alias table equals Q (to double rounding), for assorted shapes. */
+/* The distribution implied by the alias table equals Q, for assorted shapes: the table is stored in
+ * float32 with the rounding booked exactly, so each entry is within one float32 ulp of Q (relative
+ * 2^-23) plus double rounding, and the entries sum to 1 to double rounding. */
 static void test_alias_exact(void **state)
 {
     (void)state;
@@ -184,7 +195,7 @@ static void test_alias_exact(void **state)
             double sum = 0.0;
             for (size_t j = 0; j < n; j++) {
                 sum += dq[j];
-                if (fabs(dq[j] - q[j]) > 1e-14 + 1e-12 * q[j])
+                if (fabs(dq[j] - q[j]) > 1e-14 + (0x1p-23 + 1e-12) * q[j])
                     fail_msg("n=%zu alpha=%g: implied %.17g, Q %.17g at %zu", n, alphas[ai], dq[j], q[j], j);
             }
             assert_true(fabs(sum - 1.0) < 1e-12);
@@ -608,6 +619,290 @@ static void test_threads(void **state)
     psrec_sampler_destroy(&s);
 }
 
+/* A dense catalogue (keys 0..N-1, no key array) samples exactly as the same catalogue given as keys:
+ * same alias table, same draws from the same seed, same log E. */
+static void test_dense_equals_keys(void **state)
+{
+    (void)state;
+    enum { N = 500, S = 4000 };
+    uint64_t *items = malloc(N * sizeof *items), *counts = malloc(N * sizeof *counts);
+    assert_true(items && counts);
+    psrec_rng_t r;
+    psrec_rng_seed(&r, 17, 0);
+    for (size_t j = 0; j < N; j++) {
+        items[j] = j;
+        counts[j] = psrec_rng_below(&r, 4) ? psrec_rng_below(&r, 50) : psrec_rng_below(&r, 100000);
+    }
+    const psrec_sampler_kind kinds[] = {PSREC_SAMPLER_POPULARITY, PSREC_SAMPLER_UNIFORM, PSREC_SAMPLER_MIXED,
+                                        PSREC_SAMPLER_HARD, PSREC_SAMPLER_ALL};
+    for (size_t ki = 0; ki < sizeof kinds / sizeof *kinds; ki++) {
+        psrec_sampler_t *s[3];
+        for (int v = 0; v < 3; v++) { /* keys given; dense without keys; dense with its keys */
+            psrec_sampler_conf_t c = {.kind = kinds[ki],
+                                      .n_items = N,
+                                      .items = v == 1 ? NULL : items,
+                                      .counts = counts,
+                                      .dense = v > 0,
+                                      .alpha = 0.75};
+            assert_int_equal(psrec_sampler_new(&s[v], &c, NULL), PSREC_OK);
+        }
+        static double q0[N], q1[N];
+        assert_int_equal(psrec_sampler_draw_probs(s[0], q0, N), PSREC_OK);
+        static uint64_t k0[S + N], k1[S + N];
+        static float l0[S + N], l1[S + N];
+        const uint64_t bp[3] = {7, 7, 499};
+        for (int v = 1; v < 3; v++) {
+            assert_int_equal(psrec_sampler_draw_probs(s[v], q1, N), PSREC_OK);
+            assert_memory_equal(q0, q1, sizeof q0);
+            psrec_rng_t r0, r1;
+            psrec_rng_seed(&r0, 3, 1);
+            psrec_rng_seed(&r1, 3, 1);
+            size_t n0, n1;
+            assert_int_equal(psrec_sampler_draw(s[0], &r0, S, bp, 3, k0, l0, S + N, &n0), PSREC_OK);
+            assert_int_equal(psrec_sampler_draw(s[v], &r1, S, bp, 3, k1, l1, S + N, &n1), PSREC_OK);
+            assert_int_equal(n0, n1);
+            assert_memory_equal(k0, k1, n0 * sizeof *k0);
+            assert_memory_equal(l0, l1, n0 * sizeof *l0);
+            for (uint64_t key = 0; key < N + 3; key++)
+                assert_true(psrec_sampler_log_expected(s[0], key, S, 3) == psrec_sampler_log_expected(s[v], key, S, 3));
+        }
+        for (size_t i = 0; i < (kinds[ki] == PSREC_SAMPLER_ALL ? (size_t)N : (size_t)S); i++)
+            assert_true(k1[i] < N);
+        for (int v = 0; v < 3; v++)
+            psrec_sampler_destroy(&s[v]);
+    }
+    /* dense, but the keys given are not 0..N-1 */
+    items[0] = 1;
+    psrec_sampler_conf_t c = {.kind = PSREC_SAMPLER_UNIFORM, .n_items = N, .items = items, .dense = 1};
+    psrec_sampler_t *bad = NULL;
+    assert_int_equal(psrec_sampler_new(&bad, &c, NULL), PSREC_EINVAL);
+    assert_null(bad);
+    free(items);
+    free(counts);
+}
+
+/* log E of any key against log(S Q) computed here, for keys that do not ascend (the sampler then
+ * indexes them with a permutation) and for keys outside the catalogue (count 0). */
+static void test_log_expected_unsorted(void **state)
+{
+    (void)state;
+    enum { N = 300, S = 77 };
+    uint64_t items[N], counts[N];
+    for (size_t j = 0; j < N; j++) {
+        items[j] = psrec_mix64(j + 11) | 1; /* odd keys, in no order */
+        counts[j] = (j * 37) % 101;
+    }
+    const double alpha = 0.6;
+    psrec_sampler_t *s = make(PSREC_SAMPLER_POPULARITY, N, items, counts, alpha);
+    double q[N], z = 0.0;
+    ref_q(counts, N, alpha, q);
+    for (size_t j = 0; j < N; j++)
+        z += pow((double)counts[j] + 1.0, alpha);
+    for (size_t j = 0; j < N; j++) {
+        double want = log((double)S * q[j]);
+        if (fabs(psrec_sampler_log_expected(s, items[j], S, 0) - want) > 1e-5)
+            fail_msg("key %zu: log E %.7f, want %.7f", j, psrec_sampler_log_expected(s, items[j], S, 0), want);
+        assert_true(fabs(psrec_sampler_log_expected(s, items[j] + 1, S, 0) - log((double)S / z)) < 1e-5);
+    }
+    psrec_sampler_destroy(&s);
+}
+
+/* ---- the alias cache file ---- */
+
+static char cache_dir[64];
+
+static psrec_sampler_t *make_cached(size_t n, const uint64_t *counts, double alpha, const char *path)
+{
+    psrec_sampler_conf_t c = {.kind = PSREC_SAMPLER_POPULARITY,
+                              .n_items = n,
+                              .counts = counts,
+                              .dense = 1,
+                              .alpha = alpha,
+                              .cache_path = path};
+    psrec_sampler_t *s = NULL;
+    char err[PSREC_ERRBUF];
+    psrec_err e = psrec_sampler_new(&s, &c, err);
+    if (e) fail_msg("psrec_sampler_new: %s: %s", psrec_errname(e), err);
+    return s;
+}
+
+/* s's implied distribution equals that of a sampler built in memory from the same counts, bit for bit */
+static void assert_same_table(const psrec_sampler_t *s, size_t n, const uint64_t *counts, double alpha)
+{
+    psrec_sampler_t *m = make_cached(n, counts, alpha, NULL);
+    assert_int_equal(psrec_sampler_alias_origin(m), PSREC_ALIAS_MEMORY);
+    double *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    assert_true(a && b);
+    assert_int_equal(psrec_sampler_draw_probs(s, a, n), PSREC_OK);
+    assert_int_equal(psrec_sampler_draw_probs(m, b, n), PSREC_OK);
+    assert_memory_equal(a, b, n * sizeof *a);
+    for (uint64_t k = 0; k < n + 2; k += 7)
+        assert_true(psrec_sampler_log_expected(s, k, 100, 0) == psrec_sampler_log_expected(m, k, 100, 0));
+    free(a);
+    free(b);
+    psrec_sampler_destroy(&m);
+}
+
+static struct stat stat_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st;
+}
+
+static int same_file(struct stat a, struct stat b)
+{
+    return a.st_ino == b.st_ino && a.st_mtim.tv_sec == b.st_mtim.tv_sec && a.st_mtim.tv_nsec == b.st_mtim.tv_nsec;
+}
+
+/* Rewrites bytes of a file in place (no sampler maps it at that moment). */
+static void poke(const char *path, long at, const void *p, size_t len)
+{
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, at, at < 0 ? SEEK_END : SEEK_SET), 0);
+    assert_int_equal(fwrite(p, 1, len, fp), len);
+    fclose(fp);
+}
+
+static void test_alias_cache(void **state)
+{
+    (void)state;
+    enum { N = 2000, S = 64 };
+    strcpy(cache_dir, "/tmp/psrec-alias-XXXXXX");
+    assert_non_null(mkdtemp(cache_dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/alias.bin", cache_dir);
+    uint64_t *counts = malloc(N * sizeof *counts);
+    assert_non_null(counts);
+    for (size_t j = 0; j < N; j++)
+        counts[j] = (j * j * 13) % 997 * (j % 3);
+    /* built, written and mapped */
+    psrec_sampler_t *s1 = make_cached(N, counts, 0.75, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    struct stat st1 = stat_of(path);
+    assert_int_equal(st1.st_size, 40 + 8 * N + 24);
+    assert_same_table(s1, N, counts, 0.75);
+    /* log E from the cache's normaliser against log(S Q) computed here */
+    double q[N];
+    ref_q(counts, N, 0.75, q);
+    for (size_t j = 0; j < N; j++)
+        assert_true(fabs(psrec_sampler_log_expected(s1, j, S, 0) - log((double)S * q[j])) < 1e-5);
+    /* reused: a second sampler maps the same file, untouched */
+    psrec_sampler_t *s2 = make_cached(N, counts, 0.75, path);
+    assert_int_equal(psrec_sampler_alias_origin(s2), PSREC_ALIAS_CACHE_HIT);
+    assert_true(same_file(st1, stat_of(path)));
+    assert_same_table(s2, N, counts, 0.75);
+    for (size_t j = 0; j < N; j++)
+        assert_true(fabs(psrec_sampler_log_expected(s2, j, S, 0) - log((double)S * q[j])) < 1e-5);
+    psrec_sampler_destroy(&s1);
+    psrec_sampler_destroy(&s2);
+
+    /* corrupt (a flipped byte in the table): rebuilt, then reused */
+    unsigned char x = 0x5a;
+    poke(path, 40 + 4 * 777, &x, 1);
+    s1 = make_cached(N, counts, 0.75, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    assert_false(same_file(st1, stat_of(path)));
+    assert_same_table(s1, N, counts, 0.75);
+    psrec_sampler_destroy(&s1);
+    s1 = make_cached(N, counts, 0.75, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_HIT);
+    psrec_sampler_destroy(&s1);
+    /* truncated: rebuilt */
+    assert_int_equal(truncate(path, 100), 0);
+    s1 = make_cached(N, counts, 0.75, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    psrec_sampler_destroy(&s1);
+
+    /* stale: another alpha, other counts, another N */
+    s1 = make_cached(N, counts, 1.0, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    assert_same_table(s1, N, counts, 1.0);
+    psrec_sampler_destroy(&s1);
+    s1 = make_cached(N, counts, 1.0, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_HIT);
+    psrec_sampler_destroy(&s1);
+    counts[5] += 1;
+    s1 = make_cached(N, counts, 1.0, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    assert_same_table(s1, N, counts, 1.0);
+    psrec_sampler_destroy(&s1);
+    s1 = make_cached(N - 1, counts, 1.0, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    assert_same_table(s1, N - 1, counts, 1.0);
+    psrec_sampler_destroy(&s1);
+
+    /* a file with a valid checksum and the right key whose contents are impossible: rebuilt */
+    s1 = make_cached(N, counts, 0.5, path);
+    psrec_sampler_destroy(&s1);
+    void *buf;
+    size_t len;
+    char err[PSREC_ERRBUF];
+    assert_int_equal(psrec_dfile_read_all(path, &buf, &len, err), PSREC_OK);
+    assert_int_equal(len, 40 + 8 * N);
+    assert_memory_equal(buf, "PSRECAL1", 8);
+    assert_true((uint64_t)XXH64(counts, N * 8, 0) == psrec_get64((unsigned char *)buf + 24)); /* the key */
+    psrec_put32((unsigned char *)buf + 40 + 4 * N + 4 * 9, N); /* alias[9] = N: out of range */
+    psrec_dfile_t *d;
+    assert_int_equal(psrec_dfile_open(&d, path, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_write(d, buf, len, err), PSREC_OK);
+    assert_int_equal(psrec_dfile_commit(&d, err), PSREC_OK);
+    free(buf);
+    s1 = make_cached(N, counts, 0.5, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_BUILT);
+    assert_same_table(s1, N, counts, 0.5);
+    psrec_sampler_destroy(&s1);
+
+    /* a cache that cannot be written is not an error: the table stays in memory */
+    char nodir[160];
+    snprintf(nodir, sizeof nodir, "%s/missing/alias.bin", cache_dir);
+    s1 = make_cached(N, counts, 0.5, nodir);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_MEMORY);
+    assert_same_table(s1, N, counts, 0.5);
+    psrec_sampler_destroy(&s1);
+    psrec_sampler_t *u = make(PSREC_SAMPLER_UNIFORM, N, counts, NULL, 0);
+    assert_int_equal(psrec_sampler_alias_origin(u), PSREC_ALIAS_NONE);
+    psrec_sampler_destroy(&u);
+
+    /* two processes building one cache at once: both get the right table, the file ends up valid */
+    snprintf(path, sizeof path, "%s/race.bin", cache_dir);
+    pid_t kid[2];
+    for (int i = 0; i < 2; i++) {
+        kid[i] = fork();
+        assert_true(kid[i] >= 0);
+        if (kid[i] == 0) {
+            psrec_sampler_conf_t c = {.kind = PSREC_SAMPLER_POPULARITY,
+                                      .n_items = N,
+                                      .counts = counts,
+                                      .dense = 1,
+                                      .alpha = 0.9,
+                                      .cache_path = path};
+            psrec_sampler_t *k = NULL, *m = NULL;
+            int ok = psrec_sampler_new(&k, &c, NULL) == PSREC_OK;
+            c.cache_path = NULL;
+            ok = ok && psrec_sampler_new(&m, &c, NULL) == PSREC_OK;
+            static double a[N], b[N];
+            ok = ok && psrec_sampler_draw_probs(k, a, N) == PSREC_OK && psrec_sampler_draw_probs(m, b, N) == PSREC_OK &&
+                 memcmp(a, b, sizeof a) == 0 && psrec_sampler_alias_origin(k) != PSREC_ALIAS_MEMORY;
+            _exit(ok ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        int st;
+        assert_int_equal(waitpid(kid[i], &st, 0), kid[i]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    s1 = make_cached(N, counts, 0.9, path);
+    assert_int_equal(psrec_sampler_alias_origin(s1), PSREC_ALIAS_CACHE_HIT);
+    psrec_sampler_destroy(&s1);
+
+    free(counts);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +918,9 @@ int main(void)
         cmocka_unit_test(test_new_errors),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_dense_equals_keys),
+        cmocka_unit_test(test_log_expected_unsorted),
+        cmocka_unit_test(test_alias_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

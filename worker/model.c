@@ -245,7 +245,11 @@ psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psre
     float *vals = malloc(n_items * (size_t)conf->dim * sizeof(float) + 1);
     if (!keys || !vals) rc = psrec_fail(err, PSREC_ENOMEM, "out of memory saving the item table");
     if (!rc) {
-        memcpy(keys, catalogue, n_items * 8);
+        if (catalogue)
+            memcpy(keys, catalogue, n_items * 8);
+        else /* a dense catalogue: ids 0..n_items-1 */
+            for (size_t i = 0; i < n_items; i++)
+                keys[i] = i;
         rc = psrec_table_pull(client, PSREC_TABLE_ITEM_OUT, keys, n_items, vals);
         if (rc) psrec_fail(err, rc, "pulling the item table: %s", psrec_strerror(rc));
     }

@@ -44,7 +44,9 @@ psrec_err psrec_model_store_dump(void *store, uint32_t table, uint32_t dim, uint
                                  char *err) PSREC_MUST_CHECK;
 
 /* Writes a model directory: conf, the catalogue rows of ITEM_OUT (pulled through the client, which
- * creates them if training never touched them), and every row of the other tables (through dump). */
+ * creates them if training never touched them), and every row of the other tables (through dump).
+ * catalogue = the n_items item ids, or NULL for the dense catalogue 0..n_items-1 (psrec_freq_t.ids of a
+ * dense freq.bin). */
 psrec_err psrec_model_save(const char *dir, const psrec_model_conf_t *conf, psrec_table_client_t *client,
                            psrec_table_dump_fn dump, void *dump_ctx, const uint64_t *catalogue, size_t n_items,
                            char *err) PSREC_MUST_CHECK;

@@ -4,7 +4,9 @@
  *
  * Kinds:
  *  - UNIFORM: S draws with replacement from the catalogue; E = S/N.
- *  - POPULARITY: Q_j = (c_j+1)^alpha / sum (Walker/Vose alias table built in double); E = S Q_j.
+ *  - POPULARITY: Q_j = (c_j+1)^alpha / sum (Walker/Vose alias table built in double, stored as float32
+ *    prob + uint32 alias, 8 B/item, in memory or in a cache file shared by the machine's processes);
+ *    E = S Q_j, computed from the counts (never from the table).
  *  - INBATCH: the negatives are the batch's positive keys (with multiplicity); E_j = p_hat_j from the
  *    streaming frequency estimate of Yi et al. 2019 (§3.3), updated by psrec_sampler_observe().
  *  - MIXED: in-batch keys plus S uniform draws; E_j = p_hat_j + S/N (§3.4).
@@ -12,6 +14,10 @@
  *    caller scores the pool against the batch and calls psrec_sampler_hard_resample to get h keys
  *    with log E_j = log h + log(M/N) + s_j/T - LSE_k(s_k/T).
  *  - ALL: every catalogue item once, E = 1 (full softmax through the sampled path).
+ *
+ * Memory: the sampler borrows the catalogue (items, counts: e.g. a mapped freq.bin) and keeps no O(N)
+ * copy of it; only POPULARITY holds an O(N) table (the alias table, 8 B/item), plus 4 B/item for a
+ * non-dense catalogue whose keys are not ascending.
  *
  * Thread model: draw() and log_expected() only read the sampler and use the caller's rng, so worker
  * threads share one sampler; observe() (in-batch estimate) takes an internal lock. */
@@ -36,8 +42,14 @@ typedef enum {
 typedef struct {
     psrec_sampler_kind kind;
     size_t n_items;         /* catalogue size N */
-    const uint64_t *items;  /* N catalogue keys (copied) */
-    const uint64_t *counts; /* N training counts (POPULARITY; copied), or NULL */
+    const uint64_t *items;  /* N catalogue keys, BORROWED (must outlive the sampler); may be NULL if dense */
+    const uint64_t *counts; /* N training counts (POPULARITY), BORROWED likewise, or NULL */
+    int dense;              /* the keys are exactly 0..N-1 (psrec_freq_t.dense): draws need no key table and a
+                               key's index is the key; items, if given, must start at 0 and end at N-1 */
+    const char *cache_path; /* POPULARITY: a file holding the alias table, built once, mapped read-only and
+                               shared by every process of the machine (stale or corrupt: rebuilt); NULL =
+                               build it in this process's memory. A file that cannot be written is not an
+                               error: the table stays in memory (psrec_sampler_alias_origin tells). */
     double alpha;           /* POPULARITY exponent (0.75 as word2vec) */
     size_t hash_size;       /* INBATCH/MIXED: size H of the frequency arrays (default 1<<20 if 0) */
     double rate;            /* INBATCH/MIXED: moving-average rate (default 0.01 if 0) */
@@ -75,6 +87,15 @@ psrec_err psrec_sampler_hard_resample(const psrec_sampler_t *s, psrec_rng_t *rng
  * (prob[i] + sum over k with alias[k] = i of (1 - prob[k])) / N, so tests can check the build exactly;
  * 1/N for UNIFORM, MIXED and HARD (their uniform part / pool); 0 for INBATCH and ALL. */
 psrec_err psrec_sampler_draw_probs(const psrec_sampler_t *s, double *q, size_t n) PSREC_MUST_CHECK;
+
+/* Where a POPULARITY sampler's alias table lives. */
+typedef enum {
+    PSREC_ALIAS_NONE = 0,   /* not a POPULARITY sampler */
+    PSREC_ALIAS_MEMORY,     /* built in this process's memory (no cache_path, or the cache was not writable) */
+    PSREC_ALIAS_CACHE_HIT,  /* an existing cache file matched (N, alpha, counts) and is mapped */
+    PSREC_ALIAS_CACHE_BUILT /* the cache was missing, stale or corrupt: built, written and mapped */
+} psrec_sampler_alias_origin_t;
+psrec_sampler_alias_origin_t psrec_sampler_alias_origin(const psrec_sampler_t *s);
 
 const char *psrec_sampler_name(psrec_sampler_kind k);
 int psrec_sampler_parse(const char *name, psrec_sampler_kind *k); /* "uniform", "popularity", ... ; 0 = ok */
