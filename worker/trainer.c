@@ -612,7 +612,7 @@ static psrec_err train_step(worker_t *w, double *loss_out)
         if ((w->neg_idx[j] = group_add(&w->g_out, w->neg_keys[j])) < 0) return PSREC_ENOMEM;
     size_t R = c->gravity > 0 ? (size_t)c->gravity_rows : 0;
     for (size_t r = 0; r < R; r++) {
-        w->grav_keys[r] = tr->freq.ids[psrec_rng_below(&w->rng, tr->freq.n)];
+        w->grav_keys[r] = psrec_freq_id(&tr->freq, psrec_rng_below(&w->rng, tr->freq.n));
         if ((w->grav_idx[r] = group_add(&w->g_out, w->grav_keys[r])) < 0) return PSREC_ENOMEM;
     }
     if ((rc = group_pull_new(w->client, &w->g_out))) return rc;
@@ -900,18 +900,26 @@ static psrec_err materialise(worker_t *w, char *err)
     const psrec_train_conf_t *c = tr->c;
     size_t n = tr->freq.n, lo = n * w->rank / w->nworkers, hi = n * (w->rank + 1) / w->nworkers;
     const size_t chunk = 1u << 16;
+    uint64_t *keys = tr->freq.ids ? NULL : malloc(chunk * sizeof *keys); /* a dense catalogue lists no ids */
+    if (!tr->freq.ids && !keys) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     double t0 = now_sec();
     psrec_err rc = PSREC_OK;
     for (size_t i = lo; !rc && i < hi; i += chunk) {
         size_t m = hi - i < chunk ? hi - i : chunk;
-        if ((rc = psrec_table_touch(w->client, PSREC_TABLE_ITEM_OUT, (uint32_t)c->dim, tr->freq.ids + i, m)))
+        for (size_t k = 0; keys && k < m; k++)
+            keys[k] = psrec_freq_id(&tr->freq, i + k);
+        rc = psrec_table_touch(w->client, PSREC_TABLE_ITEM_OUT, (uint32_t)c->dim, keys ? keys : tr->freq.ids + i, m);
+        if (rc) {
+            free(keys);
             return psrec_fail(err, rc, "materialising catalogue rows %zu..%zu: %s", i, i + m,
                               w->remote ? psrec_remote_last_error(w->remote) : psrec_strerror(rc));
+        }
         if (tr->coord && now_sec() >= w->next_heartbeat) {
             w->next_heartbeat = now_sec() + 0.2;
             rc = heartbeat(w, 0, err);
         }
     }
+    free(keys);
     if (!rc && tr->coord) { /* the others may take longer: wait for them, not the usual deadline */
         psrec_coord_client_set_timeout(w->cc, 24 * 3600 * 1000);
         rc = psrec_coord_client_barrier(w->cc, "materialised", w->nworkers, err);
@@ -1244,10 +1252,14 @@ static psrec_err setup_common(trainer_t *tr, char *err)
         tr->chunk_keys[k] = k;
 
     if (c->loss != PSREC_LOSS_POSITIVES_ONLY && !c->negatives_on_servers) {
+        char alias_path[4096]; /* the popularity alias table, built once per machine and shared */
+        snprintf(alias_path, sizeof alias_path, "%s/alias-%g.bin", c->data_dir, c->alpha);
         psrec_sampler_conf_t sc = {.kind = c->sampler,
                                    .n_items = tr->freq.n,
                                    .items = tr->freq.ids,
                                    .counts = tr->freq.counts,
+                                   .dense = tr->freq.dense,
+                                   .cache_path = c->sampler == PSREC_SAMPLER_POPULARITY ? alias_path : NULL,
                                    .alpha = c->alpha,
                                    .temperature = c->temperature};
         if ((rc = psrec_sampler_new(&tr->sampler, &sc, err))) return rc;
