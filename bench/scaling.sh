@@ -5,7 +5,8 @@
 # materialised before training (--materialise), a fixed number of steps per worker.
 #
 #   bench/scaling.sh [BUILD_DIR]
-#     ITEMS="100000 1000000 10000000 100000000"   catalogue sizes of the items sweep (negatives on servers)
+#     ITEMS="100000 1000000 10000000 100000000"   catalogue sizes of the items sweep
+#     WHERE="servers workers"                      where the items sweep draws its negatives
 #     NEGS="256 1024 4096 16384"                   negatives of the negatives sweep (on workers vs servers)
 #     NEG_ITEMS=1000000                            catalogue of the negatives sweep
 #     STEPS=200 BATCH=256 S=4096 USERS=50000       steps per worker, batch, negatives (items sweep), users
@@ -22,6 +23,7 @@ build=${1:-$here/build}
 bin=$build/psrec
 ITEMS=${ITEMS:-"100000 1000000 10000000 100000000"}
 NEGS=${NEGS:-"256 1024 4096 16384"}
+WHERE=${WHERE:-"servers workers"}
 NEG_ITEMS=${NEG_ITEMS:-1000000}
 STEPS=${STEPS:-200}
 BATCH=${BATCH:-256}
@@ -90,15 +92,17 @@ run() {
 
 mkdir -p "$OUT/img"
 items_tsv=$OUT/scaling-items.tsv
-echo -e "items\tex_per_s\trows\tbytes_per_row\tserver_peak_mb\tworker_peak_mb\tpull_rows_per_s\tpush_rows_per_s\twire_bytes_per_ex\tmaterialise_s" >"$items_tsv"
-base=""
+echo -e "items\twhere\tex_per_s\trows\tbytes_per_row\tserver_peak_mb\tworker_peak_mb\tpull_rows_per_s\tpush_rows_per_s\twire_bytes_per_ex\tmaterialise_s" >"$items_tsv"
+declare -A base=()
 for n in $ITEMS; do
     d=$(data "$n")
-    row=$(run "items-$n" "$d" servers "$S")
-    echo -e "$n\t$row" >>"$items_tsv"
-    exs=$(echo "$row" | cut -f1)
-    [ -z "$base" ] && base=$exs
-    echo "items $n: $(echo "$row" | awk -F'\t' '{printf "%s ex/s, %s rows held, %s B/row, server peak %s MB, worker peak %s MB, pull %s rows/s, push %s rows/s, %s wire B/ex", $1,$2,$3,$4,$5,$6,$7,$8}'), materialised in $(echo "$row" | cut -f9) s; ex/s vs the first size $(awk -v a="$exs" -v b="$base" 'BEGIN{printf "%.2fx", a/b}')"
+    for where in $WHERE; do
+        row=$(run "items-$n-$where" "$d" "$where" "$S")
+        echo -e "$n\t$where\t$row" >>"$items_tsv"
+        exs=$(echo "$row" | cut -f1)
+        [ -z "${base[$where]:-}" ] && base[$where]=$exs
+        echo "items $n, negatives on $where: $(echo "$row" | awk -F'\t' '{printf "%s ex/s, %s rows held, %s B/row, server peak %s MB, worker peak %s MB, pull %s rows/s, push %s rows/s, %s wire B/ex, materialised in %s s", $1,$2,$3,$4,$5,$6,$7,$8,$9}'); ex/s vs the first size $(awk -v a="$exs" -v b="${base[$where]}" 'BEGIN{printf "%.2fx", a/b}')"
+    done
 done
 
 neg_tsv=$OUT/scaling-negatives.tsv
@@ -118,27 +122,35 @@ if command -v gnuplot >/dev/null; then
     gnuplot <<EOF
 set terminal pngcairo size 900,420 font ",10"
 set output "$OUT/img/scaling-items.png"
-set multiplot layout 1,2 title "2 servers x 2 workers, d=32, f16 rows, $S negatives on the servers, every row materialised"
+set multiplot layout 1,2 title "2 servers x 2 workers, d=32, f16 rows, $S negatives per batch, every catalogue row materialised"
 set logscale x
 set xlabel "catalogue items (rows held)"
 set ylabel "examples/s (training steps)"
-set key off
+set yrange [0:*]
+set key bottom left
 set grid
-plot "$items_tsv" using 1:2 skip 1 with linespoints pt 7
+plot "< grep servers $items_tsv" using 1:3 with linespoints pt 5 title "negatives on servers", \
+     "< grep workers $items_tsv" using 1:3 with linespoints pt 7 title "negatives on workers"
 set ylabel "peak memory per server (MB)"
 set logscale y
-plot "$items_tsv" using 1:5 skip 1 with linespoints pt 7
+set yrange [*:*]
+set key top left
+plot "< grep servers $items_tsv" using 1:6 with linespoints pt 5 title "negatives on servers", \
+     "< grep workers $items_tsv" using 1:6 with linespoints pt 7 title "negatives on workers"
 unset multiplot
 set output "$OUT/img/scaling-negatives.png"
 set multiplot layout 1,2 title "negatives per batch: drawn by the workers vs by the servers ($NEG_ITEMS items)"
 set xlabel "negatives per batch"
-set key top left
+set key top right
 unset logscale y
+set yrange [0:*]
 set ylabel "examples/s"
 plot "< grep workers $neg_tsv" using 1:3 with linespoints pt 7 title "on workers", \
      "< grep servers $neg_tsv" using 1:3 with linespoints pt 5 title "on servers"
 set ylabel "bytes on the wire per example"
 set logscale y
+set yrange [*:*]
+set key top left
 plot "< grep workers $neg_tsv" using 1:4 with linespoints pt 7 title "on workers", \
      "< grep servers $neg_tsv" using 1:4 with linespoints pt 5 title "on servers"
 unset multiplot

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/fastmath.h"
+#include "common/hard.h"
 #include "common/hits.h"
 
 struct psrec_negpart {
@@ -28,7 +29,12 @@ struct psrec_negpart {
     float *dV;          /* S x d */
     uint64_t *ukeys;    /* unique keys of the gradient */
     float *ugrads;      /* their summed gradients */
+    /* hard negatives: the pool, its rows, B x pool scores, pool scores, the kept entries */
+    uint64_t *pkeys;
+    float *pV, *pZ, *pscore;
+    uint32_t *pick;
     size_t cap_u, cap_s, cap_z, cap_ks, cap_le, cap_v, cap_dv, cap_uk, cap_ug;
+    size_t cap_pk, cap_pv, cap_pz, cap_ps, cap_pick;
 };
 
 static int grow(void **p, size_t *cap, size_t n, size_t elem)
@@ -54,7 +60,8 @@ void psrec_negpart_destroy(psrec_negpart_t **p)
 {
     if (!p || !*p) return;
     psrec_negpart_t *x = *p;
-    void *ptrs[] = {x->U, x->keys, x->logE, x->V, x->Z, x->ks, x->dV, x->ukeys, x->ugrads};
+    void *ptrs[] = {x->U,     x->keys,   x->logE,  x->V,  x->Z,  x->ks,     x->dV,
+                    x->ukeys, x->ugrads, x->pkeys, x->pV, x->pZ, x->pscore, x->pick};
     for (size_t i = 0; i < sizeof ptrs / sizeof *ptrs; i++)
         free(ptrs[i]);
     free(x);
@@ -132,11 +139,41 @@ psrec_err psrec_negpart_score_rows(psrec_negpart_t *p, const psrec_negbatch_t *b
     return PSREC_OK;
 }
 
-psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, psrec_rng_t *rng,
-                                   const psrec_negbatch_t *b, int S, float *lse, float *ybar, float *logE, char *err)
+/* Hard negatives: a uniform pool of `pool` rows, scored against the batch, S kept (common/hard.h) into
+ * p->keys / p->logE / p->V. */
+static psrec_err mine(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, psrec_rng_t *rng,
+                      const psrec_negbatch_t *b, const psrec_negdraw_t *dr, uint64_t rows, char *err)
 {
+    size_t M = (size_t)dr->pool, d = (size_t)b->d;
+    if (grow((void **)&p->pkeys, &p->cap_pk, M, sizeof *p->pkeys) ||
+        grow((void **)&p->pV, &p->cap_pv, M * d, sizeof(float)) ||
+        grow((void **)&p->pZ, &p->cap_pz, M * (size_t)b->B, sizeof(float)) ||
+        grow((void **)&p->pscore, &p->cap_ps, M, sizeof(float)) ||
+        grow((void **)&p->pick, &p->cap_pick, (size_t)dr->S + 1, sizeof *p->pick))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for a pool of %zu negatives", M);
+    psrec_err rc = psrec_store_sample(store, table, rng, M, p->pkeys, &rows);
+    if (!rc) rc = psrec_store_pull(store, table, p->pkeys, M, p->pV);
+    if (rc) return psrec_fail(err, rc, "reading a pool of %zu negatives: %s", M, psrec_strerror(rc));
+    psrec_hard_pool_scores(b->B, (int)M, b->d, b->U, p->pV, p->pZ, p->pscore);
+    rc = psrec_hard_draw(rng, p->pscore, M, dr->temperature, (size_t)dr->S, log((double)M / (double)rows), p->pick,
+                         p->logE);
+    if (rc) return psrec_fail(err, rc, "hard negatives: %s", psrec_strerror(rc));
+    for (int j = 0; j < dr->S; j++) {
+        p->keys[j] = p->pkeys[p->pick[j]];
+        memcpy(p->V + (size_t)j * d, p->pV + (size_t)p->pick[j] * d, d * sizeof(float));
+    }
+    return PSREC_OK;
+}
+
+psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, psrec_rng_t *rng,
+                                   const psrec_negbatch_t *b, const psrec_negdraw_t *dr, float *lse, float *ybar,
+                                   float *logE, char *err)
+{
+    int S = dr->S;
     psrec_err rc = check_batch(b, S, err);
     if (rc) return rc;
+    if (dr->pool < 0 || (dr->pool > 0 && !(dr->temperature > 0)))
+        return psrec_fail(err, PSREC_EINVAL, "a pool of %d negatives at temperature %g", dr->pool, dr->temperature);
     uint32_t dim = psrec_store_dim(store, table);
     if (!dim) return psrec_fail(err, PSREC_ENOTFOUND, "no table %u", table);
     if ((int)dim != b->d) return psrec_fail(err, PSREC_EPROTO, "table %u has dim %u, the batch %d", table, dim, b->d);
@@ -144,18 +181,23 @@ psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uin
         grow((void **)&p->logE, &p->cap_le, (size_t)S + 1, sizeof(float)) ||
         grow((void **)&p->V, &p->cap_v, (size_t)S * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negatives", S);
-    uint64_t rows = 0;
-    if ((rc = psrec_store_sample(store, table, rng, (size_t)S, p->keys, &rows)))
-        return psrec_fail(err, rc, "sampling table %u: %s", table, psrec_strerror(rc));
+    uint64_t rows = psrec_store_rows(store, table);
     int got = rows ? S : 0;
-    *logE = rows ? (float)log((double)S / (double)rows) : 0.0f;
-    for (int j = 0; j < got; j++)
-        p->logE[j] = *logE;
-    if (got && (rc = psrec_store_pull(store, table, p->keys, (size_t)got, p->V)))
-        return psrec_fail(err, rc, "reading %d negatives: %s", got, psrec_strerror(rc));
+    *logE = 0.0f;
+    if (got && dr->pool > 0) {
+        if ((rc = mine(p, store, table, rng, b, dr, rows, err))) return rc;
+        *logE = (float)log((double)dr->pool / (double)rows);
+    } else if (got) {
+        if ((rc = psrec_store_sample(store, table, rng, (size_t)S, p->keys, &rows)))
+            return psrec_fail(err, rc, "sampling table %u: %s", table, psrec_strerror(rc));
+        *logE = (float)log((double)S / (double)rows);
+        for (int j = 0; j < got; j++)
+            p->logE[j] = *logE;
+        if ((rc = psrec_store_pull(store, table, p->keys, (size_t)got, p->V)))
+            return psrec_fail(err, rc, "reading %d negatives: %s", got, psrec_strerror(rc));
+    }
     /* p->keys already holds the draw (score_rows keeps it in place: no realloc, the capacity suffices) */
-    rc = psrec_negpart_score_rows(p, b, got, p->keys, p->logE, p->V, lse, ybar, err);
-    return rc;
+    return psrec_negpart_score_rows(p, b, got, p->keys, p->logE, p->V, lse, ybar, err);
 }
 
 psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t **keys, const float **grads,

@@ -40,12 +40,22 @@ typedef struct {
 psrec_err psrec_negpart_new(psrec_negpart_t **p) PSREC_MUST_CHECK;
 void psrec_negpart_destroy(psrec_negpart_t **p);
 
-/* Draws S keys uniformly from the rows of `table` and scores them (psrec_negpart_score_rows with
- * log E = log(S / rows)). *logE gets that log E (0 when the table has no rows: nothing drawn, every
- * lse is -inf). */
+/* How a shard draws its negatives. */
+typedef struct {
+    int S;              /* negatives scored */
+    int pool;           /* 0: S uniform draws from the shard's rows; > 0: hard negatives (common/hard.h): a
+                           uniform pool of this many rows scored against the batch, S of them kept with
+                           probability softmax(pool score / T) - mined here, the pool never moves */
+    double temperature; /* T of the hard draw (> 0) */
+} psrec_negdraw_t;
+
+/* Draws the negatives from the rows of `table` and scores them (psrec_negpart_score_rows). Uniform: log E =
+ * log(S / rows); hard: the §3.5 correction per negative. *logE gets the log rate of the uniform draw,
+ * log(S / rows) or log(pool / rows), which is what a positive key of this shard is corrected by (0 when
+ * the table has no rows: nothing drawn, every lse is -inf). */
 psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, psrec_rng_t *rng,
-                                   const psrec_negbatch_t *b, int S, float *lse, float *ybar, float *logE,
-                                   char *err) PSREC_MUST_CHECK;
+                                   const psrec_negbatch_t *b, const psrec_negdraw_t *draw, float *lse, float *ybar,
+                                   float *logE, char *err) PSREC_MUST_CHECK;
 
 /* Scores the given negatives (S keys, rows V (S x d), log E per negative or NULL) against the batch:
  * fills lse (B) and ybar (B x d) and keeps the batch (U copied) and the softmax weights for apply.

@@ -33,6 +33,7 @@
 #include "ps/server.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -797,11 +798,14 @@ static psrec_err on_neg_score(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     negslot_t *ns = NULL;
     psrec_err rc = check_table(s, h, &dim, err);
     if (rc) return rc;
-    uint64_t B = h->count, S = h->negatives, P = h->n_pos;
+    uint64_t B = h->count, S = h->negatives, P = h->n_pos, M = h->neg_pool;
     if (B < 1 || B > PSREC_WIRE_MAX_KEYS || P > PSREC_WIRE_MAX_KEYS || S > NEG_MAX_DRAWS || B * S > NEG_MAX_CELLS ||
-        B * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
-        return psrec_fail(err, PSREC_EMSGSIZE, "NEG_SCORE of %llu rows x %llu negatives (%llu positives) is too big",
-                          (unsigned long long)B, (unsigned long long)S, (unsigned long long)P);
+        M > NEG_MAX_DRAWS || B * M > NEG_MAX_CELLS || B * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
+        return psrec_fail(err, PSREC_EMSGSIZE,
+                          "NEG_SCORE of %llu rows x %llu negatives (pool %llu, %llu positives) is too big",
+                          (unsigned long long)B, (unsigned long long)S, (unsigned long long)M, (unsigned long long)P);
+    if (M > 0 && !(h->temperature > 0 && isfinite(h->temperature)))
+        return psrec_fail(err, PSREC_EINVAL, "NEG_SCORE: hard negatives at temperature %g", (double)h->temperature);
     size_t bytes[3] = {(size_t)B * dim * sizeof(float), ((size_t)B + 1) * sizeof(uint32_t),
                        (size_t)P * sizeof(uint64_t)};
     if ((rc = psrec_wire_check_bulk(m, 3, bytes, err))) return rc;
@@ -817,8 +821,8 @@ static psrec_err on_neg_score(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     psrec_rng_seed(&rng, h->seed, s->rank); /* the worker's seed, this shard's stream: reproducible */
     float logE = 0, *lse = s->out, *ybar = s->out + B;
     ns->live = 0;
-    if ((rc = psrec_negpart_draw_score(ns->part, s->store, h->table, &rng, &nb, (int)S, lse, ybar, &logE, err)))
-        return rc;
+    psrec_negdraw_t dr = {.S = (int)S, .pool = (int)M, .temperature = h->temperature};
+    if ((rc = psrec_negpart_draw_score(ns->part, s->store, h->table, &rng, &nb, &dr, lse, ybar, &logE, err))) return rc;
     *ns = (negslot_t){.who = ns->who, .epoch = h->epoch, .seq = h->seq, .table = h->table, .live = 1, .part = ns->part};
     uint64_t drawn = psrec_store_rows(s->store, h->table) ? S : 0;
     s->st.neg_scored += drawn;

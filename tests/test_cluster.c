@@ -155,6 +155,15 @@ static void test_negatives_on_servers(void **state)
                          bin, dir, dir),
                      0);
     assert_true(recall_of("ns-direct") >= 0.9 * rw);
+    /* hard negatives mined on the servers (a pool of 512 per batch, 128 kept) learn as well */
+    assert_int_equal(run(out, sizeof out,
+                         "%s train --data %s/s2 --model %s/ns-hard --threads 2 --servers 2 --epochs 3 --dim 16 "
+                         "--sampler hard --negatives 512 --hard-keep 128 --negatives-on servers --quiet",
+                         bin, dir, dir),
+                     0);
+    double rh = recall_of("ns-hard");
+    print_message("Recall@10 hard negatives mined on the servers %.4f\n", rh);
+    assert_true(rh >= 0.9 * rw);
     /* real processes; wire bytes per example against the worker-side path at S = 2048. The catalogue is
      * declared 0..4999 (5x the items the data has) and materialised: the servers hold all 5000 rows */
     assert_int_equal(

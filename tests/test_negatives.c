@@ -311,16 +311,42 @@ static void test_store_sample_uniform(void **state)
     psrec_negbatch_t nb = {.B = NB, .d = ND, .U = p.U, .pos_off = p.pos_off, .pos_key = p.pos_key};
     float lse[NB], ybar[NB * ND], logE = 0;
     psrec_negpart_t *part = NULL;
+    psrec_negdraw_t dr50 = {.S = 50};
     assert_int_equal(psrec_negpart_new(&part), PSREC_OK);
-    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r, &nb, 50, lse, ybar, &logE, err), PSREC_OK);
+    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r, &nb, &dr50, lse, ybar, &logE, err), PSREC_OK);
     assert_float_equal(logE, log(50.0 / N), 1e-6);
     assert_true(isfinite(lse[0]) && isinf(lse[2]));
     int Bp, dp;
     psrec_negpart_shape(part, &Bp, &dp);
     assert_int_equal(Bp, NB);
     assert_int_equal(dp, ND);
+    /* hard negatives mined from a pool of 60 rows: 10 kept, every one a row of the table; the log rate
+     * is the pool's; the same seed mines the same negatives (the same scores) */
+    psrec_negdraw_t hard = {.S = 10, .pool = 60, .temperature = 0.5};
+    float lse2[NB], ybar2[NB * ND];
+    psrec_rng_t r1, r2;
+    psrec_rng_seed(&r1, 77, 3);
+    psrec_rng_seed(&r2, 77, 3);
+    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r1, &nb, &hard, lse, ybar, &logE, err), PSREC_OK);
+    assert_float_equal(logE, log(60.0 / N), 1e-6);
+    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r2, &nb, &hard, lse2, ybar2, &logE, err), PSREC_OK);
+    assert_memory_equal(lse, lse2, sizeof lse);
+    assert_memory_equal(ybar, ybar2, sizeof ybar);
+    assert_true(isfinite(lse[0]) && isinf(lse[2]));
+    const uint64_t *gk;
+    const float *gv;
+    size_t gn;
+    float w1[NB];
+    for (int i = 0; i < NB; i++)
+        w1[i] = 1.0f;
+    assert_int_equal(psrec_negpart_gradients(part, w1, &gk, &gv, &gn, err), PSREC_OK);
+    assert_true(gn >= 1 && gn <= 10);
+    for (size_t i = 0; i < gn; i++)
+        assert_true(gk[i] >= 1000 && (gk[i] - 1000) % 7919 == 0 && (gk[i] - 1000) / 7919 < N);
+    hard.temperature = 0;
+    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r1, &nb, &hard, lse, ybar, &logE, err), PSREC_EINVAL);
     nb.d = ND + 1;
-    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r, &nb, 50, lse, ybar, &logE, err), PSREC_EPROTO);
+    assert_int_equal(psrec_negpart_draw_score(part, st, 0, &r, &nb, &dr50, lse, ybar, &logE, err), PSREC_EPROTO);
     psrec_negpart_destroy(&part);
     psrec_store_destroy(&st);
 }

@@ -583,7 +583,9 @@ static void test_negatives(void **st)
     psrec_rng_t rng;
     psrec_rng_seed(&rng, 99, 0); /* the worker's seed, server rank 0's stream */
     psrec_negbatch_t nb = {.B = 3, .d = DIM, .U = U, .pos_off = off, .pos_key = pk};
-    assert_int_equal(psrec_negpart_draw_score(part, ref, 0, &rng, &nb, 20, lse, ybar, &logE, err), PSREC_OK);
+    assert_int_equal(
+        psrec_negpart_draw_score(part, ref, 0, &rng, &nb, &(psrec_negdraw_t){.S = 20}, lse, ybar, &logE, err),
+        PSREC_OK);
     assert_memory_equal(m.bulk[0], lse, sizeof lse);
     assert_memory_equal(m.bulk[1], ybar, sizeof ybar);
     assert_true(isinf(lse[2])); /* row 2 has no positives */
@@ -619,6 +621,10 @@ static void test_negatives(void **st)
     /* malformed: too many draws, offsets that do not match the positives, a missing frame, bad weights */
     neg_score_msg(&h, b, 20, 1u << 21, U, off, pk);
     expect_error(d, &h, b, 3, PSREC_EMSGSIZE);
+    neg_score_msg(&h, b, 19, 20, U, off, pk); /* hard negatives need a positive temperature */
+    h.neg_pool = 40;
+    h.temperature = 0;
+    expect_error(d, &h, b, 3, PSREC_EINVAL);
     uint32_t bad_off[4] = {0, 1, 2, 1};
     neg_score_msg(&h, b, 21, 20, U, bad_off, pk);
     h.n_pos = 2;

@@ -73,7 +73,7 @@ typedef struct {
     uint64_t round; /* CHECKPOINT */
     /* NEG_SCORE / NEG_APPLY: one request per server (the request's server index is the part) */
     const psrec_negbatch_t *nb;
-    int negatives;
+    const psrec_negdraw_t *draw;
     uint64_t seed;
     float *lse, *ybar, *logE; /* NEG_SCORE_OK results, per server */
     const float *w;           /* NEG_APPLY: nservers x B weights */
@@ -367,7 +367,9 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
     if (op->type == PSREC__TYPE__NEG_SCORE) {
         const psrec_negbatch_t *x = op->nb;
         h.count = (uint64_t)x->B;
-        h.negatives = (uint32_t)op->negatives;
+        h.negatives = (uint32_t)op->draw->S;
+        h.neg_pool = (uint32_t)op->draw->pool;
+        h.temperature = (float)op->draw->temperature;
         h.n_pos = x->pos_off[x->B];
         h.seed = op->seed;
         b[nb++] = (psrec_wire_bulk_t){x->U, (size_t)x->B * x->d * sizeof(float)};
@@ -760,11 +762,13 @@ uint32_t psrec_remote_server_of(const psrec_remote_t *r, uint64_t key)
     return r->slot_server[psrec_wire_slot(key, r->nslots)];
 }
 
-psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b, int S_per_server,
-                                 uint64_t seed, float *lse, float *ybar, float *logE, char *err)
+psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b,
+                                 const psrec_negdraw_t *draw, uint64_t seed, float *lse, float *ybar, float *logE,
+                                 char *err)
 {
-    if (b->B < 1 || b->d < 1 || (uint32_t)b->d > PSREC_WIRE_MAX_DIM || S_per_server < 0)
-        return psrec_fail(err, PSREC_EINVAL, "NEG_SCORE: batch %d x %d, %d negatives", b->B, b->d, S_per_server);
+    if (b->B < 1 || b->d < 1 || (uint32_t)b->d > PSREC_WIRE_MAX_DIM || draw->S < 0 || draw->pool < 0)
+        return psrec_fail(err, PSREC_EINVAL, "NEG_SCORE: batch %d x %d, %d negatives of a pool of %d", b->B, b->d,
+                          draw->S, draw->pool);
     if (r->neg_n < r->nservers) {
         uint64_t *q = realloc(r->neg_seq, r->nservers * sizeof *q);
         if (!q) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
@@ -776,7 +780,7 @@ psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_
                .table = table,
                .dim = (uint32_t)b->d,
                .nb = b,
-               .negatives = S_per_server,
+               .draw = draw,
                .seed = seed,
                .lse = lse,
                .ybar = ybar,
@@ -853,11 +857,11 @@ static uint32_t ops_neg_part_of(void *impl, uint64_t key)
     return psrec_remote_server_of(impl, key);
 }
 
-static psrec_err ops_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
-                               float *lse, float *ybar, float *logE)
+static psrec_err ops_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, const psrec_negdraw_t *draw,
+                               uint64_t seed, float *lse, float *ybar, float *logE)
 {
     psrec_remote_t *r = impl;
-    return psrec_remote_neg_score(r, table, b, S_per_part, seed, lse, ybar, logE, r->last_err);
+    return psrec_remote_neg_score(r, table, b, draw, seed, lse, ybar, logE, r->last_err);
 }
 
 static psrec_err ops_neg_apply(void *impl, uint32_t table, const float *w)

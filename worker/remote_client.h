@@ -75,12 +75,13 @@ psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uin
  * (a server answers a repeated round without taking it twice, so re-sends are safe). */
 psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err) PSREC_MUST_CHECK;
 /* Server-side negatives (ps/negatives.h; the table-client ops psrec_table_neg_*): every server draws
- * S_per_server negatives from its rows and scores them against b; lse (nservers x B), ybar
+ * negatives from its rows as draw says and scores them against b; lse (nservers x B), ybar
  * (nservers x B x d) and logE (nservers) are filled by server index. apply sends each server its row
  * weights w (nservers x B) for the batch it scored last; PSREC_ESTALE if there is none (or the map
  * changed in between). */
-psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b, int S_per_server,
-                                 uint64_t seed, float *lse, float *ybar, float *logE, char *err) PSREC_MUST_CHECK;
+psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b,
+                                 const psrec_negdraw_t *draw, uint64_t seed, float *lse, float *ybar, float *logE,
+                                 char *err) PSREC_MUST_CHECK;
 psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, char *err) PSREC_MUST_CHECK;
 uint32_t psrec_remote_nservers(const psrec_remote_t *r);
 uint32_t psrec_remote_server_of(const psrec_remote_t *r, uint64_t key);

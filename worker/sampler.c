@@ -59,6 +59,7 @@
 #include <xxhash.h>
 
 #include "common/durable.h"
+#include "common/hard.h"
 #include "common/endian.h"
 
 #define E_MIN 1e-12
@@ -605,39 +606,14 @@ psrec_err psrec_sampler_hard_resample(const psrec_sampler_t *s, psrec_rng_t *rng
 {
     if (!s || s->kind != PSREC_SAMPLER_HARD) return PSREC_EINVAL;
     if (h == 0) return PSREC_OK;
-    if (!rng || !pool || !score || !keys || !logE || M == 0) return PSREC_EINVAL;
-    const double invT = 1.0 / s->T;
-    double mx = -INFINITY;
-    for (size_t k = 0; k < M; k++) {
-        if (isnan(score[k]) || score[k] == INFINITY) return PSREC_EINVAL;
-        double a = score[k] * invT;
-        if (a > mx) mx = a;
-    }
-    if (mx == -INFINITY) return PSREC_EINVAL; /* no candidate with positive probability */
-    double *cum = malloc(M * sizeof *cum);
-    if (!cum) return PSREC_ENOMEM;
-    double acc = 0.0;
-    for (size_t k = 0; k < M; k++) {
-        acc += exp(score[k] * invT - mx);
-        cum[k] = acc;
-    }
-    const double lse = mx + log(acc);
-    const double base = log((double)h) + log((double)M / (double)s->n);
-    for (size_t i = 0; i < h; i++) {
-        double u = psrec_rng_uniform(rng) * acc;
-        size_t lo = 0, hi = M - 1; /* first k with cum[k] > u (exists: u < acc = cum[M-1]) */
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (cum[mid] > u)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        keys[i] = pool[lo];
-        logE[i] = (float)(base + score[lo] * invT - lse);
-    }
-    free(cum);
-    return PSREC_OK;
+    if (!pool || !keys || M == 0) return PSREC_EINVAL;
+    uint32_t *pick = malloc(h * sizeof *pick);
+    if (!pick) return PSREC_ENOMEM;
+    psrec_err rc = psrec_hard_draw(rng, score, M, s->T, h, log((double)M / (double)s->n), pick, logE);
+    for (size_t i = 0; !rc && i < h; i++)
+        keys[i] = pool[pick[i]];
+    free(pick);
+    return rc;
 }
 
 psrec_err psrec_sampler_draw_probs(const psrec_sampler_t *s, double *q, size_t n)

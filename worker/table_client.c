@@ -74,11 +74,11 @@ uint32_t psrec_table_neg_part_of(psrec_table_client_t *c, uint64_t key)
     return c->ops.neg_part_of ? c->ops.neg_part_of(c->impl, key) : 0;
 }
 
-psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b, int S_per_part,
-                                uint64_t seed, float *lse, float *ybar, float *logE)
+psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b,
+                                const psrec_negdraw_t *per_part, uint64_t seed, float *lse, float *ybar, float *logE)
 {
     if (!c->ops.neg_score) return PSREC_EUNSUPPORTED;
-    return c->ops.neg_score(c->impl, table, b, S_per_part, seed, lse, ybar, logE);
+    return c->ops.neg_score(c->impl, table, b, per_part, seed, lse, ybar, logE);
 }
 
 psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w)
@@ -130,8 +130,8 @@ static uint32_t local_neg_part_of(void *impl, uint64_t key)
     return 0;
 }
 
-static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
-                                 float *lse, float *ybar, float *logE)
+static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatch_t *b, const psrec_negdraw_t *draw,
+                                 uint64_t seed, float *lse, float *ybar, float *logE)
 {
     local_t *l = impl;
     psrec_err rc = l->part ? PSREC_OK : psrec_negpart_new(&l->part);
@@ -140,7 +140,7 @@ static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatc
     psrec_rng_seed(&rng, seed, 0); /* part 0, as server rank 0 would */
     char err[PSREC_ERRBUF];
     l->part_table = table;
-    return psrec_negpart_draw_score(l->part, l->store, table, &rng, b, S_per_part, lse, ybar, logE, err);
+    return psrec_negpart_draw_score(l->part, l->store, table, &rng, b, draw, lse, ybar, logE, err);
 }
 
 static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w)

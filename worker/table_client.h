@@ -34,8 +34,8 @@ typedef struct {
     /* server-side negatives (optional: NULL = not supported by this client) */
     uint32_t (*neg_parts)(void *impl);
     uint32_t (*neg_part_of)(void *impl, uint64_t key);
-    psrec_err (*neg_score)(void *impl, uint32_t table, const psrec_negbatch_t *b, int S_per_part, uint64_t seed,
-                           float *lse, float *ybar, float *logE);
+    psrec_err (*neg_score)(void *impl, uint32_t table, const psrec_negbatch_t *b, const psrec_negdraw_t *per_part,
+                           uint64_t seed, float *lse, float *ybar, float *logE);
     psrec_err (*neg_apply)(void *impl, uint32_t table, const float *w);
 } psrec_table_ops_t;
 
@@ -69,10 +69,13 @@ psrec_err psrec_table_touch(psrec_table_client_t *c, uint32_t table, uint32_t di
 uint32_t psrec_table_neg_parts(psrec_table_client_t *c);
 /* The part that owns key (for the log E of positives, which the owning shard's draw defines). */
 uint32_t psrec_table_neg_part_of(psrec_table_client_t *c, uint64_t key);
-/* Fills lse (parts x B), ybar (parts x B x d) and logE (parts: log E of each shard's draws, 0 for a
- * shard with no rows). seed makes the draws reproducible (each shard mixes in its index). */
-psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b, int S_per_part,
-                                uint64_t seed, float *lse, float *ybar, float *logE) PSREC_MUST_CHECK;
+/* Each part draws as per_part says (uniform or hard, ps/negatives.h). Fills lse (parts x B), ybar
+ * (parts x B x d) and logE (parts: the log rate of each shard's uniform draw, what its positives are
+ * corrected by; 0 for a shard with no rows). seed makes the draws reproducible (each shard mixes in its
+ * index). */
+psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const psrec_negbatch_t *b,
+                                const psrec_negdraw_t *per_part, uint64_t seed, float *lse, float *ybar,
+                                float *logE) PSREC_MUST_CHECK;
 /* Applies the last scored batch's negatives' gradients with weights w (parts x B). */
 psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w) PSREC_MUST_CHECK;
 

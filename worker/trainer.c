@@ -21,6 +21,7 @@
 #include "common/batch.h"
 #include "common/data_freq.h"
 #include "common/data_shard.h"
+#include "common/hard.h"
 #include "common/idmap.h"
 #include "common/rng.h"
 #include "ps/manifest.h"
@@ -374,17 +375,7 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
     psrec_err rc = psrec_sampler_draw(tr->sampler, &w->rng, M, NULL, 0, w->pool_keys, w->pool_logE, M, &got);
     if (rc) return rc;
     if ((rc = psrec_table_pull(w->client, PSREC_TABLE_ITEM_OUT, w->pool_keys, got, w->pool))) return rc;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, (int)got, (int)d, 1.0f, w->U, (int)d, w->pool, (int)d, 0.0f,
-                w->pscore, (int)got);
-    for (size_t j = 0; j < got; j++) {
-        float m = -INFINITY;
-        for (int b = 0; b < B; b++)
-            m = fmaxf(m, w->pscore[(size_t)b * got + j]);
-        double s = 0;
-        for (int b = 0; b < B; b++)
-            s += exp(w->pscore[(size_t)b * got + j] - m);
-        w->poolscore_b[j] = (float)(m + log(s) - log((double)B));
-    }
+    psrec_hard_pool_scores(B, (int)got, (int)d, w->U, w->pool, w->pscore, w->poolscore_b);
     size_t h = (size_t)c->hard_keep;
     if ((rc = ensure_caps(w, (size_t)B, 0, h))) return rc;
     rc = psrec_sampler_hard_resample(tr->sampler, &w->rng, w->pool_keys, w->poolscore_b, got, h, w->neg_keys,
@@ -412,11 +403,15 @@ static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_
         GROW(w->part_logE, K);
         w->cap_parts = n;
     }
-    int S = (int)(((size_t)c->negatives + K - 1) / K);
+    /* each server's share: S uniform draws, or h hard negatives mined from a pool of M (rounded up) */
+    int hard = c->sampler == PSREC_SAMPLER_HARD;
+    psrec_negdraw_t dr = {.S = (int)(((size_t)(hard ? c->hard_keep : c->negatives) + K - 1) / K),
+                          .pool = hard ? (int)(((size_t)c->negatives + K - 1) / K) : 0,
+                          .temperature = c->temperature > 0 ? c->temperature : 1.0};
     psrec_negbatch_t nb = {.B = in->B, .d = in->d, .U = in->U, .pos_off = b->pos_off, .pos_key = b->pos_id};
     uint64_t seed = psrec_rng_u64(&w->rng);
     psrec_err rc =
-        psrec_table_neg_score(w->client, PSREC_TABLE_ITEM_OUT, &nb, S, seed, w->part_lse, w->part_ybar, w->part_logE);
+        psrec_table_neg_score(w->client, PSREC_TABLE_ITEM_OUT, &nb, &dr, seed, w->part_lse, w->part_ybar, w->part_logE);
     if (rc) return rc;
     for (size_t k = 0; k < P; k++)
         w->pos_logE[k] = w->part_logE[psrec_table_neg_part_of(w->client, b->pos_id[k])];
@@ -1204,10 +1199,12 @@ static psrec_err check_conf(const psrec_train_conf_t *c, char *err)
         return psrec_fail(err, PSREC_EINVAL, "--hard-keep must be in 1..--negatives");
     if (c->gravity < 0 || (c->gravity > 0 && c->gravity_rows < 1))
         return psrec_fail(err, PSREC_EINVAL, "--gravity must be >= 0 with --gravity-rows >= 1");
-    if (c->negatives_on_servers && (c->loss != PSREC_LOSS_SOFTMAX || c->sampler != PSREC_SAMPLER_UNIFORM))
+    if (c->negatives_on_servers &&
+        (c->loss != PSREC_LOSS_SOFTMAX || (c->sampler != PSREC_SAMPLER_UNIFORM && c->sampler != PSREC_SAMPLER_HARD)))
         return psrec_fail(err, PSREC_EINVAL,
-                          "--negatives-on servers draws uniformly from each server's rows for the softmax loss: "
-                          "use --sampler uniform --loss softmax (or --negatives-on workers)");
+                          "--negatives-on servers draws from each server's rows (uniform, or hard negatives mined "
+                          "there) for the softmax loss: use --sampler uniform|hard --loss softmax (or --negatives-on "
+                          "workers)");
     if (c->negatives_on_servers && c->negatives < 1)
         return psrec_fail(err, PSREC_EINVAL, "--negatives-on servers needs --negatives > 0");
     if (c->servers < 1 || c->servers > 1024) return psrec_fail(err, PSREC_EINVAL, "--servers must be in 1..1024");
