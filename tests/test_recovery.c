@@ -277,7 +277,10 @@ static void test_chaos(void **state)
         for (int v = 0; v < 3; v++) {
             /* the server and the worker die after a new complete round; the coordinator soon after (no
              * round may start again: one worker can be finishing while the restarted one catches up) */
-            if (v < 2) assert_true(wait_round(ck, seen, pid, 90));
+            if (v < 2 && !wait_round(ck, seen, pid, 90)) { /* say why: the run's own words */
+                run(out, sizeof out, "cat %s/%s.out; tail -n 8 %s/%s/*.log", dir, name, dir, name);
+                fail_msg("run %d: no new complete round after round %lu (victim %d):\n%s", k, seen, v, out);
+            }
             seen = newest_round(ck);
             usleep((useconds_t)(rand() % 400) * 1000); /* a random moment after the round (not synchronisation) */
             char pat[256];
