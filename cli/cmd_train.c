@@ -25,7 +25,7 @@ static void usage(FILE *f)
                "  --hard-keep H       hard negatives kept from a uniform pool of S (default S/4)\n"
                "  --negatives-on W    workers (default) | servers: each parameter server draws S/servers\n"
                "                      negatives from its own rows and scores them; negative rows never\n"
-               "                      cross the network (uniform sampler, softmax loss; docs/scaling.md)\n"
+               "                      cross the network (uniform or hard sampler, softmax loss; docs/scaling.md)\n"
                "  --materialise       create every catalogue item's output row before training (the\n"
                "                      table holds the whole catalogue; server-side negatives draw from it)\n"
                "  --temperature T     hard-negative sampling temperature (default 1)\n"

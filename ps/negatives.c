@@ -68,6 +68,15 @@ void psrec_negpart_destroy(psrec_negpart_t **p)
     *p = NULL;
 }
 
+size_t psrec_negpart_bytes(const psrec_negpart_t *p)
+{
+    return p->cap_u * sizeof(float) + p->cap_s * sizeof(uint64_t) + p->cap_z * sizeof(float) +
+           p->cap_ks * sizeof(psrec_keyidx_t) + p->cap_le * sizeof(float) + p->cap_v * sizeof(float) +
+           p->cap_dv * sizeof(float) + p->cap_uk * sizeof(uint64_t) + p->cap_ug * sizeof(float) +
+           p->cap_pk * sizeof(uint64_t) + p->cap_pv * sizeof(float) + p->cap_pz * sizeof(float) +
+           p->cap_ps * sizeof(float) + p->cap_pick * sizeof(uint32_t);
+}
+
 void psrec_negpart_shape(const psrec_negpart_t *p, int *B, int *d)
 {
     *B = p->B;

@@ -69,6 +69,9 @@ psrec_err psrec_negpart_score_rows(psrec_negpart_t *p, const psrec_negbatch_t *b
 psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t **keys, const float **grads,
                                   size_t *n, char *err) PSREC_MUST_CHECK;
 
+/* Bytes the part holds in its buffers (they are kept and reused between batches). */
+size_t psrec_negpart_bytes(const psrec_negpart_t *p);
+
 /* Batch size and row width of the scored batch (0, 0 before any score). */
 void psrec_negpart_shape(const psrec_negpart_t *p, int *B, int *d);
 

@@ -56,15 +56,16 @@
 #include "common/ratelog.h"
 #include "worker/coord_client.h"
 
-#define POLL_MS 50                 /* longest wait before the stop flag and heartbeats are looked at */
-#define BURST 64                   /* requests served between two looks at them */
-#define DUMP_PAGE 65536            /* rows per DUMP_OK at most */
-#define MAX_DUMPS 4                /* dump snapshots kept at once */
-#define MAX_SENDERS (1u << 16)     /* senders with a duplicate-suppression window */
-#define HWM 1000                   /* messages queued per peer */
-#define MAX_NEG_SENDERS 4096       /* senders with a scored batch kept for NEG_APPLY */
-#define NEG_MAX_DRAWS (1u << 20)   /* negatives one NEG_SCORE may ask of a server */
-#define NEG_MAX_CELLS (1ull << 26) /* B x negatives kept per sender (256 MiB of floats) */
+#define POLL_MS 50                   /* longest wait before the stop flag and heartbeats are looked at */
+#define BURST 64                     /* requests served between two looks at them */
+#define DUMP_PAGE 65536              /* rows per DUMP_OK at most */
+#define MAX_DUMPS 4                  /* dump snapshots kept at once */
+#define MAX_SENDERS (1u << 16)       /* senders with a duplicate-suppression window */
+#define HWM 1000                     /* messages queued per peer */
+#define MAX_NEG_SENDERS 4096         /* senders with a scored batch kept for NEG_APPLY */
+#define NEG_MAX_DRAWS (1u << 20)     /* negatives one NEG_SCORE may ask of a server */
+#define NEG_MAX_CELLS (1ull << 26)   /* B x negatives kept per sender (256 MiB of floats) */
+#define NEG_KEEP_BYTES (64ull << 20) /* scratch of a sender's negatives kept between its batches */
 
 typedef struct {
     uint64_t who; /* (role << 32) | rank */
@@ -799,8 +800,12 @@ static psrec_err on_neg_score(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     psrec_err rc = check_table(s, h, &dim, err);
     if (rc) return rc;
     uint64_t B = h->count, S = h->negatives, P = h->n_pos, M = h->neg_pool;
+    /* the negatives' rows (S or M of them) and their gradient must fit what a PUSH may carry: a NEG_APPLY
+     * is logged as one */
     if (B < 1 || B > PSREC_WIRE_MAX_KEYS || P > PSREC_WIRE_MAX_KEYS || S > NEG_MAX_DRAWS || B * S > NEG_MAX_CELLS ||
-        M > NEG_MAX_DRAWS || B * M > NEG_MAX_CELLS || B * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
+        M > NEG_MAX_DRAWS || B * M > NEG_MAX_CELLS || B * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES ||
+        S * (sizeof(uint64_t) + dim * sizeof(float)) > PSREC_WIRE_MAX_FRAME_BYTES ||
+        M * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
         return psrec_fail(err, PSREC_EMSGSIZE,
                           "NEG_SCORE of %llu rows x %llu negatives (pool %llu, %llu positives) is too big",
                           (unsigned long long)B, (unsigned long long)S, (unsigned long long)M, (unsigned long long)P);
@@ -897,6 +902,8 @@ static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     if ((rc = psrec_negpart_gradients(ns->part, m->bulk[0], &keys, &grads, &n, err))) return rc;
     ns->live = 0;
     if ((rc = apply_update(s, h, d, 1, dim, keys, n, grads, err))) return rc;
+    /* a peer's unusually big batch does not stay allocated until its next one */
+    if (psrec_negpart_bytes(ns->part) > NEG_KEEP_BYTES) psrec_negpart_destroy(&ns->part);
     s->st.neg_applied += n;
     s->st.rows_pushed += n;
     r->h.count = n;

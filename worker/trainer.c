@@ -418,7 +418,9 @@ static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_
     if ((rc = psrec_loss_softmax_parts(in, (int)K, w->part_lse, w->part_ybar, w->lws, loss, out, w->part_w))) return rc;
     rc = psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w);
     if (rc == PSREC_ESTALE) { /* a server restarted between score and apply: this step's negatives stay */
-        w->neg_lost++;
+        if (w->neg_lost++ == 0)
+            fprintf(stderr, "psrec worker %u: a server could not apply a step's negatives (%s); training on\n", w->rank,
+                    w->remote ? psrec_remote_last_error(w->remote) : "restarted");
         rc = PSREC_OK;
     }
     return rc;
@@ -975,7 +977,9 @@ static psrec_err worker_start(worker_t *w, char *err)
         if (psrec_model_save_conf(w->ckpt_dir, &tr->mconf, e))
             fprintf(stderr, "psrec worker 0: %s (export --checkpoint will not find the model's shape)\n", e);
     }
-    if (c->materialise && (rc = materialise(w, err))) return rc;
+    /* a worker that rejoins a running job (or resumes one) finds the rows there already, and the
+     * others are long past the "materialised" barrier */
+    if (c->materialise && !w->resumed && (rc = materialise(w, err))) return rc;
     if (tr->coord && !w->resumed) {
         /* rank 0 writes the initial tower weights; nobody trains before they are there */
         if (w->rank == 0) {
@@ -1074,6 +1078,9 @@ static void *worker_main(void *arg)
     }
     if (!rc && w->pusher && (rc = pusher_wait(w->pusher)))
         psrec_fail(err, rc, "worker %u: %s", w->rank, w->pusher->err);
+    if (w->neg_lost)
+        fprintf(stderr, "psrec worker %u: %llu of %llu steps' negatives were not applied (a server restarted)\n",
+                w->rank, (unsigned long long)w->neg_lost, (unsigned long long)w->steps);
     pthread_mutex_lock(&tr->mu); /* the training steps alone: no joining, materialising or saving */
     if (!tr->steps_t0 || t_start < tr->steps_t0) tr->steps_t0 = t_start;
     if (now_sec() > tr->steps_t1) tr->steps_t1 = now_sec();
