@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "common/data_text.h"
+#include "common/grow.h"
 #include "common/idmap.h"
 #include "worker/model.h"
 #include "worker/wals.h"
@@ -47,27 +48,14 @@ typedef struct {
     uint64_t *fid;
 } obs_t;
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap : 1024;
-    while (nc < need)
-        nc *= 2;
-    void *q = realloc(*p, nc * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = nc;
-    return 0;
-}
-
 static psrec_err observe(obs_t *o, uint64_t id, float w)
 {
     int found;
     uint64_t j = psrec_idmap_get(o->map, id, &found);
     if (!found) {
-        if (grow((void **)&o->ids, &o->cap_ids, o->ni + 1, sizeof *o->ids) ||
-            grow((void **)&o->seen_row, &o->cap_sr, o->ni + 1, sizeof *o->seen_row) ||
-            grow((void **)&o->seen_at, &o->cap_sa, o->ni + 1, sizeof *o->seen_at))
+        if (psrec_grow((void **)&o->ids, &o->cap_ids, o->ni + 1, sizeof *o->ids) ||
+            psrec_grow((void **)&o->seen_row, &o->cap_sr, o->ni + 1, sizeof *o->seen_row) ||
+            psrec_grow((void **)&o->seen_at, &o->cap_sa, o->ni + 1, sizeof *o->seen_at))
             return PSREC_ENOMEM;
         j = o->ni++;
         o->ids[j] = id;
@@ -79,8 +67,8 @@ static psrec_err observe(obs_t *o, uint64_t id, float w)
         if (w > *pw) *pw = w;
         return PSREC_OK;
     }
-    if (grow((void **)&o->idx, &o->cap_idx, o->nnz + 1, sizeof *o->idx) ||
-        grow((void **)&o->w, &o->cap_w, o->nnz + 1, sizeof *o->w))
+    if (psrec_grow((void **)&o->idx, &o->cap_idx, o->nnz + 1, sizeof *o->idx) ||
+        psrec_grow((void **)&o->w, &o->cap_w, o->nnz + 1, sizeof *o->w))
         return PSREC_ENOMEM;
     o->seen_row[j] = o->nu;
     o->seen_at[j] = o->nnz;
@@ -105,7 +93,7 @@ static psrec_err read_obs(const char *path, obs_t *o, char *err)
         if ((rc = psrec_text_read(r, &b, 4096, &got, err)) || got == 0) break;
         int hist = psrec_schema_hist(&schema);
         for (size_t i = 0; !rc && i < b.n; i++) {
-            if (grow((void **)&o->off, &o->cap_u, o->nu + 2, sizeof *o->off)) {
+            if (psrec_grow((void **)&o->off, &o->cap_u, o->nu + 2, sizeof *o->off)) {
                 rc = PSREC_ENOMEM;
                 break;
             }
@@ -116,12 +104,12 @@ static psrec_err read_obs(const char *path, obs_t *o, char *err)
             if (hist >= 0 && hist < b.nslots)
                 for (uint32_t k = b.slot_off[hist][i]; !rc && k < b.slot_off[hist][i + 1]; k++)
                     rc = observe(o, b.slot_id[hist][k], 1.0f);
-            if (!rc && grow((void **)&o->foff, &o->cap_fu, o->nu + 2, sizeof *o->foff)) rc = PSREC_ENOMEM;
+            if (!rc && psrec_grow((void **)&o->foff, &o->cap_fu, o->nu + 2, sizeof *o->foff)) rc = PSREC_ENOMEM;
             if (!rc) o->foff[o->nu] = o->nf;
             for (int sl = 0; !rc && sl < b.nslots; sl++)
                 for (uint32_t k = b.slot_off[sl][i]; !rc && sl != hist && k < b.slot_off[sl][i + 1]; k++) {
-                    if (grow((void **)&o->fslot, &o->cap_fs, o->nf + 1, sizeof *o->fslot) ||
-                        grow((void **)&o->fid, &o->cap_fi, o->nf + 1, sizeof *o->fid)) {
+                    if (psrec_grow((void **)&o->fslot, &o->cap_fs, o->nf + 1, sizeof *o->fslot) ||
+                        psrec_grow((void **)&o->fid, &o->cap_fi, o->nf + 1, sizeof *o->fid)) {
                         rc = PSREC_ENOMEM;
                         break;
                     }

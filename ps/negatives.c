@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/fastmath.h"
+#include "common/grow.h"
 #include "common/hard.h"
 #include "common/hits.h"
 
@@ -36,19 +37,6 @@ struct psrec_negpart {
     size_t cap_u, cap_s, cap_z, cap_ks, cap_le, cap_v, cap_dv, cap_uk, cap_ug;
     size_t cap_pk, cap_pv, cap_pz, cap_ps, cap_pick;
 };
-
-static int grow(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < n)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
 
 psrec_err psrec_negpart_new(psrec_negpart_t **p)
 {
@@ -105,10 +93,10 @@ psrec_err psrec_negpart_score_rows(psrec_negpart_t *p, const psrec_negbatch_t *b
     if (S > 0 && (!keys || !V)) return psrec_fail(err, PSREC_EINVAL, "negatives without keys or rows");
     const int B = b->B, d = b->d;
     size_t BS = (size_t)B * (size_t)S;
-    if (grow((void **)&p->U, &p->cap_u, (size_t)B * d + 1, sizeof(float)) ||
-        grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
-        grow((void **)&p->Z, &p->cap_z, BS + 1, sizeof(float)) ||
-        grow((void **)&p->ks, &p->cap_ks, (size_t)S + 1, sizeof *p->ks))
+    if (psrec_grow((void **)&p->U, &p->cap_u, (size_t)B * d + 1, sizeof(float)) ||
+        psrec_grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
+        psrec_grow((void **)&p->Z, &p->cap_z, BS + 1, sizeof(float)) ||
+        psrec_grow((void **)&p->ks, &p->cap_ks, (size_t)S + 1, sizeof *p->ks))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory scoring %d x %d negatives", B, S);
     p->B = B;
     p->d = d;
@@ -154,11 +142,11 @@ static psrec_err mine(psrec_negpart_t *p, psrec_store_t *store, uint32_t table, 
                       const psrec_negbatch_t *b, const psrec_negdraw_t *dr, uint64_t rows, char *err)
 {
     size_t M = (size_t)dr->pool, d = (size_t)b->d;
-    if (grow((void **)&p->pkeys, &p->cap_pk, M, sizeof *p->pkeys) ||
-        grow((void **)&p->pV, &p->cap_pv, M * d, sizeof(float)) ||
-        grow((void **)&p->pZ, &p->cap_pz, M * (size_t)b->B, sizeof(float)) ||
-        grow((void **)&p->pscore, &p->cap_ps, M, sizeof(float)) ||
-        grow((void **)&p->pick, &p->cap_pick, (size_t)dr->S + 1, sizeof *p->pick))
+    if (psrec_grow((void **)&p->pkeys, &p->cap_pk, M, sizeof *p->pkeys) ||
+        psrec_grow((void **)&p->pV, &p->cap_pv, M * d, sizeof(float)) ||
+        psrec_grow((void **)&p->pZ, &p->cap_pz, M * (size_t)b->B, sizeof(float)) ||
+        psrec_grow((void **)&p->pscore, &p->cap_ps, M, sizeof(float)) ||
+        psrec_grow((void **)&p->pick, &p->cap_pick, (size_t)dr->S + 1, sizeof *p->pick))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for a pool of %zu negatives", M);
     psrec_err rc = psrec_store_sample(store, table, rng, M, p->pkeys, &rows);
     if (!rc) rc = psrec_store_pull(store, table, p->pkeys, M, p->pV);
@@ -186,9 +174,9 @@ psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uin
     uint32_t dim = psrec_store_dim(store, table);
     if (!dim) return psrec_fail(err, PSREC_ENOTFOUND, "no table %u", table);
     if ((int)dim != b->d) return psrec_fail(err, PSREC_EPROTO, "table %u has dim %u, the batch %d", table, dim, b->d);
-    if (grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
-        grow((void **)&p->logE, &p->cap_le, (size_t)S + 1, sizeof(float)) ||
-        grow((void **)&p->V, &p->cap_v, (size_t)S * dim + 1, sizeof(float)))
+    if (psrec_grow((void **)&p->keys, &p->cap_s, (size_t)S + 1, sizeof *p->keys) ||
+        psrec_grow((void **)&p->logE, &p->cap_le, (size_t)S + 1, sizeof(float)) ||
+        psrec_grow((void **)&p->V, &p->cap_v, (size_t)S * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negatives", S);
     uint64_t rows = psrec_store_rows(store, table);
     int got = rows ? S : 0;
@@ -219,9 +207,9 @@ psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint
     if (S == 0 || B == 0) return PSREC_OK;
     for (int i = 0; i < B; i++)
         if (!isfinite(w[i])) return psrec_fail(err, PSREC_EINVAL, "weight of row %d is not finite", i);
-    if (grow((void **)&p->dV, &p->cap_dv, (size_t)S * d, sizeof(float)) ||
-        grow((void **)&p->ukeys, &p->cap_uk, (size_t)S, sizeof *p->ukeys) ||
-        grow((void **)&p->ugrads, &p->cap_ug, (size_t)S * d, sizeof(float)))
+    if (psrec_grow((void **)&p->dV, &p->cap_dv, (size_t)S * d, sizeof(float)) ||
+        psrec_grow((void **)&p->ukeys, &p->cap_uk, (size_t)S, sizeof *p->ukeys) ||
+        psrec_grow((void **)&p->ugrads, &p->cap_ug, (size_t)S * d, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negative gradients", S);
     /* G = diag(w) pi in place (pi is not needed again), dV = G^T U */
     for (int i = 0; i < B; i++)

@@ -48,6 +48,7 @@
 #include <zmq.h>
 
 #include "common/durable.h"
+#include "common/grow.h"
 #include "common/idmap.h"
 #include "ps/manifest.h"
 #include "ps/negatives.h"
@@ -318,7 +319,6 @@ static int seen(const dedup_t *d, uint64_t seq);
 static psrec_err apply_update(psrec_server_t *s, const Psrec__Header *h, dedup_t *d, int push, uint32_t dim,
                               const uint64_t *keys, size_t n, const float *vals, char *err);
 static void mark(dedup_t *d, uint64_t seq);
-static int grow(void **p, size_t *cap, size_t need, size_t elem);
 
 static psrec_err load_windows(psrec_server_t *s, const void *blob, size_t len, char *err)
 {
@@ -329,7 +329,7 @@ static psrec_err load_windows(psrec_server_t *s, const void *blob, size_t len, c
         uint64_t idx = psrec_idmap_get(s->senders, r[i].who, &found);
         if (!found) {
             if (s->ndd >= MAX_SENDERS) return psrec_fail(err, PSREC_EFULL, "too many senders");
-            if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
+            if (psrec_grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
                 psrec_idmap_put(s->senders, r[i].who, s->ndd))
                 return psrec_fail(err, PSREC_ENOMEM, "out of memory");
             idx = s->ndd++;
@@ -597,19 +597,6 @@ static void publish(psrec_server_t *s)
 
 /* ---- request checks ---- */
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 1024;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 /* Table exists and dim matches; returns the table's dim through *dim. */
 static psrec_err check_table(psrec_server_t *s, const Psrec__Header *h, uint32_t *dim, char *err)
 {
@@ -678,7 +665,8 @@ static psrec_err sender(psrec_server_t *s, const Psrec__Header *h, dedup_t **out
     uint64_t idx = psrec_idmap_get(s->senders, who, &found);
     if (!found) {
         if (s->ndd >= MAX_SENDERS) return psrec_fail(err, PSREC_EFULL, "too many senders (%u)", MAX_SENDERS);
-        if (grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) || psrec_idmap_put(s->senders, who, s->ndd))
+        if (psrec_grow((void **)&s->dd, &s->capdd, s->ndd + 1, sizeof *s->dd) ||
+            psrec_idmap_put(s->senders, who, s->ndd))
             return psrec_fail(err, PSREC_ENOMEM, "out of memory");
         idx = s->ndd++;
         memset(&s->dd[idx], 0, sizeof s->dd[idx]);
@@ -718,7 +706,7 @@ static psrec_err on_pull(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
     if (rc) return rc;
     /* a touch creates the rows and sends none back: the whole pull runs in chunks through one small buffer */
     size_t chunk = m->hdr->touch ? (n < 4096 ? n : 4096) : n;
-    if (grow((void **)&s->out, &s->out_cap, chunk * dim + 1, sizeof(float)))
+    if (psrec_grow((void **)&s->out, &s->out_cap, chunk * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
     for (size_t i = 0; i < n; i += chunk)
         if ((rc = psrec_store_pull(s->store, m->hdr->table, keys + i, n - i < chunk ? n - i : chunk, s->out)))
@@ -774,7 +762,7 @@ static psrec_err neg_slot(psrec_server_t *s, const Psrec__Header *h, negslot_t *
     if (!found) {
         if (s->nnegs >= MAX_NEG_SENDERS)
             return psrec_fail(err, PSREC_EFULL, "too many senders of negatives (%u)", MAX_NEG_SENDERS);
-        if (grow((void **)&s->negs, &s->capnegs, s->nnegs + 1, sizeof *s->negs) ||
+        if (psrec_grow((void **)&s->negs, &s->capnegs, s->nnegs + 1, sizeof *s->negs) ||
             psrec_idmap_put(s->negidx, who, s->nnegs))
             return psrec_fail(err, PSREC_ENOMEM, "out of memory");
         idx = s->nnegs++;
@@ -819,7 +807,7 @@ static psrec_err on_neg_score(psrec_server_t *s, const psrec_wire_msg_t *m, repl
         return psrec_fail(err, PSREC_EPROTO, "NEG_SCORE: offsets end at %u, %llu positives sent", pos_off[B],
                           (unsigned long long)P);
     if ((rc = sender(s, h, &d, err)) || (rc = neg_slot(s, h, &ns, err))) return rc;
-    if (grow((void **)&s->out, &s->out_cap, (size_t)B * (dim + 1), sizeof(float)))
+    if (psrec_grow((void **)&s->out, &s->out_cap, (size_t)B * (dim + 1), sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %llu rows", (unsigned long long)B);
     psrec_negbatch_t nb = {.B = (int)B, .d = (int)dim, .U = m->bulk[0], .pos_off = pos_off, .pos_key = m->bulk[2]};
     psrec_rng_t rng;
@@ -914,7 +902,7 @@ static void collect(uint64_t key, const float *w, uint32_t dim, void *ctx)
 {
     dump_t *d = ctx;
     if (d->oom) return;
-    if (grow((void **)&d->keys, &d->cap, d->n + 1, sizeof *d->keys)) {
+    if (psrec_grow((void **)&d->keys, &d->cap, d->n + 1, sizeof *d->keys)) {
         d->oom = 1;
         return;
     }
@@ -947,7 +935,7 @@ static psrec_err on_dump(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
         d->who = who;
         d->table = h->table;
         d->n = 0;
-        d->oom = grow((void **)&d->keys, &d->cap, 1, sizeof *d->keys); /* never NULL, even when empty */
+        d->oom = psrec_grow((void **)&d->keys, &d->cap, 1, sizeof *d->keys); /* never NULL, even when empty */
         if (!d->oom) psrec_store_foreach(s->store, h->table, collect, d);
         if (d->oom) {
             d->live = 0;
@@ -962,7 +950,7 @@ static psrec_err on_dump(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *
     size_t page = PSREC_WIRE_MAX_FRAME_BYTES / ((size_t)dim * sizeof(float));
     if (page > DUMP_PAGE) page = DUMP_PAGE;
     size_t from = (size_t)h->cursor, n = d->n - from < page ? d->n - from : page;
-    if (grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
+    if (psrec_grow((void **)&s->out, &s->out_cap, n * dim + 1, sizeof(float)))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu rows", n);
     if ((rc = psrec_store_pull(s->store, h->table, d->keys + from, n, s->out)))
         return psrec_fail(err, rc, "dump of table %u: %s", h->table, psrec_strerror(rc));
@@ -1333,7 +1321,7 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
     if (rc == PSREC_OK && s->log &&
         (h->type == PSREC__TYPE__PUSH || h->type == PSREC__TYPE__SET || h->type == PSREC__TYPE__NEG_APPLY)) {
         /* acknowledged after the group commit at the end of this burst (flush_acks) */
-        if (grow((void **)&s->acks, &s->capacks, s->nacks + 1, sizeof *s->acks) == 0) {
+        if (psrec_grow((void **)&s->acks, &s->capacks, s->nacks + 1, sizeof *s->acks) == 0) {
             s->acks[s->nacks++] = (ack_t){.route = *route,
                                           .seq = h->seq,
                                           .count = r.h.count,

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "common/fastmath.h"
+#include "common/grow.h"
 #include "common/hits.h"
 
 struct psrec_loss_ws {
@@ -53,19 +54,6 @@ void psrec_loss_ws_destroy(psrec_loss_ws_t **ws)
     free((*ws)->ns);
     free(*ws);
     *ws = NULL;
-}
-
-static int grow(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < n)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
 }
 
 /* log(1 + e^x), stable for any x. */
@@ -108,6 +96,15 @@ static psrec_err check_in(psrec_loss_kind kind, const psrec_loss_in_t *in, const
     return PSREC_OK;
 }
 
+/* A positive's logit gradient g into its query and row: du += g v, dv = g u. */
+static void pos_backward(int d, float g, const float *u, const float *v, float *du, float *dv)
+{
+    for (int i = 0; i < d; i++) {
+        du[i] += g * v[i];
+        dv[i] = g * u[i];
+    }
+}
+
 psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, psrec_loss_ws_t *ws, double *loss,
                              const psrec_loss_out_t *out)
 {
@@ -132,10 +129,10 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
         return PSREC_OK;
     }
 
-    if (grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
+    if (psrec_grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
     if (S > 0) {
-        if (grow((void **)&ws->Z, &ws->cap_z, (size_t)B * S, sizeof(float))) return PSREC_ENOMEM;
-        if (grow((void **)&ws->ns, &ws->cap_s, (size_t)S, sizeof(psrec_keyidx_t))) return PSREC_ENOMEM;
+        if (psrec_grow((void **)&ws->Z, &ws->cap_z, (size_t)B * S, sizeof(float))) return PSREC_ENOMEM;
+        if (psrec_grow((void **)&ws->ns, &ws->cap_s, (size_t)S, sizeof(psrec_keyidx_t))) return PSREC_ENOMEM;
     }
 
     /* Positive logits z = u_b . v - log E. */
@@ -223,15 +220,8 @@ psrec_err psrec_loss_compute(psrec_loss_kind kind, const psrec_loss_in_t *in, ps
     for (int b = 0; b < B; b++) {
         const float *u = in->U + (size_t)b * d;
         float *du = out->dU + (size_t)b * d;
-        for (uint32_t k = in->pos_off[b]; k < in->pos_off[b + 1]; k++) {
-            const float g = zp[k];
-            const float *v = in->Vpos + (size_t)k * d;
-            float *dv = out->dVpos + (size_t)k * d;
-            for (int i = 0; i < d; i++) {
-                du[i] += g * v[i];
-                dv[i] = g * u[i];
-            }
-        }
+        for (uint32_t k = in->pos_off[b]; k < in->pos_off[b + 1]; k++)
+            pos_backward(d, zp[k], u, in->Vpos + (size_t)k * d, du, out->dVpos + (size_t)k * d);
     }
     return PSREC_OK;
 }
@@ -255,7 +245,7 @@ psrec_err psrec_loss_softmax_parts(const psrec_loss_in_t *in, int K, const float
         if (P > 0) memset(out->dVpos, 0, P * d * sizeof(float));
         return PSREC_OK;
     }
-    if (grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
+    if (psrec_grow((void **)&ws->zp, &ws->cap_p, P, sizeof(float))) return PSREC_ENOMEM;
     float *zp = ws->zp;
     const double inv_beff = 1.0 / B_eff;
     double total = 0.0;
@@ -288,12 +278,7 @@ psrec_err psrec_loss_softmax_parts(const psrec_loss_in_t *in, int K, const float
         }
         for (uint32_t k = p0; k < p1; k++) {
             const float g = (float)((mass * exp((double)zp[k] - lse) - in->pos_w[k]) * inv_beff);
-            const float *v = in->Vpos + (size_t)k * d;
-            float *dv = out->dVpos + (size_t)k * d;
-            for (int i = 0; i < d; i++) {
-                du[i] += g * v[i];
-                dv[i] = g * u[i];
-            }
+            pos_backward(d, g, u, in->Vpos + (size_t)k * d, du, out->dVpos + (size_t)k * d);
         }
     }
     *loss = total * inv_beff;

@@ -39,6 +39,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "common/grow.h"
+
 #define WINDOW 8 /* requests in flight per server */
 /* The servers' duplicate window (ps/server.c): a retried seq must stay within DEDUP_SPAN of the
  * highest seq the server has applied from us, or it would be taken for a duplicate. */
@@ -133,19 +135,6 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return -1;
-    *p = q;
-    *cap = c;
-    return 0;
 }
 
 static const char *type_name(Psrec__Type t)
@@ -615,10 +604,10 @@ static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t 
         op->vals = vals;
         op->perm = NULL;
     } else {
-        if (grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) ||
-            grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
-            grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
-            (vals && grow((void **)&r->gvals, &r->gvals_cap, n * dim, sizeof *r->gvals)))
+        if (psrec_grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) ||
+            psrec_grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
+            psrec_grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
+            (vals && psrec_grow((void **)&r->gvals, &r->gvals_cap, n * dim, sizeof *r->gvals)))
             return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu keys", n);
         for (size_t i = 0; i < n; i++) {
             uint32_t s = r->slot_server[psrec_wire_slot(keys[i], r->nslots)];
@@ -643,7 +632,7 @@ static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t 
     size_t total = 0;
     for (uint32_t s = 0; s < r->nservers; s++)
         total += (r->cnt[s] + chunk - 1) / chunk;
-    if (grow((void **)&r->reqs, &r->reqs_cap, total, sizeof *r->reqs))
+    if (psrec_grow((void **)&r->reqs, &r->reqs_cap, total, sizeof *r->reqs))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu requests", total);
     size_t k = 0, off = 0;
     for (uint32_t s = 0; s < r->nservers; s++) {
@@ -708,7 +697,7 @@ psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uin
     *values = NULL;
     *n = 0;
     if (dim == 0 || dim > PSREC_WIRE_MAX_DIM) return psrec_fail(err, PSREC_EINVAL, "DUMP: dim %u out of range", dim);
-    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+    if (psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     op_t op = {.type = PSREC__TYPE__DUMP, .want = PSREC__TYPE__DUMP_OK, .table = table, .dim = dim};
     for (uint32_t s = 0; s < r->nservers; s++) {
@@ -730,7 +719,7 @@ psrec_err psrec_remote_dump(psrec_remote_t *r, uint32_t table, uint32_t dim, uin
 psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err)
 {
     if (round == 0) return psrec_fail(err, PSREC_EINVAL, "CHECKPOINT: round 0");
-    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+    if (psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     op_t op = {.type = PSREC__TYPE__CHECKPOINT, .want = PSREC__TYPE__CHECKPOINT_OK, .round = round};
     for (uint32_t s = 0; s < r->nservers; s++) {
@@ -743,7 +732,7 @@ psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err)
 /* One request per server, answered in parallel. */
 static psrec_err per_server(psrec_remote_t *r, op_t *op, char *err)
 {
-    if (grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+    if (psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
         return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     for (uint32_t s = 0; s < r->nservers; s++) {
         r->reqs[s] = (req_t){.server = s, .seq = ++r->seq};
