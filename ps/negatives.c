@@ -197,35 +197,46 @@ psrec_err psrec_negpart_draw_score(psrec_negpart_t *p, psrec_store_t *store, uin
     return psrec_negpart_score_rows(p, b, got, p->keys, p->logE, p->V, lse, ybar, err);
 }
 
-psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t **keys, const float **grads,
+psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t *extra_keys,
+                                  const float *extra_grads, size_t n_extra, const uint64_t **keys, const float **grads,
                                   size_t *n, char *err)
 {
-    const int B = p->B, d = p->d, S = p->S;
+    const int B = p->B, d = p->d, S = B > 0 ? p->S : 0;
     *n = 0;
     *keys = p->ukeys;
     *grads = p->ugrads;
-    if (S == 0 || B == 0) return PSREC_OK;
-    for (int i = 0; i < B; i++)
+    if (S == 0 && n_extra == 0) return PSREC_OK;
+    if (n_extra > 0 && (d < 1 || !extra_keys || !extra_grads))
+        return psrec_fail(err, PSREC_EINVAL, "gradient rows without a scored batch");
+    if ((uint64_t)S + n_extra >= UINT32_MAX) return psrec_fail(err, PSREC_EMSGSIZE, "%zu gradient rows", n_extra);
+    for (int i = 0; i < B && S > 0; i++)
         if (!isfinite(w[i])) return psrec_fail(err, PSREC_EINVAL, "weight of row %d is not finite", i);
-    if (psrec_grow((void **)&p->dV, &p->cap_dv, (size_t)S * d, sizeof(float)) ||
-        psrec_grow((void **)&p->ukeys, &p->cap_uk, (size_t)S, sizeof *p->ukeys) ||
-        psrec_grow((void **)&p->ugrads, &p->cap_ug, (size_t)S * d, sizeof(float)))
-        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %d negative gradients", S);
-    /* G = diag(w) pi in place (pi is not needed again), dV = G^T U */
-    for (int i = 0; i < B; i++)
-        cblas_sscal(S, w[i], p->Z + (size_t)i * S, 1);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, d, B, 1.0f, p->Z, S, p->U, d, 0.0f, p->dV, d);
-    /* summed per key, in key order (p->ks is sorted) */
+    size_t all = (size_t)S + n_extra;
+    if (psrec_grow((void **)&p->dV, &p->cap_dv, (size_t)S * d + 1, sizeof(float)) ||
+        psrec_grow((void **)&p->ukeys, &p->cap_uk, all, sizeof *p->ukeys) ||
+        psrec_grow((void **)&p->ugrads, &p->cap_ug, all * d, sizeof(float)) ||
+        psrec_grow((void **)&p->ks, &p->cap_ks, all, sizeof *p->ks))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory for %zu gradient rows", all);
+    if (S > 0) { /* G = diag(w) pi in place (pi is not needed again), dV = G^T U */
+        for (int i = 0; i < B; i++)
+            cblas_sscal(S, w[i], p->Z + (size_t)i * S, 1);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, S, d, B, 1.0f, p->Z, S, p->U, d, 0.0f, p->dV, d);
+    }
+    /* every row (negatives first, then the caller's), sorted by key and summed per key: one update per key */
+    for (int j = 0; j < S; j++)
+        p->ukeys[j] = p->keys[j];
+    memcpy(p->ukeys + S, extra_keys, n_extra * sizeof *extra_keys);
+    psrec_hits_sort(p->ks, p->ukeys, all); /* reads ukeys before the loop below overwrites it in place */
     size_t u = 0;
-    for (int j = 0; j < S; j++) {
+    for (size_t j = 0; j < all; j++) {
         const psrec_keyidx_t *e = &p->ks[j];
-        const float *src = p->dV + (size_t)e->idx * d;
+        const float *src = e->idx < (uint32_t)S ? p->dV + (size_t)e->idx * d : extra_grads + (size_t)(e->idx - S) * d;
         if (u > 0 && p->ukeys[u - 1] == e->key) {
             float *dst = p->ugrads + (u - 1) * d;
             for (int t = 0; t < d; t++)
                 dst[t] += src[t];
         } else {
-            p->ukeys[u] = e->key;
+            p->ukeys[u] = e->key; /* u <= j: never past an entry still to be read (ks holds the keys) */
             memcpy(p->ugrads + u * d, src, (size_t)d * sizeof(float));
             u++;
         }

@@ -64,9 +64,14 @@ psrec_err psrec_negpart_score_rows(psrec_negpart_t *p, const psrec_negbatch_t *b
                                    const float *logE, const float *V, float *lse, float *ybar,
                                    char *err) PSREC_MUST_CHECK;
 
-/* Given the worker's weights w (B), computes the negatives' gradients summed per key: *keys and
- * *grads (n x d) point into the part and stay valid until its next call. */
-psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t **keys, const float **grads,
+/* Given the worker's weights w (B), computes the negatives' gradients and sums them per key with the
+ * caller's own gradient rows for this shard (n_extra keys, extra_grads n_extra x d: the step's
+ * positives, gravity rows...; none with n_extra 0), so that a key that is a positive of one row and a
+ * negative of another gets one update per step, as the worker-side path gives it. *keys (sorted,
+ * unique) and *grads (n x d) point into the part and stay valid until its next call. The negatives are
+ * given once: a second call returns only the extra rows. */
+psrec_err psrec_negpart_gradients(psrec_negpart_t *p, const float *w, const uint64_t *extra_keys,
+                                  const float *extra_grads, size_t n_extra, const uint64_t **keys, const float **grads,
                                   size_t *n, char *err) PSREC_MUST_CHECK;
 
 /* Bytes the part holds in its buffers (they are kept and reused between batches). */

@@ -95,6 +95,7 @@ typedef struct {
     psrec_wire_route_t route;
     uint64_t seq, count;
     uint32_t type, table, dim;
+    uint32_t negatives; /* NEG_APPLY_OK: whether the scored batch was applied */
 } ack_t;
 
 /* Adaptive LZ4: skip attempts on a stream of replies that recently did not compress. */
@@ -856,8 +857,12 @@ static psrec_err apply_update(psrec_server_t *s, const Psrec__Header *h, dedup_t
     return PSREC_OK;
 }
 
-/* NEG_APPLY: the worker's row weights for the batch this sender scored last; the negatives' summed
- * gradients are pushed through the optimizer like a PUSH of those rows (and logged as one). */
+/* NEG_APPLY: the worker's row weights for the batch this sender scored last, and its own gradient rows
+ * of this table on this server (push_rows keys: positives, gravity rows). The negatives' gradients are
+ * summed with them per key and pushed through the optimizer as one PUSH (and logged as one): a key that
+ * is a positive of one row and a negative of another gets one update, as with worker-side negatives.
+ * Without the scored batch (a restarted server, a newer batch) only the worker's rows are applied and the
+ * reply says `negatives = 0`. */
 static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, reply_t *r, char *err)
 {
     const Psrec__Header *h = m->hdr;
@@ -866,10 +871,17 @@ static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     negslot_t *ns = NULL;
     psrec_err rc = check_table(s, h, &dim, err);
     if (rc) return rc;
-    if (h->count < 1 || h->count > PSREC_WIRE_MAX_KEYS)
-        return psrec_fail(err, PSREC_EMSGSIZE, "NEG_APPLY of %llu rows", (unsigned long long)h->count);
-    size_t bytes[1] = {(size_t)h->count * sizeof(float)};
-    if ((rc = psrec_wire_check_bulk(m, 1, bytes, err))) return rc;
+    uint64_t B = h->count, R = h->push_rows;
+    if (B < 1 || B > PSREC_WIRE_MAX_KEYS || R > PSREC_WIRE_MAX_KEYS ||
+        R * dim * sizeof(float) > PSREC_WIRE_MAX_FRAME_BYTES)
+        return psrec_fail(err, PSREC_EMSGSIZE, "NEG_APPLY of %llu rows with %llu gradient rows", (unsigned long long)B,
+                          (unsigned long long)R);
+    size_t bytes[3] = {(size_t)B * sizeof(float), (size_t)R * sizeof(uint64_t), (size_t)R * dim * sizeof(float)};
+    if ((rc = psrec_wire_check_bulk(m, 3, bytes, err))) return rc;
+    const uint64_t *rkeys = m->bulk[1];
+    const float *rgrads = m->bulk[2];
+    if ((rc = check_owner(s, rkeys, R, err))) return rc;
+    if ((rc = psrec_limits_check_new_rows(&s->lim, s->store, h->table, rkeys, R, err))) return rc;
     if ((rc = sender(s, h, &d, err))) return rc;
     r->h.dim = dim;
     if (seen(d, h->seq)) {
@@ -877,24 +889,23 @@ static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, repl
         return PSREC_OK;
     }
     if ((rc = neg_slot(s, h, &ns, err))) return rc;
-    int B, pd;
-    psrec_negpart_shape(ns->part, &B, &pd);
-    if (!ns->live || ns->seq != h->score_seq || ns->table != h->table || (uint64_t)B != h->count)
-        return psrec_fail(err, PSREC_ESTALE,
-                          "NEG_APPLY: no scored batch %llu of %llu rows from rank %u here (restarted server, or a "
-                          "newer batch replaced it)",
-                          (unsigned long long)h->score_seq, (unsigned long long)h->count, h->rank);
-    const uint64_t *keys;
-    const float *grads;
-    size_t n;
-    if ((rc = psrec_negpart_gradients(ns->part, m->bulk[0], &keys, &grads, &n, err))) return rc;
-    ns->live = 0;
+    int Bp, pd;
+    psrec_negpart_shape(ns->part, &Bp, &pd);
+    int live = ns->live && ns->seq == h->score_seq && ns->table == h->table && (uint64_t)Bp == B;
+    const uint64_t *keys = rkeys;
+    const float *grads = rgrads;
+    size_t n = R;
+    if (live) {
+        if ((rc = psrec_negpart_gradients(ns->part, m->bulk[0], rkeys, rgrads, R, &keys, &grads, &n, err))) return rc;
+        ns->live = 0;
+    }
     if ((rc = apply_update(s, h, d, 1, dim, keys, n, grads, err))) return rc;
     /* a peer's unusually big batch does not stay allocated until its next one */
     if (psrec_negpart_bytes(ns->part) > NEG_KEEP_BYTES) psrec_negpart_destroy(&ns->part);
-    s->st.neg_applied += n;
+    if (live) s->st.neg_applied += n;
     s->st.rows_pushed += n;
     r->h.count = n;
+    r->h.negatives = (uint32_t)live;
     return PSREC_OK;
 }
 
@@ -1163,6 +1174,7 @@ static psrec_err send_acks(psrec_server_t *s, const ack_t *acks, size_t n, char 
         h.map_version = s->map_version;
         h.count = a->count;
         h.dim = a->dim;
+        h.negatives = a->negatives;
         rc = send_reply(s, &a->route, &h, NULL, 0, fatal);
     }
     return rc;
@@ -1327,7 +1339,8 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
                                           .count = r.h.count,
                                           .type = (uint32_t)r.h.type,
                                           .table = h->table,
-                                          .dim = r.h.dim};
+                                          .dim = r.h.dim,
+                                          .negatives = r.h.negatives};
             return PSREC_OK;
         }
         rc = psrec_fail(err, PSREC_ENOMEM, "out of memory for an acknowledgement");

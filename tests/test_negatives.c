@@ -100,13 +100,14 @@ static int shard_of(uint64_t key, int empty)
 typedef struct {
     double loss;
     float dU[NB * ND], dVpos[MAXP * ND];
-    uint64_t gkeys[NS];
-    float gv[NS * ND];
+    uint64_t gkeys[NS + MAXP];
+    float gv[(NS + MAXP) * ND];
     size_t ng;
 } split_out_t;
 
-/* The server-side path: every shard scores its negatives, the worker combines, shards compute the
- * negatives' gradients; gradients of all shards gathered per key. */
+/* The server-side path: every shard scores its negatives, the worker combines, each shard computes the
+ * negatives' gradients summed per key with the worker's positive rows it owns (as NEG_APPLY carries
+ * them, one row per distinct key); the rows of all shards gathered. */
 static void run_split(prob_t *p, int empty, split_out_t *o)
 {
     psrec_negpart_t *part[NK];
@@ -135,10 +136,27 @@ static void run_split(prob_t *p, int empty, split_out_t *o)
     assert_int_equal(psrec_loss_softmax_parts(&in, NK, lse, ybar, ws, &o->loss, &out, w), PSREC_OK);
     o->ng = 0;
     for (int k = 0; k < NK; k++) {
+        /* the worker's gradient rows of shard k's positive keys, summed per key (its groups do that) */
+        uint64_t ek[MAXP];
+        float eg[MAXP * ND];
+        size_t ne = 0;
+        for (uint32_t q = 0; q < p->pos_off[NB]; q++) {
+            if (shard_of(p->pos_key[q], empty) != k) continue;
+            size_t e = 0;
+            while (e < ne && ek[e] != p->pos_key[q])
+                e++;
+            if (e == ne) {
+                ek[ne] = p->pos_key[q];
+                memset(eg + ne * ND, 0, ND * sizeof(float));
+                ne++;
+            }
+            for (int t = 0; t < ND; t++)
+                eg[e * ND + t] += o->dVpos[q * ND + t];
+        }
         const uint64_t *gk;
         const float *gv;
         size_t n;
-        assert_int_equal(psrec_negpart_gradients(part[k], w + k * NB, &gk, &gv, &n, err), PSREC_OK);
+        assert_int_equal(psrec_negpart_gradients(part[k], w + k * NB, ek, eg, ne, &gk, &gv, &n, err), PSREC_OK);
         for (size_t i = 0; i < n; i++) {
             if (i > 0) assert_true(gk[i] > gk[i - 1]); /* summed per key: unique, sorted */
             o->gkeys[o->ng] = gk[i];
@@ -177,7 +195,8 @@ static void check_same(uint64_t seed, int empty)
         close_enough(o.dU[i], dU[i]);
     for (uint32_t i = 0; i < p.pos_off[NB] * ND; i++)
         close_enough(o.dVpos[i], dVpos[i]);
-    /* the reference's negative gradients summed per key, against the shards' */
+    /* the worker-side update of each key (its negative and positive gradients summed, as the worker's
+     * group pushes it), against the shards' one row per key */
     size_t matched = 0;
     for (size_t g = 0; g < o.ng; g++) {
         float sum[ND] = {0};
@@ -187,10 +206,19 @@ static void check_same(uint64_t seed, int empty)
                 for (int t = 0; t < ND; t++)
                     sum[t] += dVneg[j * ND + t];
             }
+        for (uint32_t q = 0; q < p.pos_off[NB]; q++)
+            if (p.pos_key[q] == o.gkeys[g]) {
+                matched++;
+                for (int t = 0; t < ND; t++)
+                    sum[t] += dVpos[q * ND + t];
+            }
         for (int t = 0; t < ND; t++)
             close_enough(o.gv[g * ND + t], sum[t]);
     }
-    assert_int_equal(matched, NS); /* every negative is in exactly one shard's gradient */
+    assert_int_equal(matched, NS + p.pos_off[NB]); /* every row is in exactly one shard's update */
+    for (size_t g = 1; g < o.ng; g++)              /* one update per key: no key in two shards' rows */
+        for (size_t h = 0; h < g; h++)
+            assert_true(o.gkeys[h] != o.gkeys[g]);
 }
 
 static void test_split_equals_worker_side(void **state)
@@ -233,16 +261,16 @@ static void test_shard_fully_masked_row(void **state)
     const uint64_t *gk;
     const float *gv;
     size_t n;
-    assert_int_equal(psrec_negpart_gradients(part, w, &gk, &gv, &n, err), PSREC_OK);
+    assert_int_equal(psrec_negpart_gradients(part, w, NULL, NULL, 0, &gk, &gv, &n, err), PSREC_OK);
     assert_int_equal(n, 1);
     for (int t = 0; t < ND; t++)
         assert_true(gv[t] == 0.0f);
     /* applied once: a second call has nothing left */
-    assert_int_equal(psrec_negpart_gradients(part, w, &gk, &gv, &n, err), PSREC_OK);
+    assert_int_equal(psrec_negpart_gradients(part, w, NULL, NULL, 0, &gk, &gv, &n, err), PSREC_OK);
     assert_int_equal(n, 0);
     assert_int_equal(psrec_negpart_score_rows(part, &nb, 3, keys, NULL, V, lse, ybar, err), PSREC_OK);
     w[0] = NAN;
-    assert_int_equal(psrec_negpart_gradients(part, w, &gk, &gv, &n, err), PSREC_EINVAL);
+    assert_int_equal(psrec_negpart_gradients(part, w, NULL, NULL, 0, &gk, &gv, &n, err), PSREC_EINVAL);
     psrec_negpart_destroy(&part);
 }
 
@@ -339,7 +367,7 @@ static void test_store_sample_uniform(void **state)
     float w1[NB];
     for (int i = 0; i < NB; i++)
         w1[i] = 1.0f;
-    assert_int_equal(psrec_negpart_gradients(part, w1, &gk, &gv, &gn, err), PSREC_OK);
+    assert_int_equal(psrec_negpart_gradients(part, w1, NULL, NULL, 0, &gk, &gv, &gn, err), PSREC_OK);
     assert_true(gn >= 1 && gn <= 10);
     for (size_t i = 0; i < gn; i++)
         assert_true(gk[i] >= 1000 && (gk[i] - 1000) % 7919 == 0 && (gk[i] - 1000) / 7919 < N);

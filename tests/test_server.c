@@ -591,33 +591,55 @@ static void test_negatives(void **st)
     assert_true(isinf(lse[2])); /* row 2 has no positives */
     psrec_wire_msg_clear(&m);
 
-    /* NEG_APPLY: the negatives' gradients go through the optimizer; a copy is not applied again */
+    /* NEG_APPLY with the worker's own rows (3 and 7 are positives, 60 is new): summed per key with the
+     * negatives' gradients into one update; a copy is not applied again */
     float w[3] = {0.5f, 0.25f, 0.0f};
+    uint64_t ek[3] = {3, 7, 60};
+    float eg[3 * DIM];
+    for (int i = 0; i < 3 * DIM; i++)
+        eg[i] = 0.05f * (float)(i % 7) - 0.1f;
     const uint64_t *gk;
     const float *gv;
     size_t gn;
-    assert_int_equal(psrec_negpart_gradients(part, w, &gk, &gv, &gn, err), PSREC_OK);
-    assert_true(gn > 0);
+    assert_int_equal(psrec_negpart_gradients(part, w, ek, eg, 3, &gk, &gv, &gn, err), PSREC_OK);
+    assert_true(gn > 3);
     assert_int_equal(psrec_store_push(ref, 0, gk, gn, gv), PSREC_OK);
-    assert_int_equal(psrec_store_pull(ref, 0, keys, 50, want), PSREC_OK);
+    uint64_t keys51[51];
+    float rows51[51 * DIM], want51[51 * DIM];
+    memcpy(keys51, keys, sizeof keys);
+    keys51[50] = 60;
+    assert_int_equal(psrec_store_pull(ref, 0, keys51, 51, want51), PSREC_OK);
     for (int rep = 0; rep < 2; rep++) {
         hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 11);
         h.epoch = 1;
         h.score_seq = 10;
-        psrec_wire_bulk_t wb = {w, sizeof w};
-        call(d, &h, &wb, 1, &m);
+        h.push_rows = 3;
+        psrec_wire_bulk_t wb[3] = {{w, sizeof w}, {ek, sizeof ek}, {eg, sizeof eg}};
+        call(d, &h, wb, 3, &m);
         if (m.hdr->type != PSREC__TYPE__NEG_APPLY_OK) fail_msg("NEG_APPLY: %s", m.hdr->error_text);
         if (rep == 0) assert_int_equal(m.hdr->count, gn);
+        if (rep == 0) assert_int_equal(m.hdr->negatives, 1);
         psrec_wire_msg_clear(&m);
-        pull(d, 0, DIM, keys, 50, rows);
-        assert_memory_equal(rows, want, sizeof rows);
+        pull(d, 0, DIM, keys51, 51, rows51);
+        assert_memory_equal(rows51, want51, sizeof rows51);
     }
-    /* a new seq for the batch already applied: there is nothing scored to apply */
+    /* a new seq for the batch already applied: only the worker's rows are applied, and the reply says so */
     hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 12);
     h.epoch = 1;
     h.score_seq = 10;
-    psrec_wire_bulk_t wb = {w, sizeof w};
-    expect_error(d, &h, &wb, 1, PSREC_ESTALE);
+    h.push_rows = 3;
+    psrec_wire_bulk_t wb[3] = {{w, sizeof w}, {ek, sizeof ek}, {eg, sizeof eg}};
+    call(d, &h, wb, 3, &m);
+    assert_int_equal(m.hdr->type, PSREC__TYPE__NEG_APPLY_OK);
+    assert_int_equal(m.hdr->negatives, 0);
+    assert_int_equal(m.hdr->count, 3);
+    psrec_wire_msg_clear(&m);
+    assert_int_equal(psrec_store_push(ref, 0, ek, 3, eg), PSREC_OK);
+    assert_int_equal(psrec_store_pull(ref, 0, keys51, 51, want51), PSREC_OK);
+    pull(d, 0, DIM, keys51, 51, rows51);
+    assert_memory_equal(rows51, want51, sizeof rows51);
+    /* the reference rows 0..49, for the checks below */
+    assert_int_equal(psrec_store_pull(ref, 0, keys, 50, want), PSREC_OK);
     /* malformed: too many draws, offsets that do not match the positives, a missing frame, bad weights */
     neg_score_msg(&h, b, 20, 1u << 21, U, off, pk);
     expect_error(d, &h, b, 3, PSREC_EMSGSIZE);
@@ -640,8 +662,15 @@ static void test_negatives(void **st)
     hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 24);
     h.epoch = 1;
     h.score_seq = 23;
-    wb = (psrec_wire_bulk_t){nan_w, sizeof nan_w};
-    expect_error(d, &h, &wb, 1, PSREC_EINVAL);
+    psrec_wire_bulk_t nb3[3] = {{nan_w, sizeof nan_w}, {ek, 0}, {eg, 0}};
+    expect_error(d, &h, nb3, 3, PSREC_EINVAL);
+    /* push_rows that do not match the frames */
+    hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 3, DIM, 25);
+    h.epoch = 1;
+    h.score_seq = 23;
+    h.push_rows = 2;
+    psrec_wire_bulk_t bad3[3] = {{w, sizeof w}, {ek, sizeof ek}, {eg, sizeof eg}};
+    expect_error(d, &h, bad3, 3, PSREC_EPROTO);
     /* still serving, rows unchanged by the refused requests */
     pull(d, 0, DIM, keys, 50, rows);
     assert_memory_equal(rows, want, sizeof rows);

@@ -79,6 +79,7 @@ typedef struct {
     uint64_t seed;
     float *lse, *ybar, *logE; /* NEG_SCORE_OK results, per server */
     const float *w;           /* NEG_APPLY: nservers x B weights */
+    int stale;                /* NEG_APPLY: servers that no longer had the scored batch */
     const uint64_t *keys;     /* grouped by server */
     const float *vals;        /* grouped (PUSH/SET) */
     float *out;               /* PULL: caller's rows */
@@ -364,10 +365,12 @@ static psrec_err send_req(psrec_remote_t *r, const op_t *op, req_t *q, char *err
         b[nb++] = (psrec_wire_bulk_t){x->U, (size_t)x->B * x->d * sizeof(float)};
         b[nb++] = (psrec_wire_bulk_t){x->pos_off, ((size_t)x->B + 1) * sizeof(uint32_t)};
         b[nb++] = (psrec_wire_bulk_t){x->pos_key, (size_t)h.n_pos * sizeof(uint64_t)};
-    } else if (op->type == PSREC__TYPE__NEG_APPLY) {
+    } else if (op->type == PSREC__TYPE__NEG_APPLY) { /* then the vals frame below: the worker's rows */
         h.count = (uint64_t)r->neg_B;
         h.score_seq = r->neg_seq[q->server];
+        h.push_rows = q->count;
         b[nb++] = (psrec_wire_bulk_t){op->w + (size_t)q->server * r->neg_B, (size_t)r->neg_B * sizeof(float)};
+        b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
     } else if (op->type != PSREC__TYPE__DUMP && op->type != PSREC__TYPE__CHECKPOINT) {
         b[nb++] = (psrec_wire_bulk_t){op->keys + q->off, q->count * sizeof(uint64_t)};
     }
@@ -491,7 +494,9 @@ static psrec_err on_reply(psrec_remote_t *r, op_t *op, req_t *q, const psrec_wir
         op->logE[q->server] = h->neg_log_expected;
         r->neg_seq[q->server] = q->seq;
     } else if (op->type == PSREC__TYPE__NEG_APPLY) {
-        /* count = rows the server updated: nothing to check against */
+        /* count = rows the server updated: nothing to check against; negatives = 0: the server had not
+         * the scored batch (it restarted), only the worker's rows were applied */
+        if (!h->negatives) op->stale++;
     } else if (op->type == PSREC__TYPE__CHECKPOINT) {
         if (h->checkpoint_round != op->round)
             return psrec_fail(err, PSREC_EPROTO, "server %u (%s): CHECKPOINT_OK for round %llu, round %llu asked",
@@ -783,17 +788,49 @@ psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_
     return rc;
 }
 
-psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, char *err)
+psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, const uint64_t *keys,
+                                 const float *grads, size_t n, char *err)
 {
     if (r->neg_n == 0 || r->neg_n != r->nservers)
         return psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: no scored batch for the current servers");
+    size_t dim = (size_t)r->neg_d;
+    /* the caller's rows grouped by server (one request each, every server gets its weights) */
+    if (psrec_grow((void **)&r->srv, &r->srv_cap, n + 1, sizeof *r->srv) ||
+        psrec_grow((void **)&r->gkeys, &r->gkeys_cap, n + 1, sizeof *r->gkeys) ||
+        psrec_grow((void **)&r->gvals, &r->gvals_cap, n * dim + 1, sizeof *r->gvals) ||
+        psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu rows", n);
+    memset(r->cnt, 0, r->nservers * sizeof *r->cnt);
+    for (size_t i = 0; i < n; i++) {
+        r->srv[i] = psrec_remote_server_of(r, keys[i]);
+        r->cnt[r->srv[i]]++;
+    }
+    size_t off = 0;
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->reqs[s] = (req_t){.server = s, .seq = ++r->seq, .off = off, .count = r->cnt[s]};
+        r->ss[s] = (sstate_t){.first = s, .next = s, .oldest = s, .end = s + 1};
+        off += r->cnt[s];
+    }
+    for (size_t i = 0; i < n; i++) { /* reqs[s].off counts up while filling, then is set back */
+        req_t *q = &r->reqs[r->srv[i]];
+        size_t p = q->off++;
+        r->gkeys[p] = keys[i];
+        memcpy(r->gvals + p * dim, grads + i * dim, dim * sizeof(float));
+    }
+    for (uint32_t s = 0; s < r->nservers; s++)
+        r->reqs[s].off -= r->reqs[s].count;
     op_t op = {.type = PSREC__TYPE__NEG_APPLY,
                .want = PSREC__TYPE__NEG_APPLY_OK,
                .table = table,
-               .dim = (uint32_t)r->neg_d,
-               .w = w};
-    psrec_err rc = per_server(r, &op, err);
+               .dim = (uint32_t)dim,
+               .w = w,
+               .keys = r->gkeys,
+               .vals = r->gvals};
+    psrec_err rc = run(r, &op, r->nservers, err);
     r->neg_n = 0; /* applied (or failed) once */
+    if (!rc && op.stale)
+        rc = psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: %d server(s) no longer had the scored batch (restarted)",
+                        op.stale);
     return rc;
 }
 
@@ -853,10 +890,11 @@ static psrec_err ops_neg_score(void *impl, uint32_t table, const psrec_negbatch_
     return psrec_remote_neg_score(r, table, b, draw, seed, lse, ybar, logE, r->last_err);
 }
 
-static psrec_err ops_neg_apply(void *impl, uint32_t table, const float *w)
+static psrec_err ops_neg_apply(void *impl, uint32_t table, const float *w, const uint64_t *keys, const float *grads,
+                               size_t n)
 {
     psrec_remote_t *r = impl;
-    return psrec_remote_neg_apply(r, table, w, r->last_err);
+    return psrec_remote_neg_apply(r, table, w, keys, grads, n, r->last_err);
 }
 
 static void ops_destroy(void *impl)

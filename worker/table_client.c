@@ -81,10 +81,11 @@ psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const p
     return c->ops.neg_score(c->impl, table, b, per_part, seed, lse, ybar, logE);
 }
 
-psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w)
+psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w, const uint64_t *keys,
+                                const float *grads, size_t n)
 {
     if (!c->ops.neg_apply) return PSREC_EUNSUPPORTED;
-    return c->ops.neg_apply(c->impl, table, w);
+    return c->ops.neg_apply(c->impl, table, w, keys, grads, n);
 }
 
 /* ---- the local client ---- */
@@ -143,7 +144,8 @@ static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatc
     return psrec_negpart_draw_score(l->part, l->store, table, &rng, b, draw, lse, ybar, logE, err);
 }
 
-static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w)
+static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w, const uint64_t *rkeys, const float *rgrads,
+                                 size_t rn)
 {
     local_t *l = impl;
     if (!l->part || table != l->part_table) return PSREC_EINVAL;
@@ -151,7 +153,7 @@ static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w)
     const float *grads;
     size_t n;
     char err[PSREC_ERRBUF];
-    psrec_err rc = psrec_negpart_gradients(l->part, w, &keys, &grads, &n, err);
+    psrec_err rc = psrec_negpart_gradients(l->part, w, rkeys, rgrads, rn, &keys, &grads, &n, err);
     return rc ? rc : psrec_store_push(l->store, table, keys, n, grads);
 }
 

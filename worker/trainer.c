@@ -386,8 +386,8 @@ static psrec_err draw_hard(worker_t *w, int B, size_t *n_neg)
 
 /* Step 5 with server-side negatives (ps/negatives.h): every server draws its share of the negatives
  * from its rows and scores them against U; the parts are combined with the positives here
- * (psrec_loss_softmax_parts: loss, dU, dVpos), and each server applies its negatives' gradients with
- * the row weights it is sent back. A positive's log E is its owner's (the stratified draw). */
+ * (psrec_loss_softmax_parts: loss, dU, dVpos, and the row weights each server gets back in step 7).
+ * A positive's log E is its owner's (the stratified draw). */
 static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_loss_out_t *out, double *loss)
 {
     const psrec_train_conf_t *c = w->tr->c;
@@ -415,9 +415,17 @@ static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_
     if (rc) return rc;
     for (size_t k = 0; k < P; k++)
         w->pos_logE[k] = w->part_logE[psrec_table_neg_part_of(w->client, b->pos_id[k])];
-    if ((rc = psrec_loss_softmax_parts(in, (int)K, w->part_lse, w->part_ybar, w->lws, loss, out, w->part_w))) return rc;
-    rc = psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w);
-    if (rc == PSREC_ESTALE) { /* a server restarted between score and apply: this step's negatives stay */
+    return psrec_loss_softmax_parts(in, (int)K, w->part_lse, w->part_ybar, w->lws, loss, out, w->part_w);
+}
+
+/* Step 7 with server-side negatives: the servers apply their negatives' gradients (weights part_w)
+ * summed per key with this step's output-table rows (positives, gravity rows), so that every key gets
+ * one update per step, as the worker-side path gives it. */
+static psrec_err apply_server_negatives(worker_t *w)
+{
+    psrec_err rc =
+        psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w, w->g_out.keys, w->g_out.grads, w->g_out.n);
+    if (rc == PSREC_ESTALE) { /* a server restarted between score and apply: this step's negatives are lost */
         if (w->neg_lost++ == 0)
             fprintf(stderr, "psrec worker %u: a server could not apply a step's negatives (%s); training on\n", w->rank,
                     w->remote ? psrec_remote_last_error(w->remote) : "restarted");
@@ -486,14 +494,14 @@ static psrec_err stage(pusher_t *p, uint32_t table, uint32_t dim, const uint64_t
 /* Copies this step's gradients to the pusher (after the previous push finished) and returns at once:
  * the next step's pulls overlap this push. A worker's own update may thus be one step late in what
  * it pulls next, which asynchronous training tolerates anyway. */
-static psrec_err hand_to_pusher(worker_t *w)
+static psrec_err hand_to_pusher(worker_t *w, int skip_out)
 {
     pusher_t *p = w->pusher;
     psrec_err rc = pusher_wait(p);
     if (rc) return rc;
     const psrec_batch_t *b = &w->batch;
     p->ntab = 0;
-    rc = stage(p, PSREC_TABLE_ITEM_OUT, w->g_out.dim, w->g_out.keys, w->g_out.grads, w->g_out.n);
+    if (!skip_out) rc = stage(p, PSREC_TABLE_ITEM_OUT, w->g_out.dim, w->g_out.keys, w->g_out.grads, w->g_out.n);
     for (int s = 0; !rc && s < b->nslots; s++) {
         group_t *g = w->slot_group[s];
         if (g != &w->g_out) rc = stage(p, g->table, g->dim, g->keys, g->grads, g->n);
@@ -685,9 +693,12 @@ static psrec_err train_step(worker_t *w, double *loss_out)
         }
     }
 
-    /* 7. push */
-    if (w->pusher) return hand_to_pusher(w);
-    if ((rc = psrec_table_push(w->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads))) return rc;
+    /* 7. push (with server-side negatives, the output rows go with the negatives' update) */
+    if (on_servers && (rc = apply_server_negatives(w))) return rc;
+    if (w->pusher) return hand_to_pusher(w, on_servers);
+    if (!on_servers &&
+        (rc = psrec_table_push(w->client, PSREC_TABLE_ITEM_OUT, w->g_out.keys, w->g_out.n, w->g_out.grads)))
+        return rc;
     for (int s = 0; s < b->nslots; s++) {
         group_t *g = w->slot_group[s];
         if (g == &w->g_out) continue;
