@@ -43,14 +43,16 @@ enum {
     PSREC_CLI_MAX_INFLIGHT,
     PSREC_CLI_MAX_NEW_ROWS,
     PSREC_CLI_MAX_ROWS,
-    PSREC_CLI_SEC_LAST = PSREC_CLI_MAX_ROWS
+    PSREC_CLI_AT_MAX_ROWS,
+    PSREC_CLI_SEC_LAST = PSREC_CLI_AT_MAX_ROWS
 };
 #define PSREC_CLI_SEC_OPTIONS                                                                                          \
     {"token-file", 1, 0, PSREC_CLI_TOKEN_FILE}, {"secure", 0, 0, PSREC_CLI_SECURE}, {"keys", 1, 0, PSREC_CLI_KEYS},    \
         {"insecure", 0, 0, PSREC_CLI_INSECURE}, {"max-msg-mb", 1, 0, PSREC_CLI_MAX_MSG_MB},                            \
         {"max-inflight", 1, 0, PSREC_CLI_MAX_INFLIGHT}, {"max-new-rows", 1, 0, PSREC_CLI_MAX_NEW_ROWS},                \
+        {"max-rows", 1, 0, PSREC_CLI_MAX_ROWS},                                                                        \
     {                                                                                                                  \
-        "max-rows", 1, 0, PSREC_CLI_MAX_ROWS                                                                           \
+        "at-max-rows", 1, 0, PSREC_CLI_AT_MAX_ROWS                                                                     \
     }
 /* Handles one of those options (limits: only with a non-NULL limits, i.e. `psrec server`).
  * Returns 0, or -1 after printing why. */

@@ -6,6 +6,8 @@
  * secrets in memory. Thread model: main thread. */
 #include "cli/cli.h"
 
+#include <string.h>
+
 int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_conf_t *sec, psrec_limits_t *limits)
 {
     int v;
@@ -19,8 +21,8 @@ int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_c
     }
     if (!limits) {
         fprintf(stderr,
-                "psrec %s: --max-msg-mb, --max-inflight, --max-new-rows and --max-rows belong to "
-                "`psrec server`\n",
+                "psrec %s: --max-msg-mb, --max-inflight, --max-new-rows, --max-rows and --at-max-rows belong "
+                "to `psrec server`\n",
                 cmd);
         return -1;
     }
@@ -40,6 +42,13 @@ int psrec_cli_sec_parse(const char *cmd, int code, const char *arg, psrec_zsec_c
     case PSREC_CLI_MAX_ROWS:
         if (psrec_cli_u64(cmd, "--max-rows", arg, &u)) return -1;
         limits->max_rows = u;
+        return 0;
+    case PSREC_CLI_AT_MAX_ROWS:
+        if (strcmp(arg, "skip") && strcmp(arg, "fail")) {
+            fprintf(stderr, "psrec %s: --at-max-rows: want skip or fail, not '%s'\n", cmd, arg);
+            return -1;
+        }
+        limits->max_rows_fail = strcmp(arg, "fail") == 0;
         return 0;
     default: fprintf(stderr, "psrec %s: unknown option code %d\n", cmd, code); return -1;
     }
@@ -100,6 +109,9 @@ void psrec_cli_sec_usage(FILE *f, int with_limits)
                 "  --max-msg-mb N      largest message frame, on the wire or decoded (default %llu)\n"
                 "  --max-inflight N    requests of one client queued at once (default %d)\n"
                 "  --max-new-rows N    rows one request may create (default %u)\n"
-                "  --max-rows N        rows per table on this server (default: no limit)\n",
+                "  --max-rows N        rows per table on this server (default: no limit)\n"
+                "  --at-max-rows P     skip (default): a full table refuses new keys one by one, counted and\n"
+                "                      logged (pulls get initial values, updates are dropped), and training goes\n"
+                "                      on; fail: it refuses the whole request with an error\n",
                 (unsigned long long)(PSREC_LIMITS_MAX_MSG >> 20), PSREC_LIMITS_INFLIGHT, PSREC_LIMITS_NEW_ROWS);
 }

@@ -135,9 +135,14 @@ int psrec_cmd_server(int argc, char **argv)
         for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) { /* what each table's rows really cost */
             psrec_table_conf_t tc;
             if (psrec_store_table_conf(psrec_server_store(s), t, &tc)) continue;
-            fprintf(stderr, "psrec server:   table %u: %" PRIu64 " rows of %u (%s, %s), %.1f bytes/row\n", t,
+            uint64_t refused = psrec_store_refused(psrec_server_store(s), t);
+            char full[96] = "";
+            if (refused)
+                snprintf(full, sizeof full, "; full at %" PRIu64 " rows, %" PRIu64 " new keys refused", tc.max_rows,
+                         refused);
+            fprintf(stderr, "psrec server:   table %u: %" PRIu64 " rows of %u (%s, %s), %.1f bytes/row%s\n", t,
                     psrec_store_rows(psrec_server_store(s), t), tc.dim, psrec_row_dtype_name(tc.dtype),
-                    psrec_opt_name(tc.opt.kind), psrec_store_bytes_per_row(psrec_server_store(s), t));
+                    psrec_opt_name(tc.opt.kind), psrec_store_bytes_per_row(psrec_server_store(s), t), full);
         }
         struct rusage ru;
         long hwm_kb = getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : 0; /* kB on Linux */

@@ -143,6 +143,7 @@ int psrec_cli_train_opts(const char *cmd, int argc, char **argv, psrec_train_con
                                          {"max-inflight", 1, 0, PSREC_CLI_MAX_INFLIGHT},
                                          {"max-new-rows", 1, 0, PSREC_CLI_MAX_NEW_ROWS},
                                          {"max-rows", 1, 0, PSREC_CLI_MAX_ROWS},
+                                         {"at-max-rows", 1, 0, PSREC_CLI_AT_MAX_ROWS},
                                          {0, 0, 0, 0}};
     int o, iv;
     double dv;

@@ -6,7 +6,7 @@
 #
 #   launch/run.sh --servers 2 --workers 2 [--port 7750] [--host 127.0.0.1] [--logs DIR] [--bin PATH] \
 #                 [--token-file FILE | --secure [--keys DIR] | --insecure] [--restart [--max-restarts N]] \
-#                 -- --data shards --model model --epochs 5 \
+#                 -- --data shards --model model --epochs 5 [--max-rows N --at-max-rows skip|fail] \
 #                 [--checkpoint-dir D --checkpoint-every 30s [--durability log]] [--resume D]
 #   launch/run.sh --hosts FILE [--ssh "ssh -i KEY ..."] [--remote-bin PATH | --copy-bin] [--remote-dir DIR]
 #                 [--host-timeout S] [--reconnect-timeout S] [same options as above] -- [training options]
@@ -62,6 +62,17 @@ while [ $# -gt 0 ]; do
   esac
 done
 die() { echo "run.sh: $*" >&2; exit 2; }
+# the servers' own limits (docs/security.md, docs/scaling.md) go to the servers only
+srv=() rest=()
+for ((a = 0; a < ${#train[@]}; a++)); do
+  case "${train[a]}" in
+    --max-msg-mb|--max-inflight|--max-new-rows|--max-rows|--at-max-rows)
+      srv+=("${train[a]}" "${train[a + 1]:-}"); a=$((a + 1)) ;;
+    --max-msg-mb=*|--max-inflight=*|--max-new-rows=*|--max-rows=*|--at-max-rows=*) srv+=("${train[a]}") ;;
+    *) rest+=("${train[a]}") ;;
+  esac
+done
+train=("${rest[@]}")
 [[ "$servers" =~ ^[0-9]+$ && "$servers" -ge 1 ]] || die "--servers must be a positive integer"
 [[ "$workers" =~ ^[0-9]+$ && "$workers" -ge 1 ]] || die "--workers must be a positive integer"
 [[ "$port" =~ ^[0-9]+$ && "$port" -ge 1 && "$port" -le $((65535 - servers)) ]] || die "--port must be in 1..$((65535 - servers))"
@@ -155,7 +166,7 @@ role_cmd() {
     server-*) local i=${1#server-}
       # with --restart a server keeps its port, so a restarted one is where workers look for it
       local sp=0; [ "$restart" = 1 ] && sp=$((port + 1 + i))
-      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$sp" --rank "$i" --job-id "$job" "${sec[@]}" "${train[@]}") ;;
+      cmd=("$bin" server --coord "$coord" --bind "tcp://$host:$sp" --rank "$i" --job-id "$job" "${sec[@]}" "${train[@]}" "${srv[@]}") ;;
     worker-*) local i=${1#worker-}
       cmd=("$bin" worker --coord "$coord" --threads 1 --rank "$i" --job-id "$job" --no-progress "${sec[@]}" "${train[@]}") ;;
   esac

@@ -32,6 +32,11 @@ typedef struct {
     uint32_t max_inflight;  /* 0: PSREC_LIMITS_INFLIGHT */
     uint32_t max_new_rows;  /* 0: PSREC_LIMITS_NEW_ROWS */
     uint64_t max_rows;      /* 0: unbounded */
+    /* what a table at its row limit (this one or its own) does with new keys (ps/store.h skip_new):
+     * 0 (default, `--at-max-rows skip`): refuses them one by one, counted, and the request succeeds (a pull
+     * gets their initial values, an update of them is dropped); 1 (`--at-max-rows fail`): refuses the
+     * whole request with PSREC_EFULL */
+    int max_rows_fail;
 } psrec_limits_t;
 
 /* Replaces zeros by the defaults and clamps to the wire's own limits. */

@@ -152,6 +152,7 @@ struct psrec_server {
     uint32_t nslots; /* 0: this server owns every slot */
     uint32_t *slot_server;
     psrec_store_t *store;
+    uint64_t refused_seen[PSREC_STORE_MAX_TABLES]; /* new keys refused by full tables, as last logged */
     atomic_int stop;
 
     psrec_idmap_t *senders; /* (role << 32 | rank) -> index into dd */
@@ -299,6 +300,7 @@ static psrec_err add_tables(psrec_server_t *s, int n, const uint32_t *ids, const
     for (int i = 0; i < n; i++) {
         psrec_table_conf_t c = tc[i];
         if (!c.max_rows) c.max_rows = s->lim.max_rows;
+        c.skip_new = !s->lim.max_rows_fail;
         psrec_err rc = psrec_store_add_table(s->store, ids[i], &c, err);
         if (rc) return rc;
     }
@@ -456,6 +458,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
         psrec_table_conf_t tc;
         rc = psrec_table_conf_from_wire(reg->tables[i], &id, &tc, err);
         if (!rc && !tc.max_rows) tc.max_rows = s->lim.max_rows;
+        tc.skip_new = !s->lim.max_rows_fail;
         if (!rc) rc = psrec_store_add_table(s->store, id, &tc, err);
     }
     if (!rc) rc = recover(s, reg, err);
@@ -591,6 +594,17 @@ psrec_store_t *psrec_server_store(psrec_server_t *s)
 
 static void publish(psrec_server_t *s)
 {
+    for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) { /* a full table says so, at most every 10 s */
+        uint64_t r = psrec_store_refused(s->store, t);
+        if (r == s->refused_seen[t]) continue;
+        s->refused_seen[t] = r;
+        char key[32];
+        snprintf(key, sizeof key, "full %u", t);
+        psrec_ratelog(s->rlog, key,
+                      "server %u: table %u is full (%llu rows): %llu new keys refused so far (their pulls get the "
+                      "initial values, their updates are dropped; --max-rows, --at-max-rows)",
+                      s->rank, t, (unsigned long long)psrec_store_rows(s->store, t), (unsigned long long)r);
+    }
     pthread_mutex_lock(&s->mu);
     s->pub = s->st;
     pthread_mutex_unlock(&s->mu);

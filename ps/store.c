@@ -126,6 +126,8 @@ typedef struct {
     arena_t arena;
     _Atomic uint64_t rows;      /* materialised rows */
     _Atomic uint64_t committed; /* with max_rows: rows + outstanding reservations */
+    int skip_new;               /* with max_rows: refuse new keys one by one instead of the call */
+    _Atomic uint64_t refused;   /* skip_new: keys refused */
     stripe_t *stripes;
 } table_t;
 
@@ -438,7 +440,8 @@ static void init_weights(const table_t *t, uint64_t key, float *w)
 }
 
 /* The row of key in stripe st, created if absent (with the table's init unless op is OP_SET or OP_RAW,
- * whose caller overwrites the weights, and the state too for OP_RAW). *added counts created rows. */
+ * whose caller overwrites the weights, and the state too for OP_RAW). *added counts created rows. A full
+ * skip_new table gives *row = NULL for a new key. */
 static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint64_t h, int op, float **row,
                                     uint64_t *added, float *tmp)
 {
@@ -448,12 +451,23 @@ static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint
         return PSREC_OK;
     }
     psrec_err rc;
-    if (st->nrows >= st->grow_at) {
-        if ((rc = grow(st))) return rc;
-        sl = probe(st, key, h);
+    if (t->max_rows && t->skip_new) { /* one row of capacity, or refused (the caller serves its init) */
+        uint64_t cur = atomic_load_explicit(&t->committed, memory_order_relaxed);
+        do {
+            if (cur >= t->max_rows) {
+                atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
+                *row = NULL;
+                return PSREC_OK;
+            }
+        } while (!atomic_compare_exchange_weak_explicit(&t->committed, &cur, cur + 1, memory_order_relaxed,
+                                                        memory_order_relaxed));
     }
     uint32_t r;
-    if ((rc = new_row(t, st, &r))) return rc;
+    if ((st->nrows >= st->grow_at && (rc = grow(st))) || (rc = new_row(t, st, &r))) {
+        if (t->max_rows && t->skip_new) atomic_fetch_sub_explicit(&t->committed, 1, memory_order_relaxed);
+        return rc;
+    }
+    sl = probe(st, key, h); /* the slot moved if the stripe grew */
     sl->key = key;
     sl->row = r;
     float *p = row_ptr(t, st, r);
@@ -526,12 +540,16 @@ static psrec_err run_stripe(table_t *t, stripe_t *st, const uint64_t *keys, scra
             uint32_t j = sc->order[k];
             float **rp = &sc->rp[k % RING];
             if ((rc = find_or_add(t, st, keys[j], sc->h[j], op, rp, added, tmp))) break;
-            prefetch_row(*rp, rbytes);
+            if (*rp) prefetch_row(*rp, rbytes);
         }
         if (k < lo + PREFETCH_ROW) continue;
         uint32_t k0 = k - PREFETCH_ROW;
         size_t j = sc->order[k0];
         float *p = sc->rp[k0 % RING];
+        if (!p) { /* refused by a full table: a pull sees the initial values, an update is dropped */
+            if (op == OP_PULL) init_weights(t, keys[j], out + j * dim);
+            continue;
+        }
         switch (op) {
         case OP_PULL:
             if (f32)
@@ -609,7 +627,7 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
     scratch_t sc;
     uint64_t reserved = 0, added = 0;
     psrec_err rc = PSREC_OK;
-    if (t->max_rows && (rc = reserve(t, keys, n, &sc, &reserved))) return rc;
+    if (t->max_rows && !t->skip_new && (rc = reserve(t, keys, n, &sc, &reserved))) return rc;
     const size_t dim = t->dim, win = op == OP_RAW ? t->stride : dim; /* floats per key of `in` */
     float *tmp = NULL;                                               /* 16-bit rows: one widened row (init, push) */
     if (t->dtype != PSREC_ROW_F32 && !(tmp = malloc(dim * sizeof *tmp))) rc = PSREC_ENOMEM;
@@ -742,10 +760,12 @@ static psrec_err table_new(table_t **out, const psrec_store_t *s, uint32_t table
     t->init_scale = c->init_scale;
     t->seed = s->seed ^ psrec_mix64(TABLE_SALT + table);
     t->max_rows = c->max_rows;
+    t->skip_new = c->skip_new != 0;
     t->opt = opt;
     t->conf = *c;
     atomic_init(&t->rows, 0);
     atomic_init(&t->committed, 0);
+    atomic_init(&t->refused, 0);
     t->arena.next_len = SEG_MIN;
     if (pthread_mutex_init(&t->arena.mu, NULL)) {
         free(t);
@@ -794,6 +814,12 @@ uint32_t psrec_store_dim(const psrec_store_t *s, uint32_t table)
 {
     const table_t *t = get_table(s, table);
     return t ? t->dim : 0;
+}
+
+uint64_t psrec_store_refused(const psrec_store_t *s, uint32_t table)
+{
+    table_t *t = get_table(s, table);
+    return t ? atomic_load_explicit(&t->refused, memory_order_relaxed) : 0;
 }
 
 uint64_t psrec_store_rows(const psrec_store_t *s, uint32_t table)

@@ -55,8 +55,14 @@ typedef struct {
     psrec_opt_t opt;
     psrec_init_kind init;
     float init_scale;
-    uint64_t max_rows; /* 0 = unbounded; beyond it new keys are refused with PSREC_EFULL */
+    uint64_t max_rows; /* 0 = unbounded; beyond it new keys are refused (see skip_new) */
     psrec_row_dtype dtype;
+    /* With max_rows, what a call with keys that no longer fit gets:
+     * 0: the whole call is refused with PSREC_EFULL, nothing created or applied;
+     * 1: the call succeeds; new keys take rows while there is room, later ones are refused one by one and
+     *    counted (psrec_store_refused): a pull gets their initial values without storing them, a push or
+     *    set of them is dropped. A full table thus keeps serving a long run instead of stopping it. */
+    int skip_new;
 } psrec_table_conf_t;
 
 typedef struct psrec_store psrec_store_t;
@@ -99,6 +105,8 @@ psrec_err psrec_store_missing(psrec_store_t *s, uint32_t table, const uint64_t *
 /* Number of materialised rows of a table, and the exact bytes per row (row payload + hash entry +
  * slab overhead amortised). */
 uint64_t psrec_store_rows(const psrec_store_t *s, uint32_t table);
+/* skip_new tables: keys refused because the table was full, since it was added (0 otherwise). */
+uint64_t psrec_store_refused(const psrec_store_t *s, uint32_t table);
 double psrec_store_bytes_per_row(const psrec_store_t *s, uint32_t table);
 
 /* Calls fn(key, weights, ctx) for every row of the table, under the stripe locks (do not call back

@@ -196,6 +196,33 @@ static void test_negatives_on_servers(void **state)
     assert_true(wire[0] > 0 && wire[1] > 0 && wire[1] < 0.9 * wire[0]); /* measured 0.67 */
 }
 
+/* A server at --max-rows keeps training going (--at-max-rows skip, the default): run.sh hands the limit to
+ * the servers only, the job completes, and the server's exit log counts the refused keys; with
+ * --at-max-rows fail the job stops with the server's refusal named. */
+static void test_full_tables(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    assert_int_equal(run(out, sizeof out,
+                         "%s/launch/run.sh --bin %s --servers 1 --workers 1 --port %d --logs %s/logsfull -- --data "
+                         "%s/s1 --model %s/full --epochs 1 --dim 16 --negatives 128 --max-rows 400",
+                         src, bin, psrec_test_free_port(), dir, dir, dir),
+                     0);
+    assert_int_equal(run(out, sizeof out, "cat %s/logsfull/server-0.log", dir), 0);
+    const char *p = strstr(out, "table 0: 400 rows");
+    assert_non_null(p);
+    assert_non_null(strstr(p, "full at 400 rows"));
+    assert_true(atof(strstr(p, "full at 400 rows, ") + 18) > 0); /* new keys refused */
+    assert_true(recall_of("full") > 0.0);
+    assert_int_not_equal(run(out, sizeof out,
+                             "%s/launch/run.sh --bin %s --servers 1 --workers 1 --port %d --logs %s/logsfail -- "
+                             "--data %s/s1 --epochs 1 --dim 16 --negatives 128 --max-rows 400 --at-max-rows fail",
+                             src, bin, psrec_test_free_port(), dir, dir),
+                         0);
+    assert_non_null(strstr(out, "worker-0 failed"));
+    assert_non_null(strstr(out, "capacity reached"));
+}
+
 /* Bounded staleness: two workers in lock step (k = 0) and with k = 2 finish and learn. */
 static void test_bounded_staleness(void **state)
 {
@@ -319,7 +346,7 @@ int main(void)
         cmocka_unit_test(test_one_worker_equivalence),  cmocka_unit_test(test_run_sh_two_by_two),
         cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness),
         cmocka_unit_test(test_status_and_interrupt),    cmocka_unit_test(test_run_sh_errors),
-        cmocka_unit_test(test_negatives_on_servers),
+        cmocka_unit_test(test_negatives_on_servers),    cmocka_unit_test(test_full_tables),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

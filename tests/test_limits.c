@@ -339,11 +339,13 @@ static void test_frame_over_limit(void **state)
     zmq_ctx_term(z);
 }
 
-/* New rows: at most 100 per request, 250 per table. Expected row counts are kept by hand. */
+/* New rows: at most 100 per request, 250 per table (--at-max-rows fail: a request past it is refused
+ * whole). Expected row counts are kept by hand. */
 static void test_new_rows(void **state)
 {
     void *z = zmq_ctx_new();
-    srv_t *x = server_new(z, "inproc://limits-rows", (psrec_limits_t){.max_new_rows = 100, .max_rows = 250});
+    srv_t *x = server_new(z, "inproc://limits-rows",
+                          (psrec_limits_t){.max_new_rows = 100, .max_rows = 250, .max_rows_fail = 1});
     server_run(x);
     psrec_store_t *st = psrec_server_store(x->s);
     void *d = dealer(z, endpoint(x));
@@ -382,11 +384,47 @@ static void test_new_rows(void **state)
     zmq_ctx_term(z);
 }
 
+/* --at-max-rows skip (the default): past 250 rows a request succeeds, its new keys are refused one by one
+ * and counted, and the server logs that the table is full. */
+static void test_full_table_skips(void **state)
+{
+    (void)state;
+    void *z = zmq_ctx_new();
+    srv_t *x = server_new(z, "inproc://limits-skip", (psrec_limits_t){.max_rows = 250});
+    server_run(x);
+    psrec_store_t *st = psrec_server_store(x->s);
+    void *d = dealer(z, endpoint(x));
+    uint64_t keys[550];
+    float vals[550 * DIM];
+    for (int i = 0; i < 550; i++)
+        keys[i] = 20000 + (uint64_t)i * 7919;
+    for (int i = 0; i < 550 * DIM; i++)
+        vals[i] = 0.01f;
+    char text[PSREC_ERRBUF];
+    uint64_t seq = 0;
+    assert_int_equal(call(d, PSREC__TYPE__PUSH, keys, 200, vals, ++seq, text, sizeof text), PSREC_OK);
+    assert_int_equal(call(d, PSREC__TYPE__PULL, keys, 400, NULL, ++seq, text, sizeof text), PSREC_OK);
+    assert_int_equal(psrec_store_rows(st, 0), 250);
+    assert_int_equal(psrec_store_refused(st, 0), 150);
+    /* keys never seen: every one refused (which 50 of the pull's new keys got rows is up to the store) */
+    assert_int_equal(call(d, PSREC__TYPE__PUSH, keys + 400, 150, vals, ++seq, text, sizeof text), PSREC_OK);
+    assert_int_equal(psrec_store_rows(st, 0), 250);
+    assert_int_equal(psrec_store_refused(st, 0), 300);
+    zmq_close(d);
+    server_join(x);
+    zmq_ctx_term(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_burst_counter), cmocka_unit_test(test_new_rows_check),   cmocka_unit_test(test_flood),
-        cmocka_unit_test(test_declared_size), cmocka_unit_test(test_frame_over_limit), cmocka_unit_test(test_new_rows),
+        cmocka_unit_test(test_burst_counter),
+        cmocka_unit_test(test_new_rows_check),
+        cmocka_unit_test(test_flood),
+        cmocka_unit_test(test_declared_size),
+        cmocka_unit_test(test_frame_over_limit),
+        cmocka_unit_test(test_new_rows),
+        cmocka_unit_test(test_full_table_skips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

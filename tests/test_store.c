@@ -239,6 +239,91 @@ static void test_max_rows(void **st)
     psrec_store_destroy(&s);
 }
 
+typedef struct {
+    psrec_store_t *s;
+    uint64_t base;
+    psrec_err rc;
+} skip_arg_t;
+
+static void *skip_puller(void *p)
+{
+    skip_arg_t *a = p;
+    uint64_t k[100];
+    float out[100 * 3];
+    a->rc = PSREC_OK;
+    for (int c = 0; c < 10 && !a->rc; c++) {
+        for (int i = 0; i < 100; i++)
+            k[i] = a->base + (uint64_t)(c * 100 + i);
+        a->rc = psrec_store_pull(a->s, 1, k, 100, out);
+    }
+    return NULL;
+}
+
+/* skip_new: a full table keeps serving; new keys beyond the capacity are refused one by one and counted
+ * (pulls see their initial values, updates of them are dropped), across threads too. */
+static void test_max_rows_skip_new(void **st)
+{
+    enum { DIM = 3 };
+    psrec_store_t *s = mk(1, 4);
+    add(s, 0,
+        (psrec_table_conf_t){.dim = DIM,
+                             .opt = {.kind = PSREC_OPT_SGD, .lr = 1},
+                             .init = PSREC_INIT_UNIFORM,
+                             .init_scale = 0.5f,
+                             .max_rows = 10,
+                             .skip_new = 1});
+    uint64_t keys[16];
+    float g[16 * DIM], out[16 * DIM], init[DIM];
+    for (int i = 0; i < 16; i++)
+        keys[i] = 100 + (uint64_t)i;
+    for (int i = 0; i < 16 * DIM; i++)
+        g[i] = 1;
+    assert_int_equal(psrec_store_push(s, 0, keys, 8, g), PSREC_OK);
+    /* 8 new keys, 2 of which fit: the call succeeds, 6 are refused */
+    assert_int_equal(psrec_store_push(s, 0, keys + 8, 8, g), PSREC_OK);
+    assert_int_equal(psrec_store_rows(s, 0), 10);
+    assert_int_equal(psrec_store_refused(s, 0), 6);
+    /* a pull of every key: stored rows moved by one push, refused ones are their initial values */
+    assert_int_equal(psrec_store_pull(s, 0, keys, 16, out), PSREC_OK);
+    assert_int_equal(psrec_store_refused(s, 0), 12);
+    int moved = 0, at_init = 0;
+    for (int i = 0; i < 16; i++) {
+        psrec_store_init_row(s, 0, keys[i], init);
+        int same = 1;
+        for (int j = 0; j < DIM; j++)
+            same &= out[i * DIM + j] == init[j];
+        int shifted = 1;
+        for (int j = 0; j < DIM; j++)
+            shifted &= out[i * DIM + j] == init[j] - 1.0f;
+        moved += shifted;
+        at_init += same;
+    }
+    assert_int_equal(moved, 10);
+    assert_int_equal(at_init, 6);
+    assert_int_equal(psrec_store_rows(s, 0), 10);
+    /* set of a refused key is dropped too; existing keys are still updated */
+    assert_int_equal(psrec_store_set(s, 0, keys, 16, g), PSREC_OK);
+    assert_int_equal(psrec_store_rows(s, 0), 10);
+    assert_int_equal(psrec_store_refused(s, 0), 18);
+    /* a refusing table without skip_new never counts refusals */
+    assert_int_equal(psrec_store_refused(s, 5), 0);
+    /* 4 threads pulling 1000 new keys each into room for 1500: exactly 1500 rows, 2500 refused */
+    add(s, 1, (psrec_table_conf_t){.dim = DIM, .max_rows = 1500, .skip_new = 1});
+    skip_arg_t a[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (skip_arg_t){.s = s, .base = 1000000 * (uint64_t)(i + 1)};
+        assert_int_equal(pthread_create(&th[i], NULL, skip_puller, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(a[i].rc, PSREC_OK);
+    }
+    assert_int_equal(psrec_store_rows(s, 1), 1500);
+    assert_int_equal(psrec_store_refused(s, 1), 2500);
+    psrec_store_destroy(&s);
+}
+
 static void test_errors(void **st)
 {
     psrec_store_t *s;
@@ -741,6 +826,7 @@ int main(void)
         cmocka_unit_test(test_push_optimizers),
         cmocka_unit_test(test_repeat_and_set),
         cmocka_unit_test(test_max_rows),
+        cmocka_unit_test(test_max_rows_skip_new),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_foreach),
         cmocka_unit_test(test_growth_one_stripe),

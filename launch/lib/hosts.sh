@@ -199,7 +199,7 @@ remote_role_cmd() {
   case "$name" in
     coord) cmd=("$b" coord --bind "tcp://${H_bind[h]}:$port" --servers "$servers" --workers "$workers" --job-id "$job" "${rsec[@]}" "${train[@]}") ;;
     server-*) local i=${name#server-} sp=$((port + 1 + ${name#server-}))
-      cmd=("$b" server --coord "$caddr" --bind "tcp://${H_bind[h]}:$sp" --advertise "tcp://${H_addr[h]}:$sp" --rank "$i" --job-id "$job" "${rsec[@]}" "${train[@]}") ;;
+      cmd=("$b" server --coord "$caddr" --bind "tcp://${H_bind[h]}:$sp" --advertise "tcp://${H_addr[h]}:$sp" --rank "$i" --job-id "$job" "${rsec[@]}" "${train[@]}" "${srv[@]}") ;;
     worker-*) local i=${name#worker-}
       cmd=("$b" worker --coord "$caddr" --threads 1 --rank "$i" --job-id "$job" --no-progress "${rsec[@]}" "${train[@]}") ;;
   esac
