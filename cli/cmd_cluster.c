@@ -138,7 +138,7 @@ int psrec_cmd_server(int argc, char **argv)
             uint64_t refused = psrec_store_refused(psrec_server_store(s), t);
             char full[96] = "";
             if (refused)
-                snprintf(full, sizeof full, "; full at %" PRIu64 " rows, %" PRIu64 " new keys refused", tc.max_rows,
+                snprintf(full, sizeof full, "; full at %" PRIu64 " rows, %" PRIu64 " refusals of new keys", tc.max_rows,
                          refused);
             fprintf(stderr, "psrec server:   table %u: %" PRIu64 " rows of %u (%s, %s), %.1f bytes/row%s\n", t,
                     psrec_store_rows(psrec_server_store(s), t), tc.dim, psrec_row_dtype_name(tc.dtype),

@@ -67,7 +67,10 @@ srv=() rest=()
 for ((a = 0; a < ${#train[@]}; a++)); do
   case "${train[a]}" in
     --max-msg-mb|--max-inflight|--max-new-rows|--max-rows|--at-max-rows)
-      srv+=("${train[a]}" "${train[a + 1]:-}"); a=$((a + 1)) ;;
+      [ $((a + 1)) -lt ${#train[@]} ] || die "${train[a]} needs a value"
+      [ "${train[a]}" != --at-max-rows ] || [[ "${train[a + 1]}" =~ ^(skip|fail)$ ]] ||
+        die "--at-max-rows: want skip or fail, not '${train[a + 1]}'"
+      srv+=("${train[a]}" "${train[a + 1]}"); a=$((a + 1)) ;;
     --max-msg-mb=*|--max-inflight=*|--max-new-rows=*|--max-rows=*|--at-max-rows=*) srv+=("${train[a]}") ;;
     *) rest+=("${train[a]}") ;;
   esac

@@ -82,6 +82,8 @@ typedef struct {
     uint64_t seq; /* of the NEG_SCORE */
     uint32_t table;
     int live;
+    uint64_t applied_seq; /* the last NEG_APPLY applied, and whether it had its batch (a retry's answer) */
+    int applied_live;
     psrec_negpart_t *part;
 } negslot_t;
 
@@ -153,6 +155,7 @@ struct psrec_server {
     uint32_t *slot_server;
     psrec_store_t *store;
     uint64_t refused_seen[PSREC_STORE_MAX_TABLES]; /* new keys refused by full tables, as last logged */
+    uint64_t publishes;
     atomic_int stop;
 
     psrec_idmap_t *senders; /* (role << 32 | rank) -> index into dd */
@@ -224,6 +227,7 @@ void psrec_table_conf_to_wire(uint32_t id, const psrec_table_conf_t *c, Psrec__T
     w->init_scale = c->init_scale;
     w->max_rows = c->max_rows;
     w->dtype = (uint32_t)c->dtype;
+    w->exact = c->exact != 0;
 }
 
 psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, psrec_table_conf_t *c, char *err)
@@ -250,6 +254,7 @@ psrec_err psrec_table_conf_from_wire(const Psrec__TableConf *w, uint32_t *id, ps
     c->init = (psrec_init_kind)w->init;
     c->init_scale = w->init_scale;
     c->max_rows = w->max_rows;
+    c->exact = w->exact;
     c->dtype = (psrec_row_dtype)w->dtype;
     return PSREC_OK;
 }
@@ -295,12 +300,19 @@ static psrec_err open_socket(psrec_server_t *s, const char *bind, char *err)
     return PSREC_OK;
 }
 
+/* The server's --max-rows and --at-max-rows on a table (not on an exact one: the tower's chunks). */
+static void apply_row_limits(const psrec_server_t *s, psrec_table_conf_t *c)
+{
+    if (c->exact) return;
+    if (!c->max_rows) c->max_rows = s->lim.max_rows;
+    c->skip_new = !s->lim.max_rows_fail;
+}
+
 static psrec_err add_tables(psrec_server_t *s, int n, const uint32_t *ids, const psrec_table_conf_t *tc, char *err)
 {
     for (int i = 0; i < n; i++) {
         psrec_table_conf_t c = tc[i];
-        if (!c.max_rows) c.max_rows = s->lim.max_rows;
-        c.skip_new = !s->lim.max_rows_fail;
+        apply_row_limits(s, &c);
         psrec_err rc = psrec_store_add_table(s->store, ids[i], &c, err);
         if (rc) return rc;
     }
@@ -457,8 +469,7 @@ static psrec_err join(psrec_server_t *s, const psrec_server_conf_t *conf, char *
         uint32_t id;
         psrec_table_conf_t tc;
         rc = psrec_table_conf_from_wire(reg->tables[i], &id, &tc, err);
-        if (!rc && !tc.max_rows) tc.max_rows = s->lim.max_rows;
-        tc.skip_new = !s->lim.max_rows_fail;
+        apply_row_limits(s, &tc);
         if (!rc) rc = psrec_store_add_table(s->store, id, &tc, err);
     }
     if (!rc) rc = recover(s, reg, err);
@@ -594,15 +605,17 @@ psrec_store_t *psrec_server_store(psrec_server_t *s)
 
 static void publish(psrec_server_t *s)
 {
-    for (uint32_t t = 0; t < PSREC_STORE_MAX_TABLES; t++) { /* a full table says so, at most every 10 s */
+    /* a full table says so, at most every 10 s (looked at every 256th publish: they follow every burst) */
+    int look = (++s->publishes & 255) == 0;
+    for (uint32_t t = 0; look && t < PSREC_STORE_MAX_TABLES; t++) {
         uint64_t r = psrec_store_refused(s->store, t);
         if (r == s->refused_seen[t]) continue;
         s->refused_seen[t] = r;
         char key[32];
         snprintf(key, sizeof key, "full %u", t);
         psrec_ratelog(s->rlog, key,
-                      "server %u: table %u is full (%llu rows): %llu new keys refused so far (their pulls get the "
-                      "initial values, their updates are dropped; --max-rows, --at-max-rows)",
+                      "server %u: table %u is full (%llu rows): %llu refusals of new keys so far (their pulls get "
+                      "the initial values, their updates are dropped; --max-rows, --at-max-rows)",
                       s->rank, t, (unsigned long long)psrec_store_rows(s->store, t), (unsigned long long)r);
     }
     pthread_mutex_lock(&s->mu);
@@ -896,16 +909,19 @@ static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, repl
     const float *rgrads = m->bulk[2];
     if ((rc = check_owner(s, rkeys, R, err))) return rc;
     if ((rc = psrec_limits_check_new_rows(&s->lim, s->store, h->table, rkeys, R, err))) return rc;
-    if ((rc = sender(s, h, &d, err))) return rc;
+    if ((rc = sender(s, h, &d, err)) || (rc = neg_slot(s, h, &ns, err))) return rc;
     r->h.dim = dim;
-    if (seen(d, h->seq)) {
+    if (seen(d, h->seq)) { /* a retry: answered as the first time was (applied before a restart: yes) */
         s->st.duplicates++;
+        r->h.negatives = ns->applied_seq == h->seq ? (uint32_t)ns->applied_live : 1;
         return PSREC_OK;
     }
-    if ((rc = neg_slot(s, h, &ns, err))) return rc;
     int Bp, pd;
     psrec_negpart_shape(ns->part, &Bp, &pd);
-    int live = ns->live && ns->seq == h->score_seq && ns->table == h->table && (uint64_t)Bp == B;
+    int live = ns->live && ns->seq == h->score_seq && ns->table == h->table;
+    if (live && (uint64_t)Bp != B)
+        return psrec_fail(err, PSREC_EPROTO, "NEG_APPLY: %llu weights for a scored batch of %d rows",
+                          (unsigned long long)B, Bp);
     const uint64_t *keys = rkeys;
     const float *grads = rgrads;
     size_t n = R;
@@ -914,6 +930,8 @@ static psrec_err on_neg_apply(psrec_server_t *s, const psrec_wire_msg_t *m, repl
         ns->live = 0;
     }
     if ((rc = apply_update(s, h, d, 1, dim, keys, n, grads, err))) return rc;
+    ns->applied_seq = h->seq;
+    ns->applied_live = live;
     /* a peer's unusually big batch does not stay allocated until its next one */
     if (psrec_negpart_bytes(ns->part) > NEG_KEEP_BYTES) psrec_negpart_destroy(&ns->part);
     if (live) s->st.neg_applied += n;

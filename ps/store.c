@@ -451,7 +451,7 @@ static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint
         return PSREC_OK;
     }
     psrec_err rc;
-    if (t->max_rows && t->skip_new) { /* one row of capacity, or refused (the caller serves its init) */
+    if (t->max_rows && t->skip_new && op != OP_RAW) { /* one row of capacity, or refused (caller serves init) */
         uint64_t cur = atomic_load_explicit(&t->committed, memory_order_relaxed);
         do {
             if (cur >= t->max_rows) {
@@ -464,7 +464,8 @@ static inline psrec_err find_or_add(table_t *t, stripe_t *st, uint64_t key, uint
     }
     uint32_t r;
     if ((st->nrows >= st->grow_at && (rc = grow(st))) || (rc = new_row(t, st, &r))) {
-        if (t->max_rows && t->skip_new) atomic_fetch_sub_explicit(&t->committed, 1, memory_order_relaxed);
+        if (t->max_rows && t->skip_new && op != OP_RAW)
+            atomic_fetch_sub_explicit(&t->committed, 1, memory_order_relaxed);
         return rc;
     }
     sl = probe(st, key, h); /* the slot moved if the stripe grew */
@@ -627,7 +628,8 @@ static psrec_err run(psrec_store_t *s, uint32_t table, const uint64_t *keys, siz
     scratch_t sc;
     uint64_t reserved = 0, added = 0;
     psrec_err rc = PSREC_OK;
-    if (t->max_rows && !t->skip_new && (rc = reserve(t, keys, n, &sc, &reserved))) return rc;
+    /* restoring rows (OP_RAW) is all or nothing even on a skip_new table: a checkpoint is never cut short */
+    if (t->max_rows && (!t->skip_new || op == OP_RAW) && (rc = reserve(t, keys, n, &sc, &reserved))) return rc;
     const size_t dim = t->dim, win = op == OP_RAW ? t->stride : dim; /* floats per key of `in` */
     float *tmp = NULL;                                               /* 16-bit rows: one widened row (init, push) */
     if (t->dtype != PSREC_ROW_F32 && !(tmp = malloc(dim * sizeof *tmp))) rc = PSREC_ENOMEM;

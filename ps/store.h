@@ -61,8 +61,12 @@ typedef struct {
      * 0: the whole call is refused with PSREC_EFULL, nothing created or applied;
      * 1: the call succeeds; new keys take rows while there is room, later ones are refused one by one and
      *    counted (psrec_store_refused): a pull gets their initial values without storing them, a push or
-     *    set of them is dropped. A full table thus keeps serving a long run instead of stopping it. */
+     *    set of them is dropped. A full table thus keeps serving a long run instead of stopping it.
+     *    put_raw (restoring a checkpoint) stays all or nothing (PSREC_EFULL): a round is never cut short. */
     int skip_new;
+    /* every row is a parameter that must exist (the tower's weights): a server never applies its
+     * --max-rows or --at-max-rows to this table (the store itself does not look at this flag) */
+    int exact;
 } psrec_table_conf_t;
 
 typedef struct psrec_store psrec_store_t;

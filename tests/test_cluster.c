@@ -212,7 +212,7 @@ static void test_full_tables(void **state)
     const char *p = strstr(out, "table 0: 400 rows");
     assert_non_null(p);
     assert_non_null(strstr(p, "full at 400 rows"));
-    assert_true(atof(strstr(p, "full at 400 rows, ") + 18) > 0); /* new keys refused */
+    assert_true(atof(strstr(p, "full at 400 rows, ") + 18) > 0); /* refusals of new keys */
     assert_true(recall_of("full") > 0.0);
     assert_int_not_equal(run(out, sizeof out,
                              "%s/launch/run.sh --bin %s --servers 1 --workers 1 --port %d --logs %s/logsfail -- "

@@ -521,7 +521,8 @@ static void test_duplicates(void **st)
 
 /* NEG_SCORE / NEG_APPLY (server-side negatives): the server's draw, scores and update equal the same
  * ps/negatives.h computation on a reference store built the same way; a repeated NEG_APPLY is not
- * applied twice, one without its score is ESTALE, malformed ones get error replies and the server
+ * applied twice (and answered as the first time), one without its score applies the worker's rows only
+ * and says so, malformed ones get error replies and the server
  * keeps serving. */
 static void neg_score_msg(Psrec__Header *h, psrec_wire_bulk_t *b, uint64_t seq, uint32_t negatives, const float *U,
                           const uint32_t *off, const uint64_t *pk)
@@ -623,7 +624,7 @@ static void test_negatives(void **st)
         call(d, &h, wb, 3, &m);
         if (m.hdr->type != PSREC__TYPE__NEG_APPLY_OK) fail_msg("NEG_APPLY: %s", m.hdr->error_text);
         if (rep == 0) assert_int_equal(m.hdr->count, gn);
-        if (rep == 0) assert_int_equal(m.hdr->negatives, 1);
+        assert_int_equal(m.hdr->negatives, 1); /* the copy is answered as the first was */
         psrec_wire_msg_clear(&m);
         pull(d, 0, DIM, keys51, 51, rows51);
         assert_memory_equal(rows51, want51, sizeof rows51);
@@ -676,6 +677,12 @@ static void test_negatives(void **st)
     h.push_rows = 2;
     psrec_wire_bulk_t bad3[3] = {{w, sizeof w}, {ek, sizeof ek}, {eg, sizeof eg}};
     expect_error(d, &h, bad3, 3, PSREC_EPROTO);
+    /* weights for another batch size than the one scored */
+    hdr(&h, PSREC__TYPE__NEG_APPLY, 0, 2, DIM, 26);
+    h.epoch = 1;
+    h.score_seq = 23;
+    psrec_wire_bulk_t two[3] = {{w, 2 * sizeof(float)}, {ek, 0}, {eg, 0}};
+    expect_error(d, &h, two, 3, PSREC_EPROTO);
     /* still serving, rows unchanged by the refused requests */
     pull(d, 0, DIM, keys, 50, rows);
     assert_memory_equal(rows, want, sizeof rows);

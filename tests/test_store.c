@@ -305,6 +305,15 @@ static void test_max_rows_skip_new(void **st)
     assert_int_equal(psrec_store_set(s, 0, keys, 16, g), PSREC_OK);
     assert_int_equal(psrec_store_rows(s, 0), 10);
     assert_int_equal(psrec_store_refused(s, 0), 18);
+    /* restoring rows (a checkpoint) is all or nothing even here: a round is never cut short */
+    uint32_t wd = psrec_store_row_width(s, 0);
+    float *raw = calloc(2 * wd, sizeof *raw);
+    uint64_t fresh[2] = {900, 901};
+    assert_int_equal(psrec_store_put_raw(s, 0, fresh, 2, raw), PSREC_EFULL);
+    assert_int_equal(psrec_store_put_raw(s, 0, keys, 2, raw), PSREC_OK); /* existing rows: fine */
+    assert_int_equal(psrec_store_rows(s, 0), 10);
+    assert_int_equal(psrec_store_refused(s, 0), 18);
+    free(raw);
     /* a refusing table without skip_new never counts refusals */
     assert_int_equal(psrec_store_refused(s, 5), 0);
     /* 4 threads pulling 1000 new keys each into room for 1500: exactly 1500 rows, 2500 refused */

@@ -789,8 +789,9 @@ psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_
 }
 
 psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, const uint64_t *keys,
-                                 const float *grads, size_t n, char *err)
+                                 const float *grads, size_t n, uint32_t *stale, char *err)
 {
+    *stale = 0;
     if (r->neg_n == 0 || r->neg_n != r->nservers)
         return psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: no scored batch for the current servers");
     size_t dim = (size_t)r->neg_d;
@@ -829,8 +830,9 @@ psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float 
     psrec_err rc = run(r, &op, r->nservers, err);
     r->neg_n = 0; /* applied (or failed) once */
     if (!rc && op.stale)
-        rc = psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: %d server(s) no longer had the scored batch (restarted)",
-                        op.stale);
+        snprintf(r->last_err, sizeof r->last_err, "NEG_APPLY: %d server(s) no longer had the scored batch (restarted)",
+                 op.stale);
+    *stale = (uint32_t)op.stale;
     return rc;
 }
 
@@ -891,10 +893,10 @@ static psrec_err ops_neg_score(void *impl, uint32_t table, const psrec_negbatch_
 }
 
 static psrec_err ops_neg_apply(void *impl, uint32_t table, const float *w, const uint64_t *keys, const float *grads,
-                               size_t n)
+                               size_t n, uint32_t *stale)
 {
     psrec_remote_t *r = impl;
-    return psrec_remote_neg_apply(r, table, w, keys, grads, n, r->last_err);
+    return psrec_remote_neg_apply(r, table, w, keys, grads, n, stale, r->last_err);
 }
 
 static void ops_destroy(void *impl)

@@ -79,13 +79,13 @@ psrec_err psrec_remote_checkpoint(psrec_remote_t *r, uint64_t round, char *err) 
  * (nservers x B x d) and logE (nservers) are filled by server index. apply sends each server its row
  * weights w (nservers x B) for the batch it scored last, with the caller's own gradient rows of the
  * table (n keys, unique, n x d grads) grouped by server: each server applies both as one update.
- * PSREC_ESTALE if there is no scored batch (or the map changed in between), or, after every server
- * answered, if one no longer had it (it restarted: it applied the caller's rows only). */
+ * PSREC_ESTALE if there is no scored batch (or the map changed in between); *stale counts the servers
+ * that answered without it (they restarted: they applied the caller's rows only). */
 psrec_err psrec_remote_neg_score(psrec_remote_t *r, uint32_t table, const psrec_negbatch_t *b,
                                  const psrec_negdraw_t *draw, uint64_t seed, float *lse, float *ybar, float *logE,
                                  char *err) PSREC_MUST_CHECK;
 psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float *w, const uint64_t *keys,
-                                 const float *grads, size_t n, char *err) PSREC_MUST_CHECK;
+                                 const float *grads, size_t n, uint32_t *stale, char *err) PSREC_MUST_CHECK;
 uint32_t psrec_remote_nservers(const psrec_remote_t *r);
 uint32_t psrec_remote_server_of(const psrec_remote_t *r, uint64_t key);
 /* Bytes and messages sent/received so far (raw = before LZ4, wire = as sent). */

@@ -82,10 +82,11 @@ psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const p
 }
 
 psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w, const uint64_t *keys,
-                                const float *grads, size_t n)
+                                const float *grads, size_t n, uint32_t *stale)
 {
+    *stale = 0;
     if (!c->ops.neg_apply) return PSREC_EUNSUPPORTED;
-    return c->ops.neg_apply(c->impl, table, w, keys, grads, n);
+    return c->ops.neg_apply(c->impl, table, w, keys, grads, n, stale);
 }
 
 /* ---- the local client ---- */
@@ -145,9 +146,10 @@ static psrec_err local_neg_score(void *impl, uint32_t table, const psrec_negbatc
 }
 
 static psrec_err local_neg_apply(void *impl, uint32_t table, const float *w, const uint64_t *rkeys, const float *rgrads,
-                                 size_t rn)
+                                 size_t rn, uint32_t *stale)
 {
     local_t *l = impl;
+    *stale = 0; /* the store is this process's: its scored batch cannot go missing */
     if (!l->part || table != l->part_table) return PSREC_EINVAL;
     const uint64_t *keys;
     const float *grads;

@@ -37,7 +37,7 @@ typedef struct {
     psrec_err (*neg_score)(void *impl, uint32_t table, const psrec_negbatch_t *b, const psrec_negdraw_t *per_part,
                            uint64_t seed, float *lse, float *ybar, float *logE);
     psrec_err (*neg_apply)(void *impl, uint32_t table, const float *w, const uint64_t *keys, const float *grads,
-                           size_t n);
+                           size_t n, uint32_t *stale);
 } psrec_table_ops_t;
 
 typedef struct psrec_table_client psrec_table_client_t;
@@ -79,9 +79,9 @@ psrec_err psrec_table_neg_score(psrec_table_client_t *c, uint32_t table, const p
                                 float *logE) PSREC_MUST_CHECK;
 /* Applies the last scored batch's negatives' gradients with weights w (parts x B), together with the
  * caller's own gradient rows of the table (n unique keys, n x d grads: it does not push them itself), so
- * that each key gets one update per step. PSREC_ESTALE: a shard no longer had the scored batch (it
- * restarted); the caller's rows were applied all the same. */
+ * that each key gets one update per step. *stale counts the shards that no longer had the scored batch
+ * (restarted): they applied the caller's rows only. An error means the rows may not have been applied. */
 psrec_err psrec_table_neg_apply(psrec_table_client_t *c, uint32_t table, const float *w, const uint64_t *keys,
-                                const float *grads, size_t n) PSREC_MUST_CHECK;
+                                const float *grads, size_t n, uint32_t *stale) PSREC_MUST_CHECK;
 
 #endif

@@ -423,14 +423,12 @@ static psrec_err server_negatives(worker_t *w, psrec_loss_in_t *in, const psrec_
  * one update per step, as the worker-side path gives it. */
 static psrec_err apply_server_negatives(worker_t *w)
 {
-    psrec_err rc =
-        psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w, w->g_out.keys, w->g_out.grads, w->g_out.n);
-    if (rc == PSREC_ESTALE) { /* a server restarted between score and apply: this step's negatives are lost */
-        if (w->neg_lost++ == 0)
-            fprintf(stderr, "psrec worker %u: a server could not apply a step's negatives (%s); training on\n", w->rank,
-                    w->remote ? psrec_remote_last_error(w->remote) : "restarted");
-        rc = PSREC_OK;
-    }
+    uint32_t stale = 0;
+    psrec_err rc = psrec_table_neg_apply(w->client, PSREC_TABLE_ITEM_OUT, w->part_w, w->g_out.keys, w->g_out.grads,
+                                         w->g_out.n, &stale);
+    if (!rc && stale && w->neg_lost++ == 0) /* a server restarted between score and apply: its negatives are lost */
+        fprintf(stderr, "psrec worker %u: %s; training on\n", w->rank,
+                w->remote ? psrec_remote_last_error(w->remote) : "a server restarted");
     return rc;
 }
 
@@ -1169,7 +1167,8 @@ int psrec_train_tables(const psrec_train_conf_t *c, const psrec_schema_t *schema
             tables[n++] = tin;
         }
     ids[n] = PSREC_TABLE_DENSE;
-    tables[n++] = (psrec_table_conf_t){.dim = PSREC_DENSE_CHUNK, .opt = c->dense_opt, .init = PSREC_INIT_ZERO};
+    tables[n++] =
+        (psrec_table_conf_t){.dim = PSREC_DENSE_CHUNK, .opt = c->dense_opt, .init = PSREC_INIT_ZERO, .exact = 1};
     return n;
 }
 
