@@ -185,10 +185,11 @@ struct psrec_server {
     psrec_pushlog_t *log; /* --durability log */
     ack_t *acks;          /* held until the log commits */
     size_t nacks, capacks;
-    pid_t child;          /* snapshot writer in flight (0: none) */
-    uint64_t child_round; /* its round */
-    uint64_t taken;       /* newest round a snapshot was started for */
-    uint64_t reported;    /* newest finished round, reported in heartbeats */
+    pid_t child;                    /* snapshot writer in flight (0: none) */
+    double child_t0, child_fork_ms; /* when it was forked, and how long fork() held the serving thread */
+    uint64_t child_round;           /* its round */
+    uint64_t taken;                 /* newest round a snapshot was started for */
+    uint64_t reported;              /* newest finished round, reported in heartbeats */
     uint64_t reported_bytes;
     psrec_err reported_err;
     uint64_t pruned;      /* log segments below this were deleted */
@@ -393,6 +394,13 @@ static psrec_err newest_segment(const psrec_server_t *s, uint64_t from, uint64_t
     return rc == PSREC_ENOTFOUND ? PSREC_OK : rc;
 }
 
+static double mono_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 /* At registration: the newest complete round, then (a restart with --durability log) the push log. */
 static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
 {
@@ -400,6 +408,7 @@ static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
     if (!(s->ckpt_dir = strdup(reg->checkpoint_dir))) return psrec_fail(err, PSREC_ENOMEM, "out of memory");
     uint64_t round = reg->resume_round;
     psrec_err rc = PSREC_OK;
+    double t0 = mono_sec();
     if (round) {
         psrec_manifest_t m;
         memset(&m, 0, sizeof m);
@@ -440,9 +449,10 @@ static psrec_err recover(psrec_server_t *s, const Psrec__Header *reg, char *err)
     }
     if (round || reg->replay_log)
         fprintf(stderr,
-                "psrec server %u: recovered %llu rows from checkpoint round %llu%s, replayed %llu log records\n",
+                "psrec server %u: recovered %llu rows from checkpoint round %llu%s, replayed %llu log records "
+                "(%.1f s)\n",
                 s->rank, (unsigned long long)s->st.recovered_rows, (unsigned long long)round, round ? "" : " (none)",
-                (unsigned long long)s->st.replayed_records);
+                (unsigned long long)s->st.replayed_records, mono_sec() - t0);
     return PSREC_OK;
 }
 
@@ -1071,7 +1081,9 @@ static psrec_err take_snapshot(psrec_server_t *s, uint64_t round, char *err)
                                 .hi = s->dd[i].hi,
                                 .window = s->dd[i].window,
                                 .any = (uint64_t)s->dd[i].any};
+    double t0 = mono_sec();
     pid_t pid = fork();
+    if (pid > 0) s->child_fork_ms = (mono_sec() - t0) * 1e3; /* serving stood still this long */
     if (pid < 0) {
         free(blob);
         return psrec_fail(err, PSREC_EIO, "fork for the snapshot: %s", strerror(errno));
@@ -1087,6 +1099,7 @@ static psrec_err take_snapshot(psrec_server_t *s, uint64_t round, char *err)
     }
     free(blob);
     s->child = pid;
+    s->child_t0 = t0;
     s->child_round = round;
     s->taken = round;
     s->st.checkpoints++;
@@ -1106,6 +1119,12 @@ static void reap(psrec_server_t *s)
     if (ok && stat(path, &sb) != 0) ok = 0;
     s->reported = s->child_round;
     s->reported_bytes = ok ? (uint64_t)sb.st_size : 0;
+    if (ok)
+        fprintf(stderr,
+                "psrec server %u: snapshot of round %llu: %.1f MB written in %.1f s while serving (the fork paused "
+                "serving %.1f ms)\n",
+                s->rank, (unsigned long long)s->child_round, sb.st_size / 1e6, mono_sec() - s->child_t0,
+                s->child_fork_ms);
     s->reported_err = ok ? PSREC_OK : PSREC_EIO;
     s->child = 0;
     clock_gettime(CLOCK_MONOTONIC, &s->hb_next);

@@ -223,6 +223,37 @@ static void test_full_tables(void **state)
     assert_non_null(strstr(out, "capacity reached"));
 }
 
+/* A worker that starts after another one has already reported progress (here rank 0, late, while
+ * rank 1 materialises a 10^6-row catalogue) is a fresh worker, not a resumed one: it writes the tower's
+ * initial weights, materialises its share and meets the others at the barriers, and the job ends. */
+static void test_late_worker(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    int port = psrec_test_free_port();
+    int rc = run(out, sizeof out,
+                 "cd %s && B=%s && A=tcp://127.0.0.1:%d && "
+                 "$B prep --in data/train.txt --catalogue 1000000 --out s1m --shards 2 2>/dev/null && "
+                 "O='--data s1m --epochs 1 --dim 16 --negatives 128 --negatives-on servers --materialise "
+                 "--max-steps 20 --checkpoint-dir %s/ckl --insecure --job-id 9 --no-progress' && "
+                 "(timeout 150 $B coord --bind $A --servers 1 --workers 2 $O > lc.log 2>&1 & "
+                 " timeout 150 $B server --coord $A --bind tcp://127.0.0.1:0 $O > ls.log 2>&1 & "
+                 " timeout 150 $B worker --coord $A --rank 1 --threads 1 $O > lw1.log 2>&1 & W1=$!; "
+                 /* polling a condition (rank 1 has sent a heartbeat with its totals), not a delay for one */
+                 " for i in $(seq 1 400); do $B status --coord $A --insecure --job-id 9 2>/dev/null | "
+                 "   grep -qE 'worker +1 .* 0/[1-9][0-9]* ex' && break; sleep 0.05; done; "
+                 " timeout 120 $B worker --coord $A --rank 0 --threads 1 $O > lw0.log 2>&1; r=$?; "
+                 " wait $W1; r1=$?; wait; [ $r = 0 ] && [ $r1 = 0 ]) && "
+                 "cat lw0.log lw1.log",
+                 dir, bin, port, dir);
+    if (rc) {
+        run(out, sizeof out, "cd %s && tail -n 5 lc.log ls.log lw0.log lw1.log", dir);
+        fail_msg("late worker job failed (%d):\n%s", rc, out);
+    }
+    assert_non_null(strstr(out, "psrec worker 0: materialised 500000 catalogue rows"));
+    assert_non_null(strstr(out, "psrec worker 1: materialised 500000 catalogue rows"));
+}
+
 /* Bounded staleness: two workers in lock step (k = 0) and with k = 2 finish and learn. */
 static void test_bounded_staleness(void **state)
 {
@@ -343,10 +374,15 @@ static void test_run_sh_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_one_worker_equivalence),  cmocka_unit_test(test_run_sh_two_by_two),
-        cmocka_unit_test(test_slots_balance_dense_ids), cmocka_unit_test(test_bounded_staleness),
-        cmocka_unit_test(test_status_and_interrupt),    cmocka_unit_test(test_run_sh_errors),
-        cmocka_unit_test(test_negatives_on_servers),    cmocka_unit_test(test_full_tables),
+        cmocka_unit_test(test_one_worker_equivalence),
+        cmocka_unit_test(test_run_sh_two_by_two),
+        cmocka_unit_test(test_slots_balance_dense_ids),
+        cmocka_unit_test(test_bounded_staleness),
+        cmocka_unit_test(test_status_and_interrupt),
+        cmocka_unit_test(test_run_sh_errors),
+        cmocka_unit_test(test_negatives_on_servers),
+        cmocka_unit_test(test_full_tables),
+        cmocka_unit_test(test_late_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

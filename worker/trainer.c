@@ -725,7 +725,10 @@ static psrec_err join_cluster(worker_t *w, char *err)
         psrec_coord_client_set_timeout(w->cc, c->recovery_ms > c->timeout_ms * 3 ? c->recovery_ms : c->timeout_ms * 3);
     }
     w->round_seen = w->round_done = reg->resume_round;
-    w->resumed = reg->resume_round > 0 || reg->n_progress > 0;
+    /* resumed: from a round, or this rank registered before (a restarted process: a new epoch). Progress
+     * that other workers reported alone does not make a fresh worker resumed (a late-starting worker of
+     * a new job would skip the tower init, --materialise and their barriers, and the others would wait) */
+    w->resumed = reg->resume_round > 0 || reg->epoch > 1;
     /* progress per data shard (indexed by shard id): this worker's list is set up in worker_start */
     for (size_t i = 0; !rc && i < reg->n_progress; i++) {
         const Psrec__ShardProgress *p = reg->progress[i];
