@@ -540,6 +540,20 @@ psrec_err psrec_server_new(psrec_server_t **out, void *zctx, const psrec_server_
     return PSREC_OK;
 }
 
+/* Stops a snapshot writer still in flight and removes its unfinished file (a durable file's temporary
+ * name: "<path>.tmp.<pid>.<tid>", the child's only thread): a round cut short leaves no gigabytes behind. */
+static void stop_writer(psrec_server_t *s)
+{
+    if (s->child <= 0) return;
+    kill(s->child, SIGKILL);
+    waitpid(s->child, NULL, 0);
+    char dir[4096], tmp[4300];
+    psrec_manifest_round_dir(s->ckpt_dir, s->child_round, dir, sizeof dir);
+    snprintf(tmp, sizeof tmp, "%s/server-%u.snap.tmp.%ld.%ld", dir, s->rank, (long)s->child, (long)s->child);
+    unlink(tmp);
+    s->child = 0;
+}
+
 void psrec_server_destroy(psrec_server_t **ps)
 {
     if (!ps || !*ps) return;
@@ -550,10 +564,7 @@ void psrec_server_destroy(psrec_server_t **ps)
         zmq_setsockopt(s->hb_sock, ZMQ_LINGER, &linger, sizeof linger);
         zmq_close(s->hb_sock);
     }
-    if (s->child > 0) { /* a snapshot still being written when the job ended: nobody waits for it */
-        kill(s->child, SIGKILL);
-        waitpid(s->child, NULL, 0);
-    }
+    stop_writer(s); /* a snapshot still being written when the job ended: nobody waits for it */
     if (s->lstarted) {
         pthread_mutex_lock(&s->lmu);
         s->lquit = 1;
@@ -1058,11 +1069,7 @@ static psrec_err on_checkpoint(psrec_server_t *s, const psrec_wire_msg_t *m, cha
 static psrec_err take_snapshot(psrec_server_t *s, uint64_t round, char *err)
 {
     psrec_err rc;
-    if (s->child > 0) { /* an abandoned round's writer: the new round supersedes it */
-        kill(s->child, SIGKILL);
-        waitpid(s->child, NULL, 0);
-        s->child = 0;
-    }
+    stop_writer(s); /* an abandoned round's writer: the new round supersedes it */
     /* updates applied so far belong to the old segment and to the snapshot; the new segment starts here */
     if ((rc = flush_acks(s, err))) return rc;
     if (s->log && (rc = psrec_pushlog_rotate(s->log, round, err))) {
