@@ -1196,20 +1196,25 @@ static psrec_err send_reply(psrec_server_t *s, const psrec_wire_route_t *route, 
     return PSREC_OK;
 }
 
+/* A reply's header: this server's identity, and the request's seq and table echoed. */
+static void reply_header(const psrec_server_t *s, Psrec__Header *h, Psrec__Type type, uint64_t seq, uint32_t table)
+{
+    psrec_wire_header_init(h, type);
+    h->role = PSREC__ROLE__SERVER;
+    h->rank = s->rank;
+    h->epoch = s->epoch;
+    h->seq = seq;
+    h->table = table;
+    h->job_id = s->job_id;
+    h->map_version = s->map_version;
+}
+
 static psrec_err send_error(psrec_server_t *s, const psrec_wire_route_t *route, const Psrec__Header *req,
                             psrec_err code, const char *text, char *fatal)
 {
     Psrec__Header h;
-    psrec_wire_header_init(&h, PSREC__TYPE__ERROR);
-    h.role = PSREC__ROLE__SERVER;
-    h.rank = s->rank;
-    h.epoch = s->epoch;
-    h.map_version = s->map_version;
-    if (req) {
-        h.seq = req->seq;
-        h.table = req->table;
-        h.job_id = req->job_id;
-    }
+    reply_header(s, &h, PSREC__TYPE__ERROR, req ? req->seq : 0, req ? req->table : 0);
+    h.job_id = req ? req->job_id : 0; /* the sender's job: a refusal of another job's message reaches it */
     h.error_code = (uint32_t)code;
     h.error_text = (char *)(text && *text ? text : psrec_strerror(code));
     s->st.errors++;
@@ -1222,14 +1227,7 @@ static psrec_err send_acks(psrec_server_t *s, const ack_t *acks, size_t n, char 
     for (size_t i = 0; !rc && i < n; i++) {
         const ack_t *a = &acks[i];
         Psrec__Header h;
-        psrec_wire_header_init(&h, (Psrec__Type)a->type);
-        h.role = PSREC__ROLE__SERVER;
-        h.rank = s->rank;
-        h.epoch = s->epoch;
-        h.seq = a->seq;
-        h.table = a->table;
-        h.job_id = s->job_id;
-        h.map_version = s->map_version;
+        reply_header(s, &h, (Psrec__Type)a->type, a->seq, a->table);
         h.count = a->count;
         h.dim = a->dim;
         h.negatives = a->negatives;
@@ -1328,15 +1326,8 @@ static psrec_err serve(psrec_server_t *s, const psrec_wire_route_t *route, const
     const Psrec__Header *h = m->hdr;
     char err[PSREC_ERRBUF] = "";
     reply_t r;
-    psrec_wire_header_init(&r.h, PSREC__TYPE__TYPE_UNSPECIFIED);
+    reply_header(s, &r.h, PSREC__TYPE__TYPE_UNSPECIFIED, h->seq, h->table);
     r.nbulk = 0;
-    r.h.role = PSREC__ROLE__SERVER;
-    r.h.rank = s->rank;
-    r.h.epoch = s->epoch;
-    r.h.seq = h->seq;
-    r.h.table = h->table;
-    r.h.job_id = s->job_id;
-    r.h.map_version = s->map_version;
     psrec_err rc = PSREC_OK;
     int shutdown = 0;
     if (h->job_id != s->job_id) {

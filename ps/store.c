@@ -876,13 +876,9 @@ psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng,
     *rows = 0;
     if (!t) return PSREC_ENOTFOUND;
     if (n == 0) return PSREC_OK;
-    uint64_t *cum = malloc(((size_t)t->nlocks + 1) * sizeof *cum);
-    uint32_t *cnt = calloc(t->nlocks, sizeof *cnt);
-    if (!cum || !cnt) {
-        free(cum);
-        free(cnt);
-        return PSREC_ENOMEM;
-    }
+    uint64_t cum[MAX_LOCKS + 1]; /* 12 KiB on the stack: no allocation per draw */
+    uint32_t cnt[MAX_LOCKS];
+    memset(cnt, 0, t->nlocks * sizeof *cnt);
     cum[0] = 0;
     for (uint32_t i = 0; i < t->nlocks; i++) {
         pthread_mutex_lock(&t->stripes[i].mu);
@@ -890,11 +886,7 @@ psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng,
         pthread_mutex_unlock(&t->stripes[i].mu);
     }
     uint64_t total = cum[t->nlocks];
-    if (total == 0) {
-        free(cum);
-        free(cnt);
-        return PSREC_OK;
-    }
+    if (total == 0) return PSREC_OK;
     for (size_t k = 0; k < n; k++) {
         uint64_t r = psrec_rng_below(rng, total);
         uint32_t lo = 0, hi = t->nlocks; /* stripe i with cum[i] <= r < cum[i + 1] */
@@ -921,8 +913,6 @@ psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng,
         }
         pthread_mutex_unlock(&st->mu);
     }
-    free(cum);
-    free(cnt);
     *rows = total;
     return PSREC_OK;
 }

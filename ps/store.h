@@ -120,7 +120,7 @@ void psrec_store_foreach(psrec_store_t *s, uint32_t table, psrec_store_row_fn fn
 
 /* Draws n keys uniformly with replacement from the table's materialised rows (each row with
  * probability 1 / rows), with the caller's rng; *rows gets the row count the draw saw. With no rows,
- * nothing is drawn and *rows = 0. PSREC_ENOTFOUND for a missing table, PSREC_ENOMEM. Used by servers
+ * nothing is drawn and *rows = 0. PSREC_ENOTFOUND for a missing table. Used by servers
  * that sample negatives from their own shard (ps/negatives.h). */
 psrec_err psrec_store_sample(psrec_store_t *s, uint32_t table, psrec_rng_t *rng, size_t n, uint64_t *keys,
                              uint64_t *rows) PSREC_MUST_CHECK;

@@ -595,45 +595,54 @@ static psrec_err run(psrec_remote_t *r, op_t *op, size_t nreq, char *err)
     return rc;
 }
 
-/* Groups n keys (and rows) by server and builds the requests; returns their number in *nreq. */
-static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t n, const float *vals, size_t *nreq,
-                      char *err)
+/* Groups n keys (and rows of op->dim floats) by server: op->keys/vals/perm point at them in server
+ * order (the caller's arrays with one server), r->cnt[s] is server s's count. */
+static psrec_err group_rows(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t n, const float *vals, char *err)
 {
     uint32_t dim = op->dim;
-    size_t chunk = PSREC_WIRE_MAX_FRAME_BYTES / ((size_t)dim * sizeof(float));
-    if (chunk > PSREC_REMOTE_CHUNK) chunk = PSREC_REMOTE_CHUNK;
     memset(r->cnt, 0, r->nservers * sizeof *r->cnt);
     if (r->nservers == 1) {
         r->cnt[0] = n;
         op->keys = keys;
         op->vals = vals;
         op->perm = NULL;
-    } else {
-        if (psrec_grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) ||
-            psrec_grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
-            psrec_grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
-            (vals && psrec_grow((void **)&r->gvals, &r->gvals_cap, n * dim, sizeof *r->gvals)))
-            return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu keys", n);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t s = r->slot_server[psrec_wire_slot(keys[i], r->nslots)];
-            r->srv[i] = s;
-            r->cnt[s]++;
-        }
-        size_t off = 0;
-        for (uint32_t s = 0; s < r->nservers; s++) {
-            r->ss[s].first = off; /* temporarily: next free position of server s */
-            off += r->cnt[s];
-        }
-        for (size_t i = 0; i < n; i++) {
-            size_t p = r->ss[r->srv[i]].first++;
-            r->perm[p] = i;
-            r->gkeys[p] = keys[i];
-            if (vals) memcpy(r->gvals + p * dim, vals + i * dim, dim * sizeof(float));
-        }
-        op->keys = r->gkeys;
-        op->vals = vals ? r->gvals : NULL;
-        op->perm = r->perm;
+        return PSREC_OK;
     }
+    if (psrec_grow((void **)&r->srv, &r->srv_cap, n, sizeof *r->srv) ||
+        psrec_grow((void **)&r->perm, &r->perm_cap, n, sizeof *r->perm) ||
+        psrec_grow((void **)&r->gkeys, &r->gkeys_cap, n, sizeof *r->gkeys) ||
+        (vals && psrec_grow((void **)&r->gvals, &r->gvals_cap, (size_t)n * dim, sizeof *r->gvals)))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu keys", n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t s = r->slot_server[psrec_wire_slot(keys[i], r->nslots)];
+        r->srv[i] = s;
+        r->cnt[s]++;
+    }
+    size_t off = 0;
+    for (uint32_t s = 0; s < r->nservers; s++) {
+        r->ss[s].first = off; /* temporarily: next free position of server s */
+        off += r->cnt[s];
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t p = r->ss[r->srv[i]].first++;
+        r->perm[p] = i;
+        r->gkeys[p] = keys[i];
+        if (vals) memcpy(r->gvals + p * dim, vals + i * dim, dim * sizeof(float));
+    }
+    op->keys = r->gkeys;
+    op->vals = vals ? r->gvals : NULL;
+    op->perm = r->perm;
+    return PSREC_OK;
+}
+
+/* Groups n keys (and rows) by server and builds the requests; returns their number in *nreq. */
+static psrec_err plan(psrec_remote_t *r, op_t *op, const uint64_t *keys, size_t n, const float *vals, size_t *nreq,
+                      char *err)
+{
+    size_t chunk = PSREC_WIRE_MAX_FRAME_BYTES / ((size_t)op->dim * sizeof(float));
+    if (chunk > PSREC_REMOTE_CHUNK) chunk = PSREC_REMOTE_CHUNK;
+    psrec_err rc = group_rows(r, op, keys, n, vals, err);
+    if (rc) return rc;
     size_t total = 0;
     for (uint32_t s = 0; s < r->nservers; s++)
         total += (r->cnt[s] + chunk - 1) / chunk;
@@ -794,40 +803,26 @@ psrec_err psrec_remote_neg_apply(psrec_remote_t *r, uint32_t table, const float 
     *stale = 0;
     if (r->neg_n == 0 || r->neg_n != r->nservers)
         return psrec_fail(err, PSREC_ESTALE, "NEG_APPLY: no scored batch for the current servers");
-    size_t dim = (size_t)r->neg_d;
-    /* the caller's rows grouped by server (one request each, every server gets its weights) */
-    if (psrec_grow((void **)&r->srv, &r->srv_cap, n + 1, sizeof *r->srv) ||
-        psrec_grow((void **)&r->gkeys, &r->gkeys_cap, n + 1, sizeof *r->gkeys) ||
-        psrec_grow((void **)&r->gvals, &r->gvals_cap, n * dim + 1, sizeof *r->gvals) ||
-        psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
-        return psrec_fail(err, PSREC_ENOMEM, "out of memory grouping %zu rows", n);
-    memset(r->cnt, 0, r->nservers * sizeof *r->cnt);
-    for (size_t i = 0; i < n; i++) {
-        r->srv[i] = psrec_remote_server_of(r, keys[i]);
-        r->cnt[r->srv[i]]++;
-    }
+    op_t op = {.type = PSREC__TYPE__NEG_APPLY,
+               .want = PSREC__TYPE__NEG_APPLY_OK,
+               .table = table,
+               .dim = (uint32_t)r->neg_d,
+               .w = w};
+    /* the caller's rows grouped by server: one request each, every server gets its weights */
+    if (psrec_grow((void **)&r->reqs, &r->reqs_cap, r->nservers, sizeof *r->reqs))
+        return psrec_fail(err, PSREC_ENOMEM, "out of memory");
+    static const uint64_t no_key[1];
+    static const float no_row[1];
+    /* no rows at all still sends the (empty) key and row frames the server expects */
+    psrec_err rc = group_rows(r, &op, keys ? keys : no_key, n, grads ? grads : no_row, err);
+    if (rc) return rc;
     size_t off = 0;
     for (uint32_t s = 0; s < r->nservers; s++) {
         r->reqs[s] = (req_t){.server = s, .seq = ++r->seq, .off = off, .count = r->cnt[s]};
         r->ss[s] = (sstate_t){.first = s, .next = s, .oldest = s, .end = s + 1};
         off += r->cnt[s];
     }
-    for (size_t i = 0; i < n; i++) { /* reqs[s].off counts up while filling, then is set back */
-        req_t *q = &r->reqs[r->srv[i]];
-        size_t p = q->off++;
-        r->gkeys[p] = keys[i];
-        memcpy(r->gvals + p * dim, grads + i * dim, dim * sizeof(float));
-    }
-    for (uint32_t s = 0; s < r->nservers; s++)
-        r->reqs[s].off -= r->reqs[s].count;
-    op_t op = {.type = PSREC__TYPE__NEG_APPLY,
-               .want = PSREC__TYPE__NEG_APPLY_OK,
-               .table = table,
-               .dim = (uint32_t)dim,
-               .w = w,
-               .keys = r->gkeys,
-               .vals = r->gvals};
-    psrec_err rc = run(r, &op, r->nservers, err);
+    rc = run(r, &op, r->nservers, err);
     r->neg_n = 0; /* applied (or failed) once */
     if (!rc && op.stale)
         snprintf(r->last_err, sizeof r->last_err, "NEG_APPLY: %d server(s) no longer had the scored batch (restarted)",

@@ -900,6 +900,26 @@ static psrec_err dump_remote(void *ctx, uint32_t table, uint32_t dim, uint64_t *
     return psrec_remote_dump(ctx, table, dim, keys, values, n, err);
 }
 
+/* Barrier `name` of all workers, for as long as they take (materialising 10^8 rows takes minutes), but
+ * not for a dead one: after each deadline without the barrier, the coordinator's view is checked, and a
+ * worker it declared dead ends the wait with an error naming it (re-sending the barrier counts once). */
+static psrec_err wait_for_workers(worker_t *w, const char *name, char *err)
+{
+    psrec_err rc;
+    while ((rc = psrec_coord_client_barrier(w->cc, name, w->nworkers, err)) == PSREC_ETIMEDOUT) {
+        Psrec__Header *st = NULL;
+        if ((rc = psrec_coord_client_status(w->cc, &st, err))) return rc;
+        for (size_t i = 0; !rc && i < st->n_members; i++) {
+            const Psrec__Member *m = st->members[i];
+            if (m->role == PSREC__ROLE__WORKER && !m->alive)
+                rc = psrec_fail(err, PSREC_ETIMEDOUT, "worker %u stopped answering before barrier '%s'", m->rank, name);
+        }
+        psrec__header__free_unpacked(st, NULL);
+        if (rc) return rc;
+    }
+    return rc;
+}
+
 /* --materialise: this worker's share of the catalogue's output rows, created on their servers in
  * chunks (heartbeats go on in between: it takes a while at 10^8 items), then every worker waits for
  * the others so that training starts on the whole table. */
@@ -929,12 +949,7 @@ static psrec_err materialise(worker_t *w, char *err)
         }
     }
     free(keys);
-    if (!rc && tr->coord) { /* the others may take longer: wait for them, not the usual deadline */
-        psrec_coord_client_set_timeout(w->cc, 24 * 3600 * 1000);
-        rc = psrec_coord_client_barrier(w->cc, "materialised", w->nworkers, err);
-        int ms = c->timeout_ms * 3;
-        psrec_coord_client_set_timeout(w->cc, w->ckpt_dir && c->recovery_ms > ms ? c->recovery_ms : ms);
-    }
+    if (!rc && tr->coord) rc = wait_for_workers(w, "materialised", err);
     if (!rc && !c->quiet)
         fprintf(stderr, "psrec worker %u: materialised %zu catalogue rows in %.1f s (%.2f M rows/s)\n", w->rank,
                 hi - lo, now_sec() - t0, (double)(hi - lo) / 1e6 / (now_sec() - t0 + 1e-9));
@@ -1036,17 +1051,20 @@ static psrec_err worker_finish(worker_t *w, char *err)
     return rc;
 }
 
-/* Bytes this worker's clients moved so far (bulk frames as sent, plus headers). */
-static uint64_t wire_bytes_of(const worker_t *w)
+/* Bytes this worker's clients moved so far: as they crossed the wire (bulk frames as sent, plus headers),
+ * and the bulk frames before LZ4 (raw, may be NULL). */
+static uint64_t wire_bytes_of(const worker_t *w, uint64_t *raw)
 {
-    uint64_t b = 0;
+    uint64_t b = 0, rb = 0;
     psrec_remote_t *rs[2] = {w->remote, w->pusher ? w->pusher->remote : NULL};
     for (int k = 0; k < 2; k++) {
         if (!rs[k]) continue;
         psrec_wire_stats_t s, r;
         psrec_remote_stats(rs[k], &s, &r);
         b += s.wire_bytes + r.wire_bytes + s.header_bytes + r.header_bytes;
+        rb += s.raw_bytes + r.raw_bytes;
     }
+    if (raw) *raw = rb;
     return b;
 }
 
@@ -1058,7 +1076,7 @@ static void *worker_main(void *arg)
     char err[PSREC_ERRBUF] = "";
     psrec_err rc = worker_start(w, err);
     double t_start = now_sec();
-    uint64_t ex0 = w->examples, wire0 = rc ? 0 : wire_bytes_of(w);
+    uint64_t ex0 = w->examples, wire0 = rc ? 0 : wire_bytes_of(w, NULL);
     while (!rc && !should_stop(tr)) {
         if (c->max_steps && w->steps >= c->max_steps) break;
         size_t got = 0;
@@ -1097,7 +1115,7 @@ static void *worker_main(void *arg)
     if (!tr->steps_t0 || t_start < tr->steps_t0) tr->steps_t0 = t_start;
     if (now_sec() > tr->steps_t1) tr->steps_t1 = now_sec();
     tr->steps_examples += w->examples - ex0;
-    tr->steps_wire += rc ? 0 : wire_bytes_of(w) - wire0;
+    tr->steps_wire += rc ? 0 : wire_bytes_of(w, NULL) - wire0;
     pthread_mutex_unlock(&tr->mu);
     if (!rc) rc = worker_finish(w, err);
     if (rc) record_error(tr, rc, err);
@@ -1473,14 +1491,9 @@ psrec_err psrec_train(const psrec_train_conf_t *conf, psrec_train_result_t *res,
         res->final_loss = last_loss;
         for (int i = 0; i < W; i++) {
             res->steps += ws[i].steps;
-            psrec_remote_t *rs[2] = {ws[i].remote, ws[i].pusher ? ws[i].pusher->remote : NULL};
-            for (int k = 0; k < 2; k++) {
-                if (!rs[k]) continue;
-                psrec_wire_stats_t s, r;
-                psrec_remote_stats(rs[k], &s, &r);
-                res->wire_raw_bytes += s.raw_bytes + r.raw_bytes;
-                res->wire_bytes += s.wire_bytes + r.wire_bytes + s.header_bytes + r.header_bytes;
-            }
+            uint64_t raw = 0;
+            res->wire_bytes += wire_bytes_of(&ws[i], &raw);
+            res->wire_raw_bytes += raw;
         }
         if (tr->first_rc) rc = psrec_fail(err, tr->first_rc, "%s", tr->first_err);
     }
