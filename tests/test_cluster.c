@@ -254,6 +254,38 @@ static void test_late_worker(void **state)
     assert_non_null(strstr(out, "psrec worker 1: materialised 500000 catalogue rows"));
 }
 
+/* A worker killed while the workers materialise ends the others' wait at the barrier with an error that
+ * names it (within the coordinator's heartbeat timeout and one barrier deadline), instead of a hang. */
+static void test_materialise_dead_worker(void **state)
+{
+    (void)state;
+    static char out[1 << 16];
+    int port = psrec_test_free_port();
+    /* rank 0 is killed as soon as it is registered, seconds before its 2 M rows are made: it never reaches
+     * the barrier, whose other member (rank 1) only starts afterwards */
+    int rc =
+        run(out, sizeof out,
+            "cd %s && B=%s && A=tcp://127.0.0.1:%d && "
+            "$B prep --in data/train.txt --catalogue 4000000 --out s4m --shards 2 2>/dev/null && "
+            "O='--data s4m --epochs 1 --dim 8 --row-dtype f16 --negatives 128 --materialise --max-steps 20 --insecure "
+            "--job-id 11 --no-progress --timeout 1000 --heartbeat-timeout 1000' && "
+            "(timeout 60 $B coord --bind $A --servers 1 --workers 2 $O > dc.log 2>&1 & C=$!; "
+            " timeout 60 $B server --coord $A --bind tcp://127.0.0.1:0 $O > ds.log 2>&1 & S=$!; "
+            " $B worker --coord $A --rank 0 --threads 1 $O > dw0.log 2>&1 & W0=$!; " /* killed below */
+            /* polling a condition (rank 0 is registered), bounded, not a delay standing in for one */
+            " timeout 20 sh -c \"until $B status --coord $A --insecure --job-id 11 2>/dev/null | "
+            "grep -qE '^worker +0 '; do sleep 0.05; done\"; "
+            " kill -9 $W0; "
+            " timeout 60 $B worker --coord $A --rank 1 --threads 1 $O > dw1.log 2>&1; r1=$?; "
+            " kill $C $S; wait; echo rank1=$r1; cat dw1.log)",
+            dir, bin, port);
+    assert_int_equal(rc, 0);
+    if (strstr(out, "rank1=0\n") || strstr(out, "rank1=124")) fail_msg("rank 1 did not fail by itself:\n%s", out);
+    assert_null(strstr(out, "rank1=0\n")); /* rank 1 failed... */
+    assert_null(strstr(out, "rank1=124")); /* ...by itself, not by the 60 s guard */
+    assert_non_null(strstr(out, "worker 0 stopped answering before barrier 'materialised'"));
+}
+
 /* Bounded staleness: two workers in lock step (k = 0) and with k = 2 finish and learn. */
 static void test_bounded_staleness(void **state)
 {
@@ -383,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_negatives_on_servers),
         cmocka_unit_test(test_full_tables),
         cmocka_unit_test(test_late_worker),
+        cmocka_unit_test(test_materialise_dead_worker),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

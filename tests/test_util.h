@@ -75,16 +75,36 @@ static inline double psrec_test_now(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-/* A tcp port on 127.0.0.1 that was free a moment ago (bound and released). */
-static inline int psrec_test_free_port(void)
+/* Whether a tcp port on 127.0.0.1 can be bound now. */
+static inline int psrec_test_port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0) close(fd);
+    return ok;
+}
+
+/* The first of 16 consecutive tcp ports on 127.0.0.1 that were free a moment ago: a job's coordinator
+ * port and the fixed server ports after it (launch/run.sh: port + 1 + rank). They are drawn below the
+ * kernel's ephemeral range (32768 and up here), which every bind to port 0 and every outgoing
+ * connection of the tests running in parallel draws from: a port taken from there could be handed to
+ * another test's socket before the job binds it (a restarted server then found its port busy). */
+static inline int psrec_test_free_port(void)
+{
+    static unsigned calls;
+    unsigned x = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL) ^ (++calls * 40503u);
+    for (int tries = 0; tries < 1000; tries++) {
+        x = x * 1103515245u + 12345u;
+        int base = 20000 + (int)((x >> 8) % 750) * 16; /* 20000 .. 31984 */
+        int ok = 1;
+        for (int p = base; ok && p < base + 16; p++)
+            ok = psrec_test_port_free(p);
+        if (ok) return base;
+    }
+    fail_msg("no 16 free consecutive tcp ports in 20000..31999");
+    return -1;
 }
 
 #endif
